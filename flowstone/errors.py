@@ -99,7 +99,7 @@ class FlowStoneError(Exception):
         }
 
 
-def _json_safe(value: Any) -> Any:  # noqa: ANN401 - walks arbitrary context values
+def _json_safe(value: Any) -> Any:
     """Context values are meant to be JSON already; anything else is stored as its repr."""
     if value is None or isinstance(value, bool | int | float | str):
         return value
@@ -121,7 +121,7 @@ class EmbeddedPostgresUnavailableError(ConfigurationError):
 class DefinitionError(FlowStoneError):
     """Asset definitions are invalid. ``problems`` lists every problem found, not only the first."""
 
-    def __init__(self, problems: list[str], **kwargs: Any) -> None:  # noqa: ANN401
+    def __init__(self, problems: list[str], **kwargs: Any) -> None:
         self.problems = list(problems)
         lines = "\n".join(f"  - {p}" for p in self.problems)
         count = len(self.problems)

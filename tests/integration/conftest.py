@@ -7,6 +7,9 @@ from collections.abc import Iterator
 import pytest
 
 from flowstone.store import migrations
+from flowstone.store.base import Store
+from flowstone.store.memory import MemoryStore
+from flowstone.store.postgres import PostgresStore
 from tests import pg
 
 
@@ -44,3 +47,17 @@ def empty_database_url(pg_server: pg.Server) -> Iterator[str]:
     """A fresh database with nothing installed."""
     with pg.fresh_database(pg_server, template=None) as url:
         yield url
+
+
+@pytest.fixture(params=["memory", "postgres"])
+def store(request: pytest.FixtureRequest) -> Iterator[Store]:
+    """Each store implementation in turn: the contract suite runs against both (I8)."""
+    if request.param == "memory":
+        yield MemoryStore()
+        return
+    url = request.getfixturevalue("database_url")
+    pg_store = PostgresStore(url)
+    try:
+        yield pg_store
+    finally:
+        pg_store.close()

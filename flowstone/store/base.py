@@ -1,0 +1,193 @@
+"""The store interface: every read and write of FlowStone's metadata goes through one of these methods.
+
+Two implementations share one contract test suite (``tests/integration/test_store_contract.py``):
+:class:`flowstone.store.postgres.PostgresStore` (named queries, the source of truth) and
+:class:`flowstone.store.memory.MemoryStore` (same semantics, for tests and notebooks).
+
+Times: every writer takes ``now`` (default: the database's clock) so tests control time without
+mocking (STYLE.md §7).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from flowstone import errors
+from flowstone.store import records
+
+__all__ = ["StepKey", "Store", "skip_error"]
+
+StepKey = tuple[str, str]
+"""(asset, encoded partition key)."""
+
+
+class Store(ABC):
+    """Metadata store: runs, materializations, lineage, audit."""
+
+    kind: str = "abstract"
+
+    # -- runs ---------------------------------------------------------------------------------
+
+    @abstractmethod
+    def create_run(
+        self,
+        run: records.NewRun,
+        steps: Sequence[records.PlannedStep],
+        *,
+        now: datetime | None = None,
+    ) -> records.Run:
+        """In one transaction: insert the run, plan its steps (``pending``), audit ``run.requested``."""
+
+    @abstractmethod
+    def get_run(self, run_id: str) -> records.Run | None:
+        """The run, or ``None``."""
+
+    @abstractmethod
+    def list_runs(self, *, limit: int = 20) -> list[records.Run]:
+        """The newest runs first."""
+
+    @abstractmethod
+    def finish_run(self, run_id: str, *, actor: str, now: datetime | None = None) -> records.Run | None:
+        """Recompute the run's status from its steps; audit ``run.finished`` when it became terminal.
+
+        Returns the run when its status changed, else ``None``.
+        """
+
+    # -- steps --------------------------------------------------------------------------------
+
+    @abstractmethod
+    def start_step(
+        self,
+        run_id: str,
+        asset: str,
+        partition_key: str,
+        *,
+        code_version: str | None = None,
+        reclaim: bool = False,
+        now: datetime | None = None,
+    ) -> records.Materialization | None:
+        """Claim a step: ``pending``/``queued`` (or absent) → ``running``, attempt + 1 (an upsert).
+
+        ``reclaim`` also takes over a ``running`` row (a redelivered job whose worker died).
+        Returns ``None`` when the step's status does not allow starting (read it with
+        :meth:`get_step`).
+        """
+
+    @abstractmethod
+    def get_step(self, run_id: str, asset: str, partition_key: str) -> records.Materialization | None:
+        """The step row of (run, asset, partition), or ``None``."""
+
+    @abstractmethod
+    def get_materialization(self, materialization_id: int) -> records.Materialization | None:
+        """The row with this id, or ``None``."""
+
+    @abstractmethod
+    def find_inputs(
+        self, run_id: str, wanted: Sequence[StepKey]
+    ) -> dict[StepKey, tuple[records.Materialization, bool]]:
+        """For each wanted (asset, key): this run's row if it has one (any status, flag ``True``),
+        else the latest succeeded row (flag ``False``). Missing keys have no entry."""
+
+    @abstractmethod
+    def succeed_step(
+        self,
+        step: records.Materialization,
+        *,
+        output_ref: Mapping[str, Any],
+        metadata: Mapping[str, Any],
+        lineage: Sequence[tuple[int, str]],
+        actor: str,
+        now: datetime | None = None,
+    ) -> records.Materialization | None:
+        """In one transaction: ``running`` → ``succeeded`` for this attempt, lineage edges
+        (upstream id, input name), audit event (I11). ``None`` if the attempt lost the step."""
+
+    @abstractmethod
+    def fail_step(
+        self,
+        step: records.Materialization,
+        *,
+        error: Mapping[str, Any],
+        skip: Sequence[StepKey],
+        actor: str,
+        now: datetime | None = None,
+    ) -> records.Materialization | None:
+        """In one transaction: ``running`` → ``failed`` with the error, audit event, and the given
+        not-yet-started steps of the run → ``skipped``. ``None`` if the attempt lost the step."""
+
+    @abstractmethod
+    def skip_steps(
+        self,
+        run_id: str,
+        steps: Sequence[StepKey],
+        *,
+        error: Mapping[str, Any],
+        now: datetime | None = None,
+    ) -> list[records.Materialization]:
+        """Mark not-yet-started steps ``skipped``; returns the rows that changed."""
+
+    @abstractmethod
+    def run_steps(self, run_id: str) -> list[records.Materialization]:
+        """Every step of the run, in id order."""
+
+    # -- queries ------------------------------------------------------------------------------
+
+    @abstractmethod
+    def latest(self, asset: str, partition_key: str) -> records.Materialization | None:
+        """The latest succeeded row: ``finished_at DESC, id DESC`` (I8)."""
+
+    @abstractmethod
+    def latest_all(self, asset: str | None = None) -> list[records.Materialization]:
+        """The latest succeeded row of every (asset, partition), ordered by asset, key."""
+
+    @abstractmethod
+    def history(self, asset: str, partition_key: str, *, limit: int = 20) -> list[records.Materialization]:
+        """Rows of (asset, partition), newest id first."""
+
+    @abstractmethod
+    def succeeded_keys(self, asset: str, partition_keys: Sequence[str]) -> set[str]:
+        """Which of these keys have a succeeded materialization."""
+
+    @abstractmethod
+    def lineage_upstream(self, materialization_id: int, *, max_depth: int) -> list[records.LineageRow]:
+        """Materializations read (transitively) by this one."""
+
+    @abstractmethod
+    def lineage_downstream(self, materialization_id: int, *, max_depth: int) -> list[records.LineageRow]:
+        """Materializations that read (transitively) this one."""
+
+    # -- audit --------------------------------------------------------------------------------
+
+    @abstractmethod
+    def audit(
+        self,
+        event: str,
+        *,
+        actor: str,
+        run_id: str | None = None,
+        materialization_id: int | None = None,
+        asset: str | None = None,
+        partition_key: str | None = None,
+        details: Mapping[str, Any] | None = None,
+        now: datetime | None = None,
+    ) -> int:
+        """Append an audit event; returns its id."""
+
+    @abstractmethod
+    def audit_events(self, *, run_id: str | None = None, limit: int = 1000) -> list[records.AuditEvent]:
+        """Events in id order."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook, most stores hold nothing
+        """Release connections."""
+
+
+def skip_error(failed: records.Materialization) -> dict[str, Any]:
+    """The error stored on steps skipped because ``failed`` did not succeed."""
+    return errors.DependencyFailedError(
+        f"upstream step {failed.asset} [{failed.partition_key}] did not succeed ({failed.status})",
+        run_id=failed.run_id,
+        context={"upstream_asset": failed.asset, "upstream_partition_key": failed.partition_key},
+    ).to_dict()

@@ -1,0 +1,519 @@
+"""The Postgres store: one method per named query (``sql/queries/*.sql``), errors translated here."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+import psycopg
+import psycopg_pool
+from psycopg import errors as pg_errors
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from flowstone import errors
+from flowstone.store import base, records, sqlfiles
+
+__all__ = ["PostgresStore", "translate_errors"]
+
+Q = sqlfiles.query
+Row = dict[str, Any]
+Conn = psycopg.Connection[Row]
+
+
+@contextmanager
+def translate_errors(action: str) -> Iterator[None]:
+    """Map driver errors to FlowStone errors at the edge (STYLE.md §3)."""
+    try:
+        yield
+    except (pg_errors.SerializationFailure, pg_errors.DeadlockDetected) as exc:
+        raise errors.StoreError(f"{action}: concurrent update, try again ({exc})", retryable=True) from exc
+    except pg_errors.IntegrityError as exc:
+        constraint = getattr(exc.diag, "constraint_name", None)
+        raise errors.StoreError(
+            f"{action}: the database refused it ({str(exc).strip()})",
+            retryable=False,
+            context={"constraint": constraint, "sqlstate": exc.sqlstate},
+        ) from exc
+    except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
+        raise errors.StoreError(
+            f"{action}: database unavailable ({str(exc).strip()})", retryable=True
+        ) from exc
+    except psycopg.Error as exc:
+        raise errors.StoreError(
+            f"{action}: {str(exc).strip()}", retryable=False, context={"sqlstate": exc.sqlstate}
+        ) from exc
+
+
+def _materialization(row: Row) -> records.Materialization:
+    return records.Materialization(
+        id=row["id"],
+        run_id=str(row["run_id"]),
+        asset=row["asset"],
+        partition_key=row["partition_key"],
+        status=row["status"],
+        attempt=row["attempt"],
+        pending_upstream=row["pending_upstream"],
+        created_at=row["created_at"],
+        queued_at=row["queued_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        duration_ms=row["duration_ms"],
+        error=row["error"],
+        metadata=row["metadata"],
+        output_ref=row["output_ref"],
+        code_version=row["code_version"],
+        job_id=row["job_id"],
+    )
+
+
+def _run(row: Row) -> records.Run:
+    return records.Run(
+        run_id=str(row["run_id"]),
+        kind=row["kind"],
+        selection=tuple(row["selection"]),
+        config=row["config"],
+        tags=row["tags"],
+        requested_by=row["requested_by"],
+        status=row["status"],
+        created_at=row["created_at"],
+        finished_at=row["finished_at"],
+    )
+
+
+def _lineage(row: Row, via: str) -> records.LineageRow:
+    return records.LineageRow(
+        depth=row["depth"],
+        via_id=row[via],
+        input_name=row["input_name"],
+        id=row["id"],
+        run_id=str(row["run_id"]),
+        asset=row["asset"],
+        partition_key=row["partition_key"],
+        status=row["status"],
+        finished_at=row["finished_at"],
+    )
+
+
+def _uuid(run_id: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(run_id)
+    except ValueError:
+        raise errors.StoreError(f"{run_id!r} is not a run id (a UUID)", retryable=False) from None
+
+
+def _keys(steps: Sequence[base.StepKey]) -> tuple[list[str], list[str]]:
+    return [a for a, _ in steps], [k for _, k in steps]
+
+
+class PostgresStore(base.Store):
+    """Metadata in Postgres through a small connection pool (autocommit; explicit transactions)."""
+
+    kind = "postgres"
+
+    def __init__(self, url: str, *, max_connections: int = 8) -> None:
+        self.url = url
+        self._lock = threading.Lock()
+        self._max = max(1, max_connections)
+        self._pool: psycopg_pool.ConnectionPool[Conn] | None = None
+
+    def _get_pool(self) -> psycopg_pool.ConnectionPool[Conn]:
+        with self._lock:
+            if self._pool is None:
+                pool: psycopg_pool.ConnectionPool[Conn] = psycopg_pool.ConnectionPool(
+                    self.url,
+                    min_size=1,
+                    max_size=self._max,
+                    kwargs={"autocommit": True, "row_factory": dict_row},
+                    connection_class=psycopg.Connection[Row],
+                    open=False,
+                    name="flowstone-store",
+                )
+                with translate_errors("connect"):
+                    pool.open(wait=True, timeout=30)
+                self._pool = pool
+            return self._pool
+
+    @contextmanager
+    def connection(self) -> Iterator[Conn]:
+        """A pooled autocommit connection (use ``conn.transaction()`` for several statements)."""
+        with self._get_pool().connection() as conn:
+            yield conn
+
+    def close(self) -> None:
+        """Close the pool; the store reopens it if used again."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
+
+    def _one(self, action: str, name: str, params: Mapping[str, Any]) -> Row | None:
+        with translate_errors(action), self.connection() as conn:
+            return conn.execute(Q(name), params).fetchone()
+
+    def _all(self, action: str, name: str, params: Mapping[str, Any]) -> list[Row]:
+        with translate_errors(action), self.connection() as conn:
+            return conn.execute(Q(name), params).fetchall()
+
+    # -- runs ---------------------------------------------------------------------------------
+
+    def create_run(
+        self,
+        run: records.NewRun,
+        steps: Sequence[records.PlannedStep],
+        *,
+        now: datetime | None = None,
+    ) -> records.Run:
+        with translate_errors("create run"), self.connection() as conn, conn.transaction():
+            self.insert_run(conn, run, steps, now=now)
+        created = self.get_run(run.run_id)
+        if created is None:  # pragma: no cover - the insert above committed or raised
+            raise errors.StoreError(f"run {run.run_id} vanished after insert")
+        return created
+
+    def insert_run(
+        self,
+        conn: Conn,
+        run: records.NewRun,
+        steps: Sequence[records.PlannedStep],
+        *,
+        now: datetime | None = None,
+    ) -> None:
+        """Insert a run, its planned steps and the audit event on ``conn`` (caller's transaction)."""
+        run_uuid = _uuid(run.run_id)
+        conn.execute(
+            Q("run_insert"),
+            {
+                "run_id": run_uuid,
+                "kind": run.kind,
+                "selection": list(run.selection),
+                "config": Jsonb(run.config),
+                "tags": Jsonb(run.tags),
+                "requested_by": run.requested_by,
+                "status": run.status,
+                "now": now,
+            },
+        )
+        with conn.cursor() as cur:
+            cur.executemany(
+                Q("materialization_plan"),
+                [
+                    {
+                        "run_id": run_uuid,
+                        "asset": s.asset,
+                        "partition_key": s.partition_key,
+                        "pending_upstream": s.pending_upstream,
+                        "code_version": s.code_version,
+                        "now": now,
+                    }
+                    for s in steps
+                ],
+            )
+        conn.execute(
+            Q("audit_insert"),
+            self._audit_params(
+                "run.requested",
+                actor=run.requested_by,
+                run_id=run.run_id,
+                details={"kind": run.kind, "selection": list(run.selection), "steps": len(steps)},
+                now=now,
+            ),
+        )
+
+    def get_run(self, run_id: str) -> records.Run | None:
+        row = self._one("read run", "run_get", {"run_id": _uuid(run_id)})
+        return _run(row) if row else None
+
+    def list_runs(self, *, limit: int = 20) -> list[records.Run]:
+        return [_run(r) for r in self._all("list runs", "run_list", {"limit": limit})]
+
+    def finish_run(self, run_id: str, *, actor: str, now: datetime | None = None) -> records.Run | None:
+        row = self._one("finish run", "run_finish", {"run_id": _uuid(run_id), "actor": actor, "now": now})
+        return _run(row) if row else None
+
+    # -- steps --------------------------------------------------------------------------------
+
+    def start_step(
+        self,
+        run_id: str,
+        asset: str,
+        partition_key: str,
+        *,
+        code_version: str | None = None,
+        reclaim: bool = False,
+        now: datetime | None = None,
+    ) -> records.Materialization | None:
+        row = self._one(
+            "start step",
+            "materialization_start",
+            {
+                "run_id": _uuid(run_id),
+                "asset": asset,
+                "partition_key": partition_key,
+                "code_version": code_version,
+                "reclaim": reclaim,
+                "now": now,
+            },
+        )
+        return _materialization(row) if row else None
+
+    def get_step(self, run_id: str, asset: str, partition_key: str) -> records.Materialization | None:
+        row = self._one(
+            "read step",
+            "materialization_get_step",
+            {"run_id": _uuid(run_id), "asset": asset, "partition_key": partition_key},
+        )
+        return _materialization(row) if row else None
+
+    def get_materialization(self, materialization_id: int) -> records.Materialization | None:
+        row = self._one("read materialization", "materialization_get", {"id": materialization_id})
+        return _materialization(row) if row else None
+
+    def find_inputs(
+        self, run_id: str, wanted: Sequence[base.StepKey]
+    ) -> dict[base.StepKey, tuple[records.Materialization, bool]]:
+        if not wanted:
+            return {}
+        assets, keys = _keys(wanted)
+        rows = self._all(
+            "find inputs",
+            "materialization_inputs",
+            {"run_id": _uuid(run_id), "assets": assets, "keys": keys},
+        )
+        return {(r["asset"], r["partition_key"]): (_materialization(r), bool(r["in_run"])) for r in rows}
+
+    def succeed_step(
+        self,
+        step: records.Materialization,
+        *,
+        output_ref: Mapping[str, Any],
+        metadata: Mapping[str, Any],
+        lineage: Sequence[tuple[int, str]],
+        actor: str,
+        now: datetime | None = None,
+    ) -> records.Materialization | None:
+        with translate_errors("record success"), self.connection() as conn, conn.transaction():
+            return self.succeed_step_on(
+                conn,
+                step,
+                output_ref=output_ref,
+                metadata=metadata,
+                lineage=lineage,
+                actor=actor,
+                now=now,
+            )
+
+    def succeed_step_on(
+        self,
+        conn: Conn,
+        step: records.Materialization,
+        *,
+        output_ref: Mapping[str, Any],
+        metadata: Mapping[str, Any],
+        lineage: Sequence[tuple[int, str]],
+        actor: str,
+        now: datetime | None = None,
+    ) -> records.Materialization | None:
+        """The success statement on ``conn``, inside the caller's transaction."""
+        row = conn.execute(
+            Q("materialization_succeed"),
+            {
+                "id": step.id,
+                "attempt": step.attempt,
+                "output_ref": Jsonb(dict(output_ref)),
+                "metadata": Jsonb(dict(metadata)),
+                "upstream_ids": [u for u, _ in lineage],
+                "input_names": [n for _, n in lineage],
+                "actor": actor,
+                "now": now,
+            },
+        ).fetchone()
+        return _materialization(row) if row else None
+
+    def fail_step(
+        self,
+        step: records.Materialization,
+        *,
+        error: Mapping[str, Any],
+        skip: Sequence[base.StepKey],
+        actor: str,
+        now: datetime | None = None,
+    ) -> records.Materialization | None:
+        with translate_errors("record failure"), self.connection() as conn, conn.transaction():
+            row = conn.execute(
+                Q("materialization_fail"),
+                {
+                    "id": step.id,
+                    "attempt": step.attempt,
+                    "error": Jsonb(dict(error)),
+                    "actor": actor,
+                    "now": now,
+                },
+            ).fetchone()
+            if row is None:
+                return None
+            failed = _materialization(row)
+            if skip:
+                self._skip_on(conn, step.run_id, skip, error=base.skip_error(failed), now=now)
+            return failed
+
+    def _skip_on(
+        self,
+        conn: Conn,
+        run_id: str,
+        steps: Sequence[base.StepKey],
+        *,
+        error: Mapping[str, Any],
+        now: datetime | None,
+    ) -> list[records.Materialization]:
+        assets, keys = _keys(steps)
+        rows = conn.execute(
+            Q("materialization_skip"),
+            {
+                "run_id": _uuid(run_id),
+                "assets": assets,
+                "keys": keys,
+                "error": Jsonb(dict(error)),
+                "now": now,
+            },
+        ).fetchall()
+        return [_materialization(r) for r in rows]
+
+    def skip_steps(
+        self,
+        run_id: str,
+        steps: Sequence[base.StepKey],
+        *,
+        error: Mapping[str, Any],
+        now: datetime | None = None,
+    ) -> list[records.Materialization]:
+        if not steps:
+            return []
+        with translate_errors("skip steps"), self.connection() as conn:
+            return self._skip_on(conn, run_id, steps, error=error, now=now)
+
+    def run_steps(self, run_id: str) -> list[records.Materialization]:
+        rows = self._all("read run steps", "materialization_run_steps", {"run_id": _uuid(run_id)})
+        return [_materialization(r) for r in rows]
+
+    # -- queries ------------------------------------------------------------------------------
+
+    def latest(self, asset: str, partition_key: str) -> records.Materialization | None:
+        row = self._one(
+            "read latest", "materialization_latest", {"asset": asset, "partition_key": partition_key}
+        )
+        return _materialization(row) if row else None
+
+    def latest_all(self, asset: str | None = None) -> list[records.Materialization]:
+        rows = self._all("read latest", "materialization_latest_all", {"asset": asset})
+        return [_materialization(r) for r in rows]
+
+    def history(self, asset: str, partition_key: str, *, limit: int = 20) -> list[records.Materialization]:
+        rows = self._all(
+            "read history",
+            "materialization_history",
+            {"asset": asset, "partition_key": partition_key, "limit": limit},
+        )
+        return [_materialization(r) for r in rows]
+
+    def succeeded_keys(self, asset: str, partition_keys: Sequence[str]) -> set[str]:
+        if not partition_keys:
+            return set()
+        rows = self._all(
+            "read succeeded partitions",
+            "materialization_succeeded_keys",
+            {"asset": asset, "keys": list(partition_keys)},
+        )
+        return {r["partition_key"] for r in rows}
+
+    def lineage_upstream(self, materialization_id: int, *, max_depth: int) -> list[records.LineageRow]:
+        rows = self._all(
+            "read lineage", "lineage_upstream", {"id": materialization_id, "max_depth": max_depth}
+        )
+        return [_lineage(r, "reader_id") for r in rows]
+
+    def lineage_downstream(self, materialization_id: int, *, max_depth: int) -> list[records.LineageRow]:
+        rows = self._all(
+            "read lineage", "lineage_downstream", {"id": materialization_id, "max_depth": max_depth}
+        )
+        return [_lineage(r, "source_id") for r in rows]
+
+    # -- audit --------------------------------------------------------------------------------
+
+    @staticmethod
+    def _audit_params(
+        event: str,
+        *,
+        actor: str,
+        run_id: str | None = None,
+        materialization_id: int | None = None,
+        asset: str | None = None,
+        partition_key: str | None = None,
+        details: Mapping[str, Any] | None = None,
+        now: datetime | None = None,
+    ) -> dict[str, Any]:
+        return {
+            "event": event,
+            "actor": actor,
+            "run_id": _uuid(run_id) if run_id else None,
+            "materialization_id": materialization_id,
+            "asset": asset,
+            "partition_key": partition_key,
+            "details": Jsonb(dict(details or {})),
+            "now": now,
+        }
+
+    def audit(
+        self,
+        event: str,
+        *,
+        actor: str,
+        run_id: str | None = None,
+        materialization_id: int | None = None,
+        asset: str | None = None,
+        partition_key: str | None = None,
+        details: Mapping[str, Any] | None = None,
+        now: datetime | None = None,
+    ) -> int:
+        row = self._one(
+            "write audit event",
+            "audit_insert",
+            self._audit_params(
+                event,
+                actor=actor,
+                run_id=run_id,
+                materialization_id=materialization_id,
+                asset=asset,
+                partition_key=partition_key,
+                details=details,
+                now=now,
+            ),
+        )
+        if row is None:  # pragma: no cover - INSERT ... RETURNING always returns a row
+            raise errors.StoreError("audit insert returned nothing")
+        return int(row["id"])
+
+    def audit_events(self, *, run_id: str | None = None, limit: int = 1000) -> list[records.AuditEvent]:
+        rows = self._all(
+            "read audit log",
+            "audit_list",
+            {"run_id": _uuid(run_id) if run_id else None, "limit": limit},
+        )
+        return [
+            records.AuditEvent(
+                id=r["id"],
+                at=r["at"],
+                event=r["event"],
+                actor=r["actor"],
+                run_id=str(r["run_id"]) if r["run_id"] else None,
+                materialization_id=r["materialization_id"],
+                asset=r["asset"],
+                partition_key=r["partition_key"],
+                details=r["details"],
+            )
+            for r in rows
+        ]

@@ -1,0 +1,149 @@
+"""Plain records returned by the stores: strings, numbers, datetimes and JSON, never live objects.
+
+Names read back from the database stay strings (I3): nothing here imports or resolves them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from flowstone import partition_keys
+
+__all__ = [
+    "ACTIVE",
+    "STATUSES",
+    "TERMINAL",
+    "AuditEvent",
+    "LineageRow",
+    "Materialization",
+    "NewRun",
+    "PlannedStep",
+    "Run",
+]
+
+STATUSES = (
+    "pending",
+    "queued",
+    "running",
+    "waiting_approval",
+    "succeeded",
+    "failed",
+    "skipped",
+    "rejected",
+    "cancelled",
+)
+TERMINAL = frozenset({"succeeded", "failed", "skipped", "rejected", "cancelled"})
+ACTIVE = frozenset({"pending", "queued", "running"})
+RUN_TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+
+
+@dataclass(frozen=True, slots=True)
+class Materialization:
+    """One row of ``flowstone_materializations``."""
+
+    id: int
+    run_id: str
+    asset: str
+    partition_key: str
+    status: str
+    attempt: int
+    pending_upstream: int
+    created_at: datetime
+    queued_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration_ms: float | None
+    error: dict[str, Any] | None
+    metadata: dict[str, Any]
+    output_ref: dict[str, Any] | None
+    code_version: str | None
+    job_id: int | None
+
+    @property
+    def partition(self) -> partition_keys.PartitionValue | None:
+        """The typed partition value (``None`` for unpartitioned assets)."""
+        return partition_keys.decode(self.partition_key)
+
+    @property
+    def terminal(self) -> bool:
+        """Whether the status is final (succeeded, failed, skipped, rejected, cancelled)."""
+        return self.status in TERMINAL
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """One row of ``flowstone_runs``."""
+
+    run_id: str
+    kind: str
+    selection: tuple[str, ...]
+    config: dict[str, Any]
+    tags: dict[str, Any]
+    requested_by: str
+    status: str
+    created_at: datetime
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class NewRun:
+    """What a caller asks the store to record when a run starts."""
+
+    run_id: str
+    kind: str
+    selection: tuple[str, ...]
+    requested_by: str
+    config: dict[str, Any] = field(default_factory=dict)
+    tags: dict[str, Any] = field(default_factory=dict)
+    status: str = "running"
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedStep:
+    """A step to plan in a run: asset, encoded partition key, unfinished upstream steps of the run."""
+
+    asset: str
+    partition_key: str
+    pending_upstream: int = 0
+    code_version: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LineageRow:
+    """One materialization reached by a lineage walk.
+
+    ``via_id`` is the materialization it was reached from (the reader when walking upstream, the
+    row read when walking downstream).
+    """
+
+    depth: int
+    via_id: int
+    input_name: str
+    id: int
+    run_id: str
+    asset: str
+    partition_key: str
+    status: str
+    finished_at: datetime | None
+
+    @property
+    def partition(self) -> partition_keys.PartitionValue | None:
+        """The typed partition value."""
+        return partition_keys.decode(self.partition_key)
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    """One row of ``flowstone_audit_log``."""
+
+    id: int
+    at: datetime
+    event: str
+    actor: str
+    run_id: str | None
+    materialization_id: int | None
+    asset: str | None
+    partition_key: str | None
+    details: dict[str, Any]
