@@ -1,6 +1,122 @@
-"""FlowStone: asset-first data orchestration on Postgres."""
+"""FlowStone: asset-first data orchestration on Postgres.
+
+Declare assets with :func:`asset`, register them in :class:`Definitions`, and run them with a
+:class:`FlowStone` runtime::
+
+    import flowstone as fs
+
+    @fs.asset
+    def numbers() -> list[int]:
+        return [1, 2, 3]
+
+    @fs.asset
+    def total(numbers: list[int]) -> int:
+        return sum(numbers)
+
+    runtime = fs.FlowStone(fs.Definitions(assets=[numbers, total]), store="memory")
+    assert runtime.materialize("total", with_upstream=True).value("total") == 6
+"""
 
 from flowstone._version import __version__
-from flowstone.errors import FlowStoneError, Result
+from flowstone.context import AssetContext, build_asset_context
+from flowstone.definitions import AssetDef, Definitions, RetryPolicy, asset
+from flowstone.errors import (
+    ApprovalAlreadyDecidedError,
+    ConfigurationError,
+    DefinitionError,
+    DependencyFailedError,
+    DependencyNotReadyError,
+    EmbeddedPostgresUnavailableError,
+    ExecutionError,
+    FlowStoneError,
+    InvalidIdentifierError,
+    InvalidPartitionError,
+    InvalidTransitionError,
+    IOManagerError,
+    JobArgsError,
+    MigrationError,
+    NotAllowedError,
+    OutputDecodeError,
+    OutputNotSerializableError,
+    ResourceError,
+    Result,
+    RunConfigMissingError,
+    StoreError,
+    UnknownAssetError,
+)
+from flowstone.io import FilesystemIOManager, IOManager, MemoryIOManager, OutputRef
+from flowstone.lineage import ImpactRow, LineageNode
+from flowstone.partitions import (
+    AllPartitions,
+    DailyPartitions,
+    HourlyPartitions,
+    IdentityMapping,
+    MonthlyPartitions,
+    MultiPartitions,
+    PartitionMapping,
+    PartitionsDefinition,
+    StaticPartitions,
+    TimeWindow,
+    TimeWindowOffset,
+    WeeklyPartitions,
+)
+from flowstone.resources import Resource
+from flowstone.runtime import BackfillResult, FlowStone, RunConfig, RunResult
+from flowstone.store.records import Materialization, Run
 
-__all__ = ["FlowStoneError", "Result", "__version__"]
+__all__ = [
+    "AllPartitions",
+    "ApprovalAlreadyDecidedError",
+    "AssetContext",
+    "AssetDef",
+    "BackfillResult",
+    "ConfigurationError",
+    "DailyPartitions",
+    "DefinitionError",
+    "Definitions",
+    "DependencyFailedError",
+    "DependencyNotReadyError",
+    "EmbeddedPostgresUnavailableError",
+    "ExecutionError",
+    "FilesystemIOManager",
+    "FlowStone",
+    "FlowStoneError",
+    "HourlyPartitions",
+    "IOManager",
+    "IOManagerError",
+    "IdentityMapping",
+    "ImpactRow",
+    "InvalidIdentifierError",
+    "InvalidPartitionError",
+    "InvalidTransitionError",
+    "JobArgsError",
+    "LineageNode",
+    "Materialization",
+    "MemoryIOManager",
+    "MigrationError",
+    "MonthlyPartitions",
+    "MultiPartitions",
+    "NotAllowedError",
+    "OutputDecodeError",
+    "OutputNotSerializableError",
+    "OutputRef",
+    "PartitionMapping",
+    "PartitionsDefinition",
+    "Resource",
+    "ResourceError",
+    "Result",
+    "RetryPolicy",
+    "Run",
+    "RunConfig",
+    "RunConfigMissingError",
+    "RunResult",
+    "StaticPartitions",
+    "StoreError",
+    "TimeWindow",
+    "TimeWindowOffset",
+    "UnknownAssetError",
+    "WeeklyPartitions",
+    "__version__",
+    "asset",
+    "build_asset_context",
+]

@@ -256,3 +256,9 @@ def status(url: str) -> dict[str, list[str]]:
     for component, version, name, _applied_at in rows:
         result[str(component)].append(f"{version} {name}")
     return result
+
+
+def pending(url: str) -> list[str]:
+    """File names of FlowStone migrations not yet applied (everything, on an empty database)."""
+    applied = {line.split(" ", 1)[0] for line in status(url)["flowstone"]}
+    return [m.filename for m in discover() if f"{m.version:04d}" not in applied]

@@ -1,0 +1,271 @@
+"""The step runner: the single place that runs one (asset, partition, run) and records its outcome.
+
+Order of work for one step (the consistency model, docs/design/consistency.md):
+
+1. resolve the asset by name in the Definitions (I3; unknown → ``UnknownAssetError``, nothing written);
+2. claim the step (``start_step``: ``pending``/``queued`` → ``running``, attempt + 1);
+3. find the exact upstream materializations it reads (this run's, else the latest succeeded) and load
+   their outputs through their IO managers;
+4. set up the resources it declares, build the context, call the function;
+5. store the output through the asset's IO manager (a new immutable version keyed by the
+   materialization id, I10);
+6. in one transaction: ``succeeded`` + lineage edges + audit event (I11).
+
+Any exception in steps 3 to 6 becomes one ``failed`` record with a structured error, written here and nowhere
+else (I12); steps of the run that depend on it are marked ``skipped`` in the same transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from flowstone import context as context_mod
+from flowstone import codec, definitions, errors, partition_keys, planning, resources
+from flowstone.io import base as io_base
+from flowstone.store import base as store_base
+from flowstone.store import records
+
+__all__ = ["StepOutcome", "StepRunner"]
+
+logger = logging.getLogger("flowstone.execution")
+
+# Called after the output is stored and before the success is recorded; tests use it to inject
+# faults at that exact point (a dropped connection, a killed process).
+AfterStoreHook = Callable[[records.Materialization, io_base.OutputRef], None]
+
+
+@dataclass(frozen=True, slots=True)
+class StepOutcome:
+    """What happened to one step: its row as recorded, the value (in-process runs), the error."""
+
+    record: records.Materialization | None
+    value: object = None
+    error: errors.FlowStoneError | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        """Whether the step's row is ``succeeded``."""
+        return self.record is not None and self.record.status == "succeeded"
+
+
+def _with_location(
+    error: errors.FlowStoneError, asset: str, partition_key: str, run_id: str
+) -> errors.FlowStoneError:
+    if error.asset is None:
+        error.asset = asset
+    if error.partition is None:
+        error.partition = partition_key
+    if error.run_id is None:
+        error.run_id = run_id
+    return error
+
+
+class StepRunner:
+    """Runs steps of one Definitions against one store with a set of IO managers."""
+
+    def __init__(
+        self,
+        defs: definitions.Definitions,
+        store: store_base.Store,
+        io_managers: Mapping[str, io_base.IOManager],
+        *,
+        actor: str,
+        after_store: AfterStoreHook | None = None,
+    ) -> None:
+        self.defs = defs
+        self.store = store
+        self.io_managers = io_managers
+        self.actor = actor
+        self.after_store = after_store
+
+    def run_step(
+        self,
+        run_id: str,
+        asset_name: str,
+        partition: partition_keys.PartitionValue | None,
+        *,
+        scope: resources.ResourceScope,
+        skip_on_failure: Sequence[store_base.StepKey] = (),
+        reclaim: bool = False,
+    ) -> StepOutcome:
+        """Run one step and record its outcome exactly once."""
+        asset = self.defs.get(asset_name)  # I3: a dict lookup; unknown names raise, nothing written
+        partition_key = partition_keys.encode(partition)
+        step = self.store.start_step(
+            run_id, asset.name, partition_key, code_version=asset.code_version, reclaim=reclaim
+        )
+        if step is None:
+            current = self.store.get_step(run_id, asset.name, partition_key)
+            if current is not None and current.status == "succeeded":
+                return StepOutcome(record=current)
+            status = current.status if current else "missing"
+            return StepOutcome(
+                record=current,
+                error=errors.InvalidTransitionError(
+                    f"step cannot start: it is {status}",
+                    asset=asset.name,
+                    partition=partition_key,
+                    run_id=run_id,
+                ),
+            )
+        try:
+            value, ref, metadata, lineage = self._execute(step, asset, partition, scope)
+            if self.after_store is not None:
+                self.after_store(step, ref)
+            done = self.store.succeed_step(
+                step,
+                output_ref=ref.model_dump(mode="json"),
+                metadata=metadata,
+                lineage=lineage,
+                actor=self.actor,
+            )
+        except Exception as exc:  # noqa: BLE001 - every failure of a step is recorded, then reported
+            return self._record_failure(step, exc, skip_on_failure)
+        if done is None:
+            # Another attempt took the step over (e.g. a redelivered job): its outcome stands, and
+            # the version written above stays unreferenced until gc removes it.
+            current = self.store.get_step(run_id, asset.name, partition_key)
+            return StepOutcome(
+                record=current,
+                error=errors.InvalidTransitionError(
+                    f"attempt {step.attempt} lost the step to another attempt",
+                    asset=asset.name,
+                    partition=partition_key,
+                    run_id=run_id,
+                ),
+            )
+        return StepOutcome(record=done, value=value)
+
+    def _record_failure(
+        self,
+        step: records.Materialization,
+        exc: Exception,
+        skip_on_failure: Sequence[store_base.StepKey],
+    ) -> StepOutcome:
+        if isinstance(exc, errors.FlowStoneError):
+            error = _with_location(exc, step.asset, step.partition_key, step.run_id)
+        else:
+            error = errors.ExecutionError.from_exception(
+                exc, asset=step.asset, partition=step.partition_key, run_id=step.run_id
+            )
+        logger.info("step %s [%s] failed: %s", step.asset, step.partition_key, error)
+        failed = self.store.fail_step(step, error=error.to_dict(), skip=skip_on_failure, actor=self.actor)
+        record = (
+            failed if failed is not None else self.store.get_step(step.run_id, step.asset, step.partition_key)
+        )
+        return StepOutcome(record=record, error=error)
+
+    def _execute(
+        self,
+        step: records.Materialization,
+        asset: definitions.AssetDef,
+        partition: partition_keys.PartitionValue | None,
+        scope: resources.ResourceScope,
+    ) -> tuple[object, io_base.OutputRef, dict[str, Any], list[tuple[int, str]]]:
+        kwargs, lineage = self._load_inputs(step, asset, partition)
+        ctx = context_mod.AssetContext(
+            asset=asset.name,
+            partition=partition,
+            partition_key=step.partition_key,
+            run_id=step.run_id,
+            resources=scope.get(asset.resources, asset=asset.name) if asset.resources else {},
+            log=context_mod.asset_logger(asset.name),
+            partition_definition=asset.partitions,
+            attempt=step.attempt,
+        )
+        if asset.context_param is not None:
+            kwargs[asset.context_param] = ctx
+        value = asset.fn(**kwargs)
+        manager = self._manager(asset.io_manager, asset.name)
+        ref = manager.store(
+            io_base.OutputContext(
+                asset=asset.name,
+                partition=partition,
+                partition_key=step.partition_key,
+                run_id=step.run_id,
+                materialization_id=step.id,
+                manager_key=asset.io_manager,
+                type_hint=asset.return_type,
+            ),
+            value,
+        )
+        # Metadata is stored as JSON: typed values (Decimal, date, ...) go through the codec.
+        metadata = codec.to_jsonable(dict(ctx.metadata))
+        assert isinstance(metadata, dict)  # noqa: S101 - a dict encodes to a dict
+        return value, ref, metadata, lineage
+
+    def _manager(self, key: str, asset: str) -> io_base.IOManager:
+        try:
+            return self.io_managers[key]
+        except KeyError:
+            raise errors.IOManagerError(
+                f"IO manager {key!r} is not configured", asset=asset, retryable=False
+            ) from None
+
+    def _load_inputs(
+        self,
+        step: records.Materialization,
+        asset: definitions.AssetDef,
+        partition: partition_keys.PartitionValue | None,
+    ) -> tuple[dict[str, object], list[tuple[int, str]]]:
+        wanted: dict[str, list[tuple[partition_keys.PartitionValue | None, str]]] = {}
+        for inp in asset.inputs:
+            upstream = self.defs.get(inp.asset)
+            values = planning.step_partitions(asset, upstream, partition)
+            wanted[inp.name] = [(v, partition_keys.encode(v)) for v in values]
+        keys = [(inp.asset, key) for inp in asset.inputs for _, key in wanted[inp.name]]
+        found = self.store.find_inputs(step.run_id, keys)
+        kwargs: dict[str, object] = {}
+        lineage: list[tuple[int, str]] = []
+        for inp in asset.inputs:
+            loaded: dict[object, object] = {}
+            for value, key in wanted[inp.name]:
+                row = self._input_row(found.get((inp.asset, key)), inp.asset, key)
+                upstream = self.defs.get(inp.asset)
+                manager = self._manager(upstream.io_manager, upstream.name)
+                ref = io_base.OutputRef.model_validate(row.output_ref)
+                loaded[value] = manager.load(
+                    io_base.InputContext(
+                        asset=inp.asset,
+                        partition=value,
+                        partition_key=key,
+                        ref=ref,
+                        type_hint=None if inp.mapping.is_multi() else inp.type_hint,
+                    )
+                )
+                lineage.append((row.id, inp.name))
+            if inp.mapping.is_multi():
+                kwargs[inp.name] = loaded
+            elif len(loaded) == 1:
+                kwargs[inp.name] = next(iter(loaded.values()))
+            else:
+                raise errors.DependencyNotReadyError(
+                    f"input {inp.name!r} has no upstream partition of {inp.asset!r} to read for "
+                    f"partition {step.partition_key}",
+                    retryable=False,
+                )
+        return kwargs, lineage
+
+    @staticmethod
+    def _input_row(
+        found: tuple[records.Materialization, bool] | None,
+        upstream: str,
+        key: str,
+    ) -> records.Materialization:
+        if found is None:
+            raise errors.DependencyNotReadyError(
+                f"upstream {upstream!r} [{key}] has no succeeded materialization to read; "
+                f"materialize it first (or use with_upstream=True)",
+                retryable=False,
+            )
+        row, in_run = found
+        if row.status != "succeeded" or row.output_ref is None:
+            where = "in this run" if in_run else "latest"
+            raise errors.DependencyNotReadyError(
+                f"upstream {upstream!r} [{key}] is {row.status} {where}; it must succeed first",
+                retryable=False,
+            )
+        return row

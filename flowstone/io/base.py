@@ -1,0 +1,127 @@
+"""The IO manager interface: how an asset's output is stored and loaded (invariants I4, I10).
+
+The step runner calls :meth:`IOManager.store` with an :class:`OutputContext` after the asset function
+returns, records the returned :class:`OutputRef` in ``flowstone_materializations.output_ref`` (as
+JSON) inside the success transaction, and later calls :meth:`IOManager.load` with an
+:class:`InputContext` carrying that ref. Because only a committed ``succeeded`` row makes a ref
+visible (I10), a versioned manager may write its bytes before the commit: an uncommitted version is
+never read and can be removed with :meth:`IOManager.delete`.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar, TypeVar
+
+import pydantic
+
+from flowstone import errors
+
+if TYPE_CHECKING:
+    from flowstone.partition_keys import PartitionValue
+
+__all__ = ["IOManager", "InputContext", "OutputContext", "OutputRef"]
+
+_E = TypeVar("_E", bound=errors.FlowStoneError)
+
+
+class OutputRef(pydantic.BaseModel, frozen=True, extra="forbid"):
+    """Where one stored output lives; stored in ``flowstone_materializations.output_ref`` as JSON.
+
+    ``OutputRef.model_validate_json(text)`` reads it back; unknown keys are refused.
+    """
+
+    manager: str
+    """The IO manager key in :class:`~flowstone.definitions.Definitions` that wrote the output."""
+    uri: str
+    """Where the bytes are, e.g. ``file:///data/events/d_3a2025-01-01/42.json`` or
+    ``memory://events/d%3A2025-01-01/42``; for people and tools, managers do not trust it blindly."""
+    version: str
+    """The immutable version id: ``str(materialization_id)`` for the built-in managers."""
+    size_bytes: int | None = None
+    """Size of the stored bytes, when the manager knows it."""
+
+
+@dataclass(frozen=True)
+class OutputContext:
+    """What an IO manager knows when it stores the output of one materialization."""
+
+    asset: str
+    """The asset whose output is stored."""
+    partition: PartitionValue | None
+    """The typed partition value (``None`` for an unpartitioned asset)."""
+    partition_key: str
+    """The encoded partition key (:func:`flowstone.partition_keys.encode`)."""
+    run_id: str
+    """The run that produced the output."""
+    materialization_id: int
+    """The materialization row id: the version of the output (unique across assets)."""
+    manager_key: str
+    """This manager's key in the Definitions; goes into :attr:`OutputRef.manager`."""
+    type_hint: object = None
+    """The asset function's return annotation (``None`` if it has none)."""
+
+    def attach(self, error: _E) -> _E:
+        """Fill ``error``'s asset, partition and run id (where unset) from this context."""
+        return _attach(error, self.asset, self.partition, self.partition_key, self.run_id)
+
+
+@dataclass(frozen=True)
+class InputContext:
+    """What an IO manager knows when it loads a stored output for a downstream asset."""
+
+    asset: str
+    """The upstream asset whose output is loaded."""
+    partition: PartitionValue | None
+    """The upstream partition value (``None`` for an unpartitioned asset)."""
+    partition_key: str
+    """The encoded upstream partition key."""
+    ref: OutputRef
+    """The ref recorded by the materialization being read."""
+    type_hint: object = None
+    """The downstream parameter's annotation, applied when decoding (``None``: no validation)."""
+
+    def attach(self, error: _E) -> _E:
+        """Fill ``error``'s asset and partition (where unset) from this context."""
+        return _attach(error, self.asset, self.partition, self.partition_key, None)
+
+
+def _attach(error: _E, asset: str, partition: object, partition_key: str, run_id: str | None) -> _E:
+    if error.asset is None:
+        error.asset = asset
+    if error.partition is None and partition is not None:
+        error.partition = partition_key
+    if error.run_id is None:
+        error.run_id = run_id
+    return error
+
+
+class IOManager(abc.ABC):
+    """Stores and loads asset outputs. Subclass it to keep outputs elsewhere.
+
+    Implementations must be safe to call from several threads, never read stored data with a
+    code-executing decoder (``pickle``; invariant I4), and raise
+    :class:`~flowstone.errors.IOManagerError` subclasses carrying the asset and partition.
+    """
+
+    versioned: ClassVar[bool] = True
+    """True: every materialization writes a new immutable version and :meth:`store` never overwrites
+    another version (I10). A manager that overwrites in place sets False and documents the weaker
+    guarantee: a failed run may leave a newer value behind the last succeeded row."""
+
+    @abc.abstractmethod
+    def store(self, ctx: OutputContext, value: object) -> OutputRef:
+        """Store ``value`` as the output of ``ctx.materialization_id`` and return where it is.
+
+        Storing the same version again with the same value must succeed (a redelivered job);
+        different content for an existing version must raise :class:`~flowstone.errors.IOManagerError`.
+        """
+
+    @abc.abstractmethod
+    def load(self, ctx: InputContext) -> object:
+        """Load the output ``ctx.ref`` points to, decoded (and validated against ``ctx.type_hint``)."""
+
+    @abc.abstractmethod
+    def delete(self, ref: OutputRef) -> None:
+        """Remove a stored version; deleting one that does not exist is not an error."""

@@ -1,0 +1,392 @@
+"""The ``FlowStone`` runtime users hold: it decides the store once (I9) and runs things.
+
+``materialize`` runs in the calling process and returns a :class:`RunResult` (I15);
+``backfill_sync`` materializes many partitions of one asset in-process, optionally in threads.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import pydantic
+
+from flowstone import definitions, errors, execution, partition_keys, planning, resources
+from flowstone import lineage as lineage_mod
+from flowstone import settings as settings_mod
+from flowstone.errors import FlowStoneError
+from flowstone.io import base as io_base
+from flowstone.io.filesystem import FilesystemIOManager
+from flowstone.io.memory import MemoryIOManager
+from flowstone.store import backend, migrations, records
+from flowstone.store import base as store_base
+from flowstone.store.memory import MemoryStore
+from flowstone.store.postgres import PostgresStore
+
+__all__ = ["BackfillResult", "FlowStone", "RunConfig", "RunResult"]
+
+Progress = Callable[[int, int], None]
+
+
+class RunConfig(pydantic.BaseModel):
+    """A run's configuration, stored in ``flowstone_runs.config``.
+
+    ``resources`` overrides resource configuration by name for this run; ``None`` values and
+    absent keys never replace a default (I2). Unknown top-level keys are refused.
+    """
+
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+    resources: dict[str, dict[str, Any] | None] = pydantic.Field(default_factory=dict)
+
+
+@dataclass
+class RunResult:
+    """The outcome of an in-process run: every step's row, values and errors."""
+
+    run_id: str
+    status: str
+    steps: list[records.Materialization]
+    errors: dict[tuple[str, str], FlowStoneError] = field(default_factory=dict)
+    values: dict[tuple[str, str], object] = field(default_factory=dict, repr=False)
+    key_of: Callable[[str, object], str] | None = field(default=None, repr=False, compare=False)
+    """Encodes (asset, partition) the way the runtime does (validating ``"2025-01-01"`` to a date)."""
+
+    def _key(self, asset: str, partition: object) -> tuple[str, str]:
+        if self.key_of is not None:
+            return (asset, self.key_of(asset, partition))
+        return (asset, partition_keys.encode(partition))  # type: ignore[arg-type]
+
+    @property
+    def success(self) -> bool:
+        """Whether every step succeeded."""
+        return self.status == "succeeded"
+
+    @property
+    def error(self) -> FlowStoneError | None:
+        """The first error of the run (plan order), if any."""
+        return next(iter(self.errors.values()), None)
+
+    def step(self, asset: str, partition: object = None) -> records.Materialization:
+        """The row of one step of this run."""
+        key = self._key(asset, partition)
+        for row in self.steps:
+            if (row.asset, row.partition_key) == key:
+                return row
+        raise errors.UnknownAssetError(
+            f"step {asset} [{key[1]}] is not part of run {self.run_id}", asset=asset, run_id=self.run_id
+        )
+
+    def value(self, asset: str, partition: object = None) -> object:
+        """The value a step of this run returned (only for steps that succeeded in this process)."""
+        key = self._key(asset, partition)
+        if key not in self.values:
+            row = self.step(asset, partition)
+            raise errors.FlowStoneError(
+                f"no value for {asset} [{key[1]}]: the step is {row.status}",
+                asset=asset,
+                partition=key[1],
+                run_id=self.run_id,
+            )
+        return self.values[key]
+
+    def unwrap(self) -> RunResult:
+        """Return self when the run succeeded, else raise its first error."""
+        if self.error is not None:
+            raise self.error
+        if not self.success:
+            raise errors.FlowStoneError(f"run {self.run_id} is {self.status}", run_id=self.run_id)
+        return self
+
+
+@dataclass(frozen=True)
+class BackfillResult:
+    """Counts of a backfill: partitions that succeeded, failed, or were skipped (already done)."""
+
+    run_id: str | None
+    succeeded: int
+    failed: int
+    skipped: int
+    errors: dict[str, FlowStoneError] = field(default_factory=dict)
+
+
+class FlowStone:
+    """The runtime: Definitions plus the one store decision (I9).
+
+    ``store="memory"`` keeps metadata in this process; otherwise ``database_url``, else
+    ``FLOWSTONE_DATABASE_URL``, else the embedded Postgres in ``$FLOWSTONE_HOME``. The embedded
+    database is migrated automatically; an external one must be upgraded with
+    ``flowstone db upgrade`` (a clear error says so).
+    """
+
+    def __init__(
+        self,
+        defs: definitions.Definitions,
+        *,
+        database_url: str | None = None,
+        store: Literal["memory"] | store_base.Store | None = None,
+        home: str | Path | None = None,
+        actor: str | None = None,
+        max_connections: int = 8,
+    ) -> None:
+        self.defs = defs
+        env = settings_mod.Settings.from_env()
+        self.settings = env.model_copy(update={"home": Path(home)}) if home is not None else env
+        self.actor = actor or self.settings.resolved_actor()
+        self.database_url: str | None = None
+        self.store, default_io = self._decide_store(database_url, store, max_connections)
+        self.io_managers: dict[str, io_base.IOManager] = {"default": default_io, **defs.io_managers}
+        self.lineage = lineage_mod.Lineage(defs, self.store)
+
+    def _decide_store(
+        self,
+        database_url: str | None,
+        store: Literal["memory"] | store_base.Store | None,
+        max_connections: int,
+    ) -> tuple[store_base.Store, io_base.IOManager]:
+        if store == "memory":
+            return MemoryStore(), MemoryIOManager()
+        if isinstance(store, store_base.Store):
+            default: io_base.IOManager = (
+                MemoryIOManager()
+                if isinstance(store, MemoryStore)
+                else FilesystemIOManager(self.settings.home / "storage")
+            )
+            return store, default
+        if store is not None:
+            raise errors.ConfigurationError(f"store must be 'memory' or a Store, not {store!r}")
+        target = backend.resolve_database(database_url, settings=self.settings)
+        self.database_url = target.url
+        todo = migrations.pending(target.url)
+        if todo:
+            if target.source == "embedded":
+                migrations.upgrade(target.url)
+            else:
+                raise errors.ConfigurationError(
+                    f"the database has {len(todo)} FlowStone migration(s) to apply "
+                    f"({', '.join(todo)}): run `flowstone db upgrade`"
+                )
+        return (
+            PostgresStore(target.url, max_connections=max_connections),
+            FilesystemIOManager(self.settings.home / "storage"),
+        )
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Release database connections."""
+        self.store.close()
+
+    def __enter__(self) -> FlowStone:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- running ------------------------------------------------------------------------------
+
+    def _runner(self, after_store: execution.AfterStoreHook | None = None) -> execution.StepRunner:
+        return execution.StepRunner(
+            self.defs, self.store, self.io_managers, actor=self.actor, after_store=after_store
+        )
+
+    def materialize(
+        self,
+        selection: str | Iterable[str],
+        partition: object = None,
+        *,
+        with_upstream: bool = False,
+        run_config: Mapping[str, Any] | RunConfig | None = None,
+        tags: Mapping[str, str] | None = None,
+        raise_on_error: bool = True,
+        _after_store: execution.AfterStoreHook | None = None,
+    ) -> RunResult:
+        """Materialize ``selection`` now, in this process, under one new run id (I15).
+
+        Steps run in topological order; the downstream of a failed step is ``skipped``. With
+        ``raise_on_error`` the first error is raised after the run is recorded.
+        """
+        config = (
+            run_config if isinstance(run_config, RunConfig) else RunConfig.model_validate(run_config or {})
+        )
+        plan = planning.build_plan(self.defs, selection, partition, with_upstream=with_upstream)
+        scope = resources.ResourceScope(self.defs.resources, config.resources)
+        run_id = str(uuid.uuid4())
+        self.store.create_run(
+            records.NewRun(
+                run_id=run_id,
+                kind="materialize",
+                selection=plan.selection,
+                requested_by=self.actor,
+                config=config.model_dump(mode="json", exclude_defaults=True),
+                tags=dict(tags or {}),
+            ),
+            plan.planned({name: self.defs.get(name).code_version for name in self.defs}),
+        )
+        runner = self._runner(_after_store)
+        result = RunResult(run_id=run_id, status="running", steps=[], key_of=self.partition_key)
+        skipped: set[tuple[str, str]] = set()
+        with scope:
+            for step in plan.steps:
+                if step.key in skipped:
+                    continue
+                descendants = plan.descendants(step.key)
+                outcome = runner.run_step(
+                    run_id, step.asset, step.partition, scope=scope, skip_on_failure=descendants
+                )
+                if outcome.succeeded:
+                    result.values[step.key] = outcome.value
+                else:
+                    skipped.update(descendants)
+                    if outcome.error is not None:
+                        result.errors[step.key] = outcome.error
+        finished = self.store.finish_run(run_id, actor=self.actor)
+        run = finished or self.store.get_run(run_id)
+        result.status = run.status if run else "running"
+        result.steps = self.store.run_steps(run_id)
+        if raise_on_error:
+            result.unwrap()
+        return result
+
+    def backfill_sync(
+        self,
+        asset: str,
+        partitions: Sequence[object] | None = None,
+        *,
+        start: object = None,
+        end: object = None,
+        force: bool = False,
+        max_workers: int = 1,
+        run_config: Mapping[str, Any] | RunConfig | None = None,
+        progress: Progress | None = None,
+    ) -> BackfillResult:
+        """Materialize the missing partitions of ``asset`` in this process (threads when
+        ``max_workers > 1``). Partitions whose latest is succeeded are skipped unless ``force``."""
+        definition = self.defs.get(asset)
+        if definition.partitions is None:
+            raise errors.InvalidPartitionError(f"asset {asset!r} is not partitioned", asset=asset)
+        values = self._backfill_values(definition, partitions, start, end)
+        keys = [partition_keys.encode(v) for v in values]
+        done = set() if force else self.store.succeeded_keys(asset, keys)
+        todo = [v for v, k in zip(values, keys, strict=True) if k not in done]
+        if not todo:
+            return BackfillResult(run_id=None, succeeded=0, failed=0, skipped=len(values))
+        config = (
+            run_config if isinstance(run_config, RunConfig) else RunConfig.model_validate(run_config or {})
+        )
+        run_id = str(uuid.uuid4())
+        self.store.create_run(
+            records.NewRun(
+                run_id=run_id,
+                kind="backfill",
+                selection=(asset,),
+                requested_by=self.actor,
+                config=config.model_dump(mode="json", exclude_defaults=True),
+                tags={"backfill": "sync"},
+            ),
+            [records.PlannedStep(asset, partition_keys.encode(v), 0, definition.code_version) for v in todo],
+        )
+        runner = self._runner()
+        counts = {"succeeded": 0, "failed": 0}
+        failures: dict[str, errors.FlowStoneError] = {}
+        with resources.ResourceScope(self.defs.resources, config.resources) as scope:
+
+            def one(value: partition_keys.PartitionValue | None) -> execution.StepOutcome:
+                return runner.run_step(run_id, asset, value, scope=scope)
+
+            workers = max(1, max_workers)
+            with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+                for finished, outcome in enumerate(pool.map(one, todo), start=1):
+                    if outcome.succeeded:
+                        counts["succeeded"] += 1
+                    else:
+                        counts["failed"] += 1
+                        if outcome.error is not None and outcome.record is not None:
+                            failures[outcome.record.partition_key] = outcome.error
+                    if progress is not None:
+                        progress(finished, len(todo))
+        self.store.finish_run(run_id, actor=self.actor)
+        return BackfillResult(
+            run_id=run_id,
+            succeeded=counts["succeeded"],
+            failed=counts["failed"],
+            skipped=len(values) - len(todo),
+            errors=failures,
+        )
+
+    @staticmethod
+    def _backfill_values(
+        definition: definitions.AssetDef,
+        partitions: Sequence[object] | None,
+        start: object,
+        end: object,
+    ) -> list[partition_keys.PartitionValue]:
+        assert definition.partitions is not None  # noqa: S101 - checked by the caller
+        if partitions is not None:
+            return [definition.partitions.validate(p, asset=definition.name) for p in partitions]
+        if start is not None or end is not None:
+            if start is None or end is None:
+                raise errors.InvalidPartitionError(
+                    "a backfill range needs both start and end (inclusive)", asset=definition.name
+                )
+            return definition.partitions.key_range(start, end, asset=definition.name)
+        return definition.partitions.keys()
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def partition_key(self, asset: str, partition: object = None) -> str:
+        """The encoded key of ``partition`` for ``asset`` (validated against its definition)."""
+        definition = self.defs.get(asset)
+        if definition.partitions is None:
+            if partition is not None:
+                raise errors.InvalidPartitionError(
+                    f"asset {asset!r} is not partitioned; do not pass a partition", asset=asset
+                )
+            return partition_keys.UNPARTITIONED
+        if partition is None:
+            raise errors.InvalidPartitionError(
+                f"asset {asset!r} is partitioned by {definition.partitions.describe()}: pass partition=",
+                asset=asset,
+            )
+        return partition_keys.encode(definition.partitions.validate(partition, asset=asset))
+
+    def latest(self, asset: str, partition: object = None) -> records.Materialization | None:
+        """The latest succeeded materialization of (asset, partition), or ``None`` (I8)."""
+        return self.store.latest(asset, self.partition_key(asset, partition))
+
+    def history(self, asset: str, partition: object = None, limit: int = 20) -> list[records.Materialization]:
+        """Materializations of (asset, partition), newest first."""
+        return self.store.history(asset, self.partition_key(asset, partition), limit=limit)
+
+    def load(self, asset: str, partition: object = None) -> object:
+        """The value of the latest succeeded materialization (read through its IO manager)."""
+        key = self.partition_key(asset, partition)
+        row = self.store.latest(asset, key)
+        if row is None or row.output_ref is None:
+            raise errors.DependencyNotReadyError(
+                f"{asset} [{key}] has no succeeded materialization", asset=asset, partition=key
+            )
+        definition = self.defs.get(asset)
+        ref = io_base.OutputRef.model_validate(row.output_ref)
+        manager = self.io_managers.get(ref.manager)
+        if manager is None:
+            raise errors.IOManagerError(
+                f"output of {asset} [{key}] was written by IO manager {ref.manager!r}, which is not "
+                "configured",
+                asset=asset,
+                partition=key,
+                retryable=False,
+            )
+        return manager.load(
+            io_base.InputContext(
+                asset=asset,
+                partition=row.partition,
+                partition_key=key,
+                ref=ref,
+                type_hint=definition.return_type,
+            )
+        )
