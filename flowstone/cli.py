@@ -1,17 +1,24 @@
 """The ``flowstone`` command line.
 
-``flowstone db upgrade`` applies migrations, ``flowstone db url`` prints the DSN (for psql),
-``flowstone db status`` lists applied migrations, ``flowstone db stop`` stops the embedded Postgres.
+``flowstone db upgrade|url|status|stop`` manage the database; ``materialize``, ``backfill``,
+``status`` and ``lineage`` work on the assets of ``--defs module:attribute`` (or ``FLOWSTONE_DEFS``).
 Errors are printed as one line naming what was wrong (exit status 1); usage errors exit with 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import os
 import sys
+import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from flowstone import _version, errors
+from flowstone import definitions as definitions_mod
+from flowstone import lineage as lineage_mod
+from flowstone import runtime as runtime_mod
 from flowstone import settings as settings_mod
 from flowstone.store import backend, embedded, migrations
 
@@ -67,6 +74,184 @@ def _cmd_db_stop(args: argparse.Namespace) -> int:
     return 0
 
 
+def load_definitions(spec: str | None) -> definitions_mod.Definitions:
+    """Import ``module:attribute`` (named by the user on the command line) and return the
+    Definitions it holds (a ``FlowStone`` runtime is accepted too)."""
+    spec = spec or os.environ.get("FLOWSTONE_DEFS", "").strip() or None
+    if not spec:
+        raise errors.ConfigurationError(
+            "no definitions given: pass --defs mypackage.pipeline:defs or set FLOWSTONE_DEFS"
+        )
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise errors.ConfigurationError(f"--defs must look like module:attribute, got {spec!r}")
+    cwd = str(Path.cwd())
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)  # like `python -m`: the project directory is importable
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise errors.ConfigurationError(f"cannot import {module_name!r} (from --defs): {exc}") from exc
+    value = getattr(module, attribute, None)
+    if isinstance(value, runtime_mod.FlowStone):
+        return value.defs
+    if not isinstance(value, definitions_mod.Definitions):
+        raise errors.ConfigurationError(
+            f"{spec} is {type(value).__name__}, not flowstone.Definitions"
+            if value is not None
+            else f"module {module_name!r} has no attribute {attribute!r}"
+        )
+    return value
+
+
+def _runtime(args: argparse.Namespace) -> runtime_mod.FlowStone:
+    return runtime_mod.FlowStone(load_definitions(args.defs), database_url=args.database_url)
+
+
+def _partition(defs: definitions_mod.Definitions, assets: Sequence[str], text: str | None) -> object:
+    """Parse ``--partition`` text with the partition definition of the selected assets."""
+    if text is None:
+        return None
+    found = {defs.get(a).partitions for a in assets if defs.get(a).partitions is not None}
+    if len(found) == 1:
+        definition = found.pop()
+        assert definition is not None  # noqa: S101 - filtered above
+        return definition.parse(text)
+    return text
+
+
+class ProgressBar:
+    """A one-line progress display on stderr (a line per 10% when stderr is not a terminal)."""
+
+    def __init__(self, label: str, *, width: int = 30) -> None:
+        self.label = label
+        self.width = width
+        self.started = time.monotonic()
+        self._last_decile = -1
+        self.tty = sys.stderr.isatty()
+
+    def __call__(self, done: int, total: int) -> None:
+        """Show ``done`` of ``total``."""
+        fraction = done / total if total else 1.0
+        elapsed = time.monotonic() - self.started
+        rate = done / elapsed if elapsed > 0 else 0.0
+        filled = int(fraction * self.width)
+        line = (
+            f"{self.label} [{'#' * filled}{'.' * (self.width - filled)}] {done}/{total} "
+            f"{fraction:6.1%} {rate:7.1f}/s"
+        )
+        if self.tty:
+            sys.stderr.write("\r" + line + ("\n" if done >= total else ""))
+            sys.stderr.flush()
+        elif int(fraction * 10) != self._last_decile:
+            self._last_decile = int(fraction * 10)
+            _err(line)
+
+
+def _cmd_materialize(args: argparse.Namespace) -> int:
+    with _runtime(args) as rt:
+        selected = rt.defs.graph.select(args.selection)
+        result = rt.materialize(
+            args.selection,
+            _partition(rt.defs, selected, args.partition),
+            with_upstream=args.with_upstream,
+            raise_on_error=False,
+        )
+        for step in result.steps:
+            _out(f"{step.status:<10} {step.asset} [{step.partition_key}] #{step.id}")
+        for error in result.errors.values():
+            _err(f"error: {error}")
+        _out(f"run {result.run_id}: {result.status}")
+        return 0 if result.success else 1
+
+
+def _cmd_backfill(args: argparse.Namespace) -> int:
+    if not args.sync:
+        raise errors.ConfigurationError(
+            "queued backfills are not available yet: pass --sync to run the backfill in this process"
+        )
+    with _runtime(args) as rt:
+        definition = rt.defs.get(args.asset)
+        if definition.partitions is None:
+            raise errors.InvalidPartitionError(f"asset {args.asset!r} is not partitioned", asset=args.asset)
+        parse = definition.partitions.parse
+        result = rt.backfill_sync(
+            args.asset,
+            [parse(p) for p in args.partition] if args.partition else None,
+            start=parse(args.start) if args.start else None,
+            end=parse(args.end) if args.end else None,
+            force=args.force,
+            max_workers=args.max_workers,
+            progress=None if args.quiet else ProgressBar(f"backfill {args.asset}"),
+        )
+        for key, error in result.errors.items():
+            _err(f"failed {key}: {error.message}")
+        _out(
+            f"backfill {args.asset}: {result.succeeded} succeeded, {result.failed} failed, "
+            f"{result.skipped} skipped (already succeeded)"
+        )
+        return 0 if result.failed == 0 else 1
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    with _runtime(args) as rt:
+        names = [args.asset] if args.asset else list(rt.defs)
+        for name in names:
+            rt.defs.get(name)  # unknown names: a clear error
+        rows = [(m.asset, m) for name in names for m in rt.store.latest_all(name)]
+        header = f"{'ASSET':<24} {'PARTITION':<28} {'STATUS':<10} {'FINISHED (UTC)':<20} {'MS':>8}  RUN"
+        _out(header)
+        seen = {asset for asset, _ in rows}
+        for asset, m in rows:
+            finished = m.finished_at.strftime("%Y-%m-%d %H:%M:%S") if m.finished_at else "-"
+            ms = f"{m.duration_ms:.0f}" if m.duration_ms is not None else "-"
+            _out(f"{asset:<24} {m.partition_key:<28} {m.status:<10} {finished:<20} {ms:>8}  {m.run_id}")
+        for name in names:
+            if name not in seen:
+                _out(f"{name:<24} {'-':<28} {'never':<10} {'-':<20} {'-':>8}  -")
+        return 0
+
+
+def _tree(start: str, nodes: Sequence[lineage_mod.LineageNode], root_id: int) -> list[str]:
+    children: dict[int, list[lineage_mod.LineageNode]] = {}
+    for node in nodes:
+        children.setdefault(node.via_materialization_id, []).append(node)
+    lines = [start]
+
+    def walk(parent: int, prefix: str) -> None:
+        kids = children.get(parent, [])
+        for i, node in enumerate(kids):
+            last = i == len(kids) - 1
+            lines.append(
+                f"{prefix}{'└── ' if last else '├── '}{node.asset} [{node.partition_key}] "
+                f"#{node.materialization_id} {node.status}"
+            )
+            walk(node.materialization_id, prefix + ("    " if last else "│   "))
+
+    walk(root_id, "")
+    return lines
+
+
+def _cmd_lineage(args: argparse.Namespace) -> int:
+    with _runtime(args) as rt:
+        partition = _partition(rt.defs, [args.asset], args.partition)
+        start = rt.latest(args.asset, partition)
+        if start is None:
+            _out(f"{args.asset} has no succeeded materialization")
+            return 1
+        walk = rt.lineage.downstream if args.downstream else rt.lineage.upstream
+        nodes = walk(args.asset, partition, depth=args.depth)
+        head = f"{start.asset} [{start.partition_key}] #{start.id} {start.status}"
+        for line in _tree(head, nodes, start.id):
+            _out(line)
+        return 0
+
+
+def _add_common(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument("--defs", default=None, help="module:attribute of the Definitions (or FLOWSTONE_DEFS)")
+    sub.add_argument("--database-url", default=None, help="Postgres URL (default: FLOWSTONE_DATABASE_URL)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and documentation)."""
     parser = argparse.ArgumentParser(
@@ -91,6 +276,38 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(handler=handler)
     stop = db_commands.add_parser("stop", help="stop the embedded Postgres of FLOWSTONE_HOME")
     stop.set_defaults(handler=_cmd_db_stop)
+
+    mat = commands.add_parser("materialize", help="materialize assets now, in this process")
+    _add_common(mat)
+    mat.add_argument("selection", nargs="+", help='assets or selections ("+report", "numbers+", "*")')
+    mat.add_argument("--partition", default=None, help="partition, e.g. 2025-01-01")
+    mat.add_argument("--with-upstream", action="store_true", help="also materialize upstream assets")
+    mat.set_defaults(handler=_cmd_materialize)
+
+    back = commands.add_parser("backfill", help="materialize missing partitions of an asset")
+    _add_common(back)
+    back.add_argument("asset")
+    back.add_argument("--start", default=None, help="first partition (inclusive)")
+    back.add_argument("--end", default=None, help="last partition (inclusive)")
+    back.add_argument("--partition", action="append", default=[], help="a partition (repeatable)")
+    back.add_argument("--force", action="store_true", help="also redo partitions that succeeded")
+    back.add_argument("--sync", action="store_true", help="run in this process (required for now)")
+    back.add_argument("--max-workers", type=int, default=1, help="threads for --sync (default 1)")
+    back.add_argument("--quiet", action="store_true", help="no progress display")
+    back.set_defaults(handler=_cmd_backfill)
+
+    status = commands.add_parser("status", help="latest materialization per asset and partition")
+    _add_common(status)
+    status.add_argument("asset", nargs="?", default=None)
+    status.set_defaults(handler=_cmd_status)
+
+    lin = commands.add_parser("lineage", help="what a materialization read (or who read it), as a tree")
+    _add_common(lin)
+    lin.add_argument("asset")
+    lin.add_argument("--partition", default=None)
+    lin.add_argument("--downstream", action="store_true", help="who read it, instead of what it read")
+    lin.add_argument("--depth", type=int, default=None, help="levels to walk (default: all, max 100)")
+    lin.set_defaults(handler=_cmd_lineage)
     return parser
 
 

@@ -22,8 +22,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from flowstone import context as context_mod
 from flowstone import codec, definitions, errors, partition_keys, planning, resources
+from flowstone import context as context_mod
 from flowstone.io import base as io_base
 from flowstone.store import base as store_base
 from flowstone.store import records
@@ -35,6 +35,7 @@ logger = logging.getLogger("flowstone.execution")
 # Called after the output is stored and before the success is recorded; tests use it to inject
 # faults at that exact point (a dropped connection, a killed process).
 AfterStoreHook = Callable[[records.Materialization, io_base.OutputRef], None]
+SkipList = Sequence[store_base.StepKey] | Callable[[], Sequence[store_base.StepKey]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,10 +89,14 @@ class StepRunner:
         partition: partition_keys.PartitionValue | None,
         *,
         scope: resources.ResourceScope,
-        skip_on_failure: Sequence[store_base.StepKey] = (),
+        skip_on_failure: SkipList = (),
         reclaim: bool = False,
     ) -> StepOutcome:
-        """Run one step and record its outcome exactly once."""
+        """Run one step and record its outcome exactly once.
+
+        ``skip_on_failure`` lists (or computes, when called: only on failure) the steps of the run
+        to mark ``skipped`` in the failure's transaction.
+        """
         asset = self.defs.get(asset_name)  # I3: a dict lookup; unknown names raise, nothing written
         partition_key = partition_keys.encode(partition)
         step = self.store.start_step(
@@ -143,7 +148,7 @@ class StepRunner:
         self,
         step: records.Materialization,
         exc: Exception,
-        skip_on_failure: Sequence[store_base.StepKey],
+        skip_on_failure: SkipList,
     ) -> StepOutcome:
         if isinstance(exc, errors.FlowStoneError):
             error = _with_location(exc, step.asset, step.partition_key, step.run_id)
@@ -152,7 +157,10 @@ class StepRunner:
                 exc, asset=step.asset, partition=step.partition_key, run_id=step.run_id
             )
         logger.info("step %s [%s] failed: %s", step.asset, step.partition_key, error)
-        failed = self.store.fail_step(step, error=error.to_dict(), skip=skip_on_failure, actor=self.actor)
+        skip: Sequence[store_base.StepKey] = (
+            skip_on_failure() if callable(skip_on_failure) else skip_on_failure
+        )
+        failed = self.store.fail_step(step, error=error.to_dict(), skip=skip, actor=self.actor)
         record = (
             failed if failed is not None else self.store.get_step(step.run_id, step.asset, step.partition_key)
         )

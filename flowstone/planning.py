@@ -50,6 +50,7 @@ class Plan:
     steps: list[Step]
     upstream: dict[StepKey, set[StepKey]] = field(default_factory=dict)
     downstream: dict[StepKey, set[StepKey]] = field(default_factory=dict)
+    _positions: dict[StepKey, int] = field(default_factory=dict, repr=False)
 
     def planned(self, code_versions: Mapping[str, str | None]) -> list[records.PlannedStep]:
         """The rows to insert: each step with its number of unfinished upstream steps."""
@@ -72,7 +73,12 @@ class Plan:
                 if child not in seen:
                     seen.add(child)
                     stack.append(child)
-        return [s.key for s in self.steps if s.key in seen]
+        return sorted(seen, key=self._position().__getitem__)
+
+    def _position(self) -> dict[StepKey, int]:
+        if len(self._positions) != len(self.steps):
+            self._positions = {s.key: i for i, s in enumerate(self.steps)}
+        return self._positions
 
 
 def step_partitions(

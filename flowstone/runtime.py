@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -234,14 +235,17 @@ class FlowStone:
             for step in plan.steps:
                 if step.key in skipped:
                     continue
-                descendants = plan.descendants(step.key)
                 outcome = runner.run_step(
-                    run_id, step.asset, step.partition, scope=scope, skip_on_failure=descendants
+                    run_id,
+                    step.asset,
+                    step.partition,
+                    scope=scope,
+                    skip_on_failure=functools.partial(plan.descendants, step.key),
                 )
                 if outcome.succeeded:
                     result.values[step.key] = outcome.value
                 else:
-                    skipped.update(descendants)
+                    skipped.update(plan.descendants(step.key))
                     if outcome.error is not None:
                         result.errors[step.key] = outcome.error
         finished = self.store.finish_run(run_id, actor=self.actor)

@@ -296,7 +296,9 @@ class PostgresStore(base.Store):
         actor: str,
         now: datetime | None = None,
     ) -> records.Materialization | None:
-        with translate_errors("record success"), self.connection() as conn, conn.transaction():
+        # One statement (data-modifying CTEs) is one transaction in autocommit mode: the status,
+        # the lineage edges and the audit event commit together or not at all (I11).
+        with translate_errors("record success"), self.connection() as conn:
             return self.succeed_step_on(
                 conn,
                 step,

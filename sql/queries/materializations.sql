@@ -9,10 +9,16 @@ ON CONFLICT ON CONSTRAINT flowstone_materializations_identity_key DO NOTHING;
 -- name: materialization_start
 -- Claims a step for running (upsert): returns the row with attempt incremented, or nothing when the
 -- step is in a status that cannot start (terminal, waiting, or running without reclaim).
+-- The claim commits asynchronously (synchronous_commit off for this statement's transaction only):
+-- losing it in a crash leaves the step pending, which is safe, and the success commit that follows
+-- flushes the WAL up to and including it. Saves one fsync per step.
 INSERT INTO flowstone_materializations AS m (run_id, asset, partition_key, status, attempt,
                                              started_at, created_at, code_version)
-VALUES (%(run_id)s, %(asset)s, %(partition_key)s, 'running', 1,
-        coalesce(%(now)s::timestamptz, now()), coalesce(%(now)s::timestamptz, now()), %(code_version)s)
+SELECT v.run_id, v.asset, v.partition_key, 'running', 1, v.at, v.at, v.code_version
+FROM (VALUES (%(run_id)s::uuid, %(asset)s::text, %(partition_key)s::text,
+              coalesce(%(now)s::timestamptz, now()), %(code_version)s::text))
+     AS v(run_id, asset, partition_key, at, code_version),
+     (SELECT set_config('synchronous_commit', 'off', true)) AS cfg
 ON CONFLICT ON CONSTRAINT flowstone_materializations_identity_key DO UPDATE
 SET status       = 'running',
     attempt      = m.attempt + 1,

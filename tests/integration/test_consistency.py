@@ -6,7 +6,6 @@ Whatever fails, metadata never says ``succeeded`` without a readable output, and
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import textwrap
@@ -85,7 +84,9 @@ def test_i17_non_json_output_is_refused_with_a_clear_error(runtime: fs.FlowStone
     assert runtime.latest("source") is not None  # nothing committed before was touched
 
 
-def test_i11_connection_dropped_between_store_and_record(runtime: fs.FlowStone, database_url: str, tmp_path: Path):
+def test_i11_connection_dropped_between_store_and_record(
+    runtime: fs.FlowStone, database_url: str, tmp_path: Path
+):
     def drop_every_connection(step: fs.Materialization, ref: fs.OutputRef) -> None:
         with psycopg.connect(database_url, autocommit=True) as admin:
             admin.execute(
@@ -122,12 +123,15 @@ def test_i11_process_killed_between_store_and_record(database_url: str, tmp_path
             def source() -> dict[str, int]:
                 return {{"a": 1}}
 
-            rt = fs.FlowStone(fs.Definitions(assets=[source]), database_url={database_url!r}, home={str(tmp_path)!r})
+            defs = fs.Definitions(assets=[source])
+            rt = fs.FlowStone(defs, database_url={database_url!r}, home={str(tmp_path)!r})
             rt.materialize("source", _after_store=lambda step, ref: os._exit(137))
             """
         )
     )
-    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=False)
+    proc = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=60, check=False
+    )
     assert proc.returncode == 137, proc.stderr
     assert len(_stored_files(tmp_path)) == 1
     with fs.FlowStone(fs.Definitions(assets=[source]), database_url=database_url, home=tmp_path) as rt:
@@ -174,4 +178,4 @@ def test_i10_every_succeeded_row_has_a_readable_output(runtime: fs.FlowStone, da
         ).fetchall()
     assert rows == [("source", U)]
     assert runtime.load("source") == {"a": 1}
-    assert os.path.exists(str(_stored_files(Path(runtime.settings.home))[0]))
+    assert _stored_files(Path(runtime.settings.home))[0].exists()

@@ -161,7 +161,11 @@ def test_backfill_sync_counts_and_skips_done_partitions(runtime: fs.FlowStone):
     runtime.materialize("numbers")
     seen: list[tuple[int, int]] = []
     result = runtime.backfill_sync(
-        "daily", start="2025-01-10", end="2025-01-15", max_workers=3, progress=lambda d, t: seen.append((d, t))
+        "daily",
+        start="2025-01-10",
+        end="2025-01-15",
+        max_workers=3,
+        progress=lambda d, t: seen.append((d, t)),
     )
     assert (result.succeeded, result.failed, result.skipped) == (5, 1, 0)
     assert list(result.errors) == ["d:2025-01-13"]

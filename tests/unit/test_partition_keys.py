@@ -191,7 +191,7 @@ def test_decoded_aware_datetime_is_in_utc() -> None:
     assert decoded == datetime(2025, 1, 1, tzinfo=UTC)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(values)
 @example(datetime(2025, 10, 26, 2, 30, tzinfo=BERLIN, fold=1))
 @example(datetime(2025, 3, 30, 2, 30, tzinfo=BERLIN))  # does not exist: clocks skip 02:00-03:00
@@ -206,7 +206,7 @@ def test_round_trip_property(value: Any) -> None:
     assert encode(decoded) == key
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(small_values, small_values)
 def test_injectivity_property(a: Any, b: Any) -> None:
     """encode(a) == encode(b) exactly when a and b are equal with the same types."""
@@ -225,7 +225,7 @@ def types_match(a: Any, b: Any) -> bool:
     return True
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(values, values)
 def test_injectivity_on_arbitrary_values(a: Any, b: Any) -> None:
     assert (encode(a) == encode(b)) == same(a, b)
@@ -250,7 +250,7 @@ tagged_texts = st.builds(
 )
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=250, deadline=None)
 @given(st.one_of(st.text(), near_keys, tagged_texts))
 def test_decode_never_guesses(text: str) -> None:
     """Any text either decodes to v with encode(v) == text, or raises InvalidPartitionError."""
