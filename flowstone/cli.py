@@ -74,9 +74,9 @@ def _cmd_db_stop(args: argparse.Namespace) -> int:
     return 0
 
 
-def load_definitions(spec: str | None) -> definitions_mod.Definitions:
-    """Import ``module:attribute`` (named by the user on the command line) and return the
-    Definitions it holds (a ``FlowStone`` runtime is accepted too)."""
+def load_target(spec: str | None) -> definitions_mod.Definitions | runtime_mod.FlowStone:
+    """Import ``module:attribute`` (named by the user on the command line): a ``Definitions`` or a
+    configured ``FlowStone`` runtime."""
     spec = spec or os.environ.get("FLOWSTONE_DEFS", "").strip() or None
     if not spec:
         raise errors.ConfigurationError(
@@ -93,11 +93,9 @@ def load_definitions(spec: str | None) -> definitions_mod.Definitions:
     except ImportError as exc:
         raise errors.ConfigurationError(f"cannot import {module_name!r} (from --defs): {exc}") from exc
     value = getattr(module, attribute, None)
-    if isinstance(value, runtime_mod.FlowStone):
-        return value.defs
-    if not isinstance(value, definitions_mod.Definitions):
+    if not isinstance(value, definitions_mod.Definitions | runtime_mod.FlowStone):
         raise errors.ConfigurationError(
-            f"{spec} is {type(value).__name__}, not flowstone.Definitions"
+            f"{spec} is {type(value).__name__}, not flowstone.Definitions or flowstone.FlowStone"
             if value is not None
             else f"module {module_name!r} has no attribute {attribute!r}"
         )
@@ -105,7 +103,14 @@ def load_definitions(spec: str | None) -> definitions_mod.Definitions:
 
 
 def _runtime(args: argparse.Namespace) -> runtime_mod.FlowStone:
-    return runtime_mod.FlowStone(load_definitions(args.defs), database_url=args.database_url)
+    """The runtime of ``--defs``: the module's own FlowStone object (with its options) when it names
+    one and no ``--database-url`` overrides it, else a new one for its Definitions."""
+    target = load_target(args.defs)
+    if isinstance(target, runtime_mod.FlowStone):
+        if args.database_url is None:
+            return target
+        target = target.defs
+    return runtime_mod.FlowStone(target, database_url=args.database_url)
 
 
 def _partition(defs: definitions_mod.Definitions, assets: Sequence[str], text: str | None) -> object:
@@ -247,6 +252,25 @@ def _cmd_lineage(args: argparse.Namespace) -> int:
         return 0
 
 
+def _cmd_worker(args: argparse.Namespace) -> int:
+    runtime = _runtime(args)
+    queues = [q.strip() for q in args.queues.split(",") if q.strip()] if args.queues else None
+    _err(
+        f"flowstone worker: queues={','.join(queues) if queues else 'all'} "
+        f"concurrency={args.concurrency}{' one-shot' if args.one_shot else ''}"
+    )
+    try:
+        runtime.procrastinate_app.run_worker(
+            queues=queues,
+            concurrency=args.concurrency,
+            wait=not args.one_shot,
+            name=args.name,
+        )
+    finally:
+        runtime.close()
+    return 0
+
+
 def _add_common(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--defs", default=None, help="module:attribute of the Definitions (or FLOWSTONE_DEFS)")
     sub.add_argument("--database-url", default=None, help="Postgres URL (default: FLOWSTONE_DATABASE_URL)")
@@ -308,6 +332,14 @@ def build_parser() -> argparse.ArgumentParser:
     lin.add_argument("--downstream", action="store_true", help="who read it, instead of what it read")
     lin.add_argument("--depth", type=int, default=None, help="levels to walk (default: all, max 100)")
     lin.set_defaults(handler=_cmd_lineage)
+
+    worker = commands.add_parser("worker", help="run a queue worker (Procrastinate) for the definitions")
+    _add_common(worker)
+    worker.add_argument("--concurrency", type=int, default=1, help="jobs run at once (threads)")
+    worker.add_argument("--queues", default=None, help="comma-separated queues (default: all)")
+    worker.add_argument("--name", default="flowstone-worker", help="worker name (in logs)")
+    worker.add_argument("--one-shot", action="store_true", help="exit when no job is left")
+    worker.set_defaults(handler=_cmd_worker)
     return parser
 
 

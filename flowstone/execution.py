@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from flowstone import codec, definitions, errors, partition_keys, planning, resources
 from flowstone import context as context_mod
@@ -28,7 +28,7 @@ from flowstone.io import base as io_base
 from flowstone.store import base as store_base
 from flowstone.store import records
 
-__all__ = ["StepOutcome", "StepRunner"]
+__all__ = ["Completion", "StepOutcome", "StepRunner", "SyncCompletion"]
 
 logger = logging.getLogger("flowstone.execution")
 
@@ -40,16 +40,78 @@ SkipList = Sequence[store_base.StepKey] | Callable[[], Sequence[store_base.StepK
 
 @dataclass(frozen=True, slots=True)
 class StepOutcome:
-    """What happened to one step: its row as recorded, the value (in-process runs), the error."""
+    """What happened to one step: its row as recorded, the value (in-process runs), the error, and
+    (queued runs) the delay before a retry when the failure will be retried."""
 
     record: records.Materialization | None
     value: object = None
     error: errors.FlowStoneError | None = None
+    retry_in_s: float | None = None
 
     @property
     def succeeded(self) -> bool:
         """Whether the step's row is ``succeeded``."""
         return self.record is not None and self.record.status == "succeeded"
+
+
+class Completion(Protocol):
+    """How a step's outcome is written: in-process (:class:`SyncCompletion`) or for the queue
+    (fan-in, retries: :class:`flowstone.queue.QueueCompletion`)."""
+
+    def succeed(
+        self,
+        step: records.Materialization,
+        *,
+        output_ref: Mapping[str, Any],
+        metadata: Mapping[str, Any],
+        lineage: Sequence[tuple[int, str]],
+        actor: str,
+    ) -> records.Materialization | None:
+        """Record success (one transaction); ``None`` when the attempt lost the step."""
+        ...
+
+    def fail(
+        self,
+        step: records.Materialization,
+        error: errors.FlowStoneError,
+        *,
+        skip: Sequence[store_base.StepKey],
+        actor: str,
+    ) -> tuple[records.Materialization | None, float | None]:
+        """Record the failure once; returns the row and, when it will be retried, the delay (s)."""
+        ...
+
+
+class SyncCompletion:
+    """In-process runs: success and failure as the store writes them; no retries."""
+
+    def __init__(self, store: store_base.Store) -> None:
+        self.store = store
+
+    def succeed(
+        self,
+        step: records.Materialization,
+        *,
+        output_ref: Mapping[str, Any],
+        metadata: Mapping[str, Any],
+        lineage: Sequence[tuple[int, str]],
+        actor: str,
+    ) -> records.Materialization | None:
+        """See :meth:`Completion.succeed`."""
+        return self.store.succeed_step(
+            step, output_ref=output_ref, metadata=metadata, lineage=lineage, actor=actor
+        )
+
+    def fail(
+        self,
+        step: records.Materialization,
+        error: errors.FlowStoneError,
+        *,
+        skip: Sequence[store_base.StepKey],
+        actor: str,
+    ) -> tuple[records.Materialization | None, float | None]:
+        """See :meth:`Completion.fail`."""
+        return self.store.fail_step(step, error=error.to_dict(), skip=skip, actor=actor), None
 
 
 def _with_location(
@@ -75,12 +137,14 @@ class StepRunner:
         *,
         actor: str,
         after_store: AfterStoreHook | None = None,
+        completion: Completion | None = None,
     ) -> None:
         self.defs = defs
         self.store = store
         self.io_managers = io_managers
         self.actor = actor
         self.after_store = after_store
+        self.completion = completion if completion is not None else SyncCompletion(store)
 
     def run_step(
         self,
@@ -120,7 +184,7 @@ class StepRunner:
             value, ref, metadata, lineage = self._execute(step, asset, partition, scope)
             if self.after_store is not None:
                 self.after_store(step, ref)
-            done = self.store.succeed_step(
+            done = self.completion.succeed(
                 step,
                 output_ref=ref.model_dump(mode="json"),
                 metadata=metadata,
@@ -160,11 +224,11 @@ class StepRunner:
         skip: Sequence[store_base.StepKey] = (
             skip_on_failure() if callable(skip_on_failure) else skip_on_failure
         )
-        failed = self.store.fail_step(step, error=error.to_dict(), skip=skip, actor=self.actor)
+        failed, retry_in_s = self.completion.fail(step, error, skip=skip, actor=self.actor)
         record = (
             failed if failed is not None else self.store.get_step(step.run_id, step.asset, step.partition_key)
         )
-        return StepOutcome(record=record, error=error)
+        return StepOutcome(record=record, error=error, retry_in_s=retry_in_s)
 
     def _execute(
         self,

@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import procrastinate
 import pydantic
 
-from flowstone import definitions, errors, execution, partition_keys, planning, resources
+from flowstone import definitions, errors, execution, partition_keys, planning, queue, resources
 from flowstone import lineage as lineage_mod
 from flowstone import settings as settings_mod
 from flowstone.errors import FlowStoneError
@@ -26,7 +27,7 @@ from flowstone.io.memory import MemoryIOManager
 from flowstone.store import backend, migrations, records
 from flowstone.store import base as store_base
 from flowstone.store.memory import MemoryStore
-from flowstone.store.postgres import PostgresStore
+from flowstone.store.queue_ops import PostgresQueueStore
 
 __all__ = ["BackfillResult", "FlowStone", "RunConfig", "RunResult"]
 
@@ -132,7 +133,11 @@ class FlowStone:
         store: Literal["memory"] | store_base.Store | None = None,
         home: str | Path | None = None,
         actor: str | None = None,
-        max_connections: int = 8,
+        max_connections: int = 12,
+        recovery_interval_s: int = 10,
+        stalled_after_s: float = 30.0,
+        heartbeat_interval_s: float = 10.0,
+        worker_pool_size: int = 10,
     ) -> None:
         self.defs = defs
         env = settings_mod.Settings.from_env()
@@ -142,6 +147,15 @@ class FlowStone:
         self.store, default_io = self._decide_store(database_url, store, max_connections)
         self.io_managers: dict[str, io_base.IOManager] = {"default": default_io, **defs.io_managers}
         self.lineage = lineage_mod.Lineage(defs, self.store)
+        self._queue_options = {
+            "recovery_interval_s": recovery_interval_s,
+            "stalled_after_s": stalled_after_s,
+            "heartbeat_interval_s": heartbeat_interval_s,
+            "worker_pool_size": worker_pool_size,
+        }
+        self._enqueuer: queue.Enqueuer | None = None
+        self._blueprint: procrastinate.Blueprint | None = None
+        self._app: procrastinate.App | None = None
 
     def _decide_store(
         self,
@@ -172,9 +186,119 @@ class FlowStone:
                     f"({', '.join(todo)}): run `flowstone db upgrade`"
                 )
         return (
-            PostgresStore(target.url, max_connections=max_connections),
+            PostgresQueueStore(target.url, max_connections=max_connections),
             FilesystemIOManager(self.settings.home / "storage"),
         )
+
+    # -- the queue ----------------------------------------------------------------------------
+
+    def require_database_url(self) -> str:
+        """The Postgres URL; the queue needs Postgres (not the memory store)."""
+        if self.database_url is None:
+            raise errors.ConfigurationError(
+                "the durable queue needs Postgres: create FlowStone without store='memory'"
+            )
+        return self.database_url
+
+    def queue_store(self) -> PostgresQueueStore:
+        """The store, as the queue uses it (Postgres only)."""
+        if not isinstance(self.store, PostgresQueueStore):
+            raise errors.ConfigurationError(
+                "the durable queue needs the Postgres store: create FlowStone without store='memory'"
+            )
+        return self.store
+
+    def enqueuer(self) -> queue.Enqueuer:
+        """Defers FlowStone jobs inside FlowStone's transactions."""
+        if self._enqueuer is None:
+            self._enqueuer = queue.Enqueuer(self.defs, self.require_database_url())
+        return self._enqueuer
+
+    @property
+    def blueprint(self) -> procrastinate.Blueprint:
+        """FlowStone's Procrastinate tasks; add them to your own App with
+        ``app.add_tasks_from(runtime.blueprint, namespace="flowstone")``."""
+        if self._blueprint is None:
+            self._blueprint = queue.build_blueprint(
+                self,
+                recovery_interval_s=int(self._queue_options["recovery_interval_s"]),
+                stalled_after_s=float(self._queue_options["stalled_after_s"]),
+            )
+        return self._blueprint
+
+    @property
+    def procrastinate_app(self) -> procrastinate.App:
+        """A ready ``procrastinate.App`` with FlowStone's tasks: expose it as ``app`` in your module
+        and run ``procrastinate --app=mypkg.pipeline.app worker``."""
+        if self._app is None:
+            self._app = queue.build_app(
+                self,
+                pool_size=int(self._queue_options["worker_pool_size"]),
+                worker_defaults={
+                    "update_heartbeat_interval": self._queue_options["heartbeat_interval_s"],
+                    "stalled_worker_timeout": self._queue_options["stalled_after_s"],
+                },
+            )
+        return self._app
+
+    def submit(
+        self,
+        selection: str | Iterable[str],
+        partitions: Sequence[object] | None = None,
+        *,
+        with_upstream: bool = False,
+        run_config: Mapping[str, Any] | RunConfig | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> queue.RunHandle:
+        """Enqueue a run of ``selection`` (for each of ``partitions``) and return at once (I15).
+
+        The run, its steps and the jobs of its ready steps are written in one transaction; workers
+        run the steps, each enqueueing its downstream steps when they become ready.
+        """
+        config = self._config(run_config)
+        names = selection if isinstance(selection, str) else list(selection)
+        return queue.submit(self, names, partitions, with_upstream=with_upstream, config=config, tags=tags)
+
+    def backfill(
+        self,
+        asset: str,
+        partitions: Sequence[object] | None = None,
+        *,
+        start: object = None,
+        end: object = None,
+        force: bool = False,
+        partitions_per_job: int = 1,
+        run_config: Mapping[str, Any] | RunConfig | None = None,
+        progress: Progress | None = None,
+    ) -> queue.RunHandle:
+        """Enqueue the missing partitions of ``asset`` (all, a list, or ``start``..``end``
+        inclusive) and return at once; partitions whose latest is succeeded are skipped unless
+        ``force``. ``partitions_per_job`` partitions share one job (each recorded on its own)."""
+        definition = self.defs.get(asset)
+        if definition.partitions is None:
+            raise errors.InvalidPartitionError(f"asset {asset!r} is not partitioned", asset=asset)
+        values = self._backfill_values(definition, partitions, start, end)
+        return queue.backfill(
+            self,
+            asset,
+            values,
+            force=force,
+            partitions_per_job=partitions_per_job,
+            config=self._config(run_config),
+            progress=progress,
+        )
+
+    def run(self, run_id: str) -> queue.RunHandle:
+        """A handle on an existing run (e.g. from another process)."""
+        handle = queue.RunHandle(self, run_id)
+        handle.run()  # raises if it does not exist
+        return handle
+
+    @staticmethod
+    def _config(run_config: Mapping[str, Any] | RunConfig | None) -> RunConfig:
+        if isinstance(run_config, RunConfig):
+            return run_config
+        return RunConfig.model_validate(run_config or {})
 
     # -- lifecycle ------------------------------------------------------------------------------
 

@@ -18,7 +18,7 @@ from psycopg.types.json import Jsonb
 from flowstone import errors
 from flowstone.store import base, records, sqlfiles
 
-__all__ = ["PostgresStore", "translate_errors"]
+__all__ = ["PostgresStore", "materialization_from_row", "translate_errors"]
 
 Q = sqlfiles.query
 Row = dict[str, Any]
@@ -49,7 +49,7 @@ def translate_errors(action: str) -> Iterator[None]:
         ) from exc
 
 
-def _materialization(row: Row) -> records.Materialization:
+def materialization_from_row(row: Row) -> records.Materialization:
     return records.Materialization(
         id=row["id"],
         run_id=str(row["run_id"]),
@@ -259,7 +259,7 @@ class PostgresStore(base.Store):
                 "now": now,
             },
         )
-        return _materialization(row) if row else None
+        return materialization_from_row(row) if row else None
 
     def get_step(self, run_id: str, asset: str, partition_key: str) -> records.Materialization | None:
         row = self._one(
@@ -267,11 +267,11 @@ class PostgresStore(base.Store):
             "materialization_get_step",
             {"run_id": _uuid(run_id), "asset": asset, "partition_key": partition_key},
         )
-        return _materialization(row) if row else None
+        return materialization_from_row(row) if row else None
 
     def get_materialization(self, materialization_id: int) -> records.Materialization | None:
         row = self._one("read materialization", "materialization_get", {"id": materialization_id})
-        return _materialization(row) if row else None
+        return materialization_from_row(row) if row else None
 
     def find_inputs(
         self, run_id: str, wanted: Sequence[base.StepKey]
@@ -284,7 +284,9 @@ class PostgresStore(base.Store):
             "materialization_inputs",
             {"run_id": _uuid(run_id), "assets": assets, "keys": keys},
         )
-        return {(r["asset"], r["partition_key"]): (_materialization(r), bool(r["in_run"])) for r in rows}
+        return {
+            (r["asset"], r["partition_key"]): (materialization_from_row(r), bool(r["in_run"])) for r in rows
+        }
 
     def succeed_step(
         self,
@@ -334,7 +336,7 @@ class PostgresStore(base.Store):
                 "now": now,
             },
         ).fetchone()
-        return _materialization(row) if row else None
+        return materialization_from_row(row) if row else None
 
     def fail_step(
         self,
@@ -358,7 +360,7 @@ class PostgresStore(base.Store):
             ).fetchone()
             if row is None:
                 return None
-            failed = _materialization(row)
+            failed = materialization_from_row(row)
             if skip:
                 self._skip_on(conn, step.run_id, skip, error=base.skip_error(failed), now=now)
             return failed
@@ -383,7 +385,7 @@ class PostgresStore(base.Store):
                 "now": now,
             },
         ).fetchall()
-        return [_materialization(r) for r in rows]
+        return [materialization_from_row(r) for r in rows]
 
     def skip_steps(
         self,
@@ -400,7 +402,7 @@ class PostgresStore(base.Store):
 
     def run_steps(self, run_id: str) -> list[records.Materialization]:
         rows = self._all("read run steps", "materialization_run_steps", {"run_id": _uuid(run_id)})
-        return [_materialization(r) for r in rows]
+        return [materialization_from_row(r) for r in rows]
 
     # -- queries ------------------------------------------------------------------------------
 
@@ -408,11 +410,11 @@ class PostgresStore(base.Store):
         row = self._one(
             "read latest", "materialization_latest", {"asset": asset, "partition_key": partition_key}
         )
-        return _materialization(row) if row else None
+        return materialization_from_row(row) if row else None
 
     def latest_all(self, asset: str | None = None) -> list[records.Materialization]:
         rows = self._all("read latest", "materialization_latest_all", {"asset": asset})
-        return [_materialization(r) for r in rows]
+        return [materialization_from_row(r) for r in rows]
 
     def history(self, asset: str, partition_key: str, *, limit: int = 20) -> list[records.Materialization]:
         rows = self._all(
@@ -420,7 +422,7 @@ class PostgresStore(base.Store):
             "materialization_history",
             {"asset": asset, "partition_key": partition_key, "limit": limit},
         )
-        return [_materialization(r) for r in rows]
+        return [materialization_from_row(r) for r in rows]
 
     def succeeded_keys(self, asset: str, partition_keys: Sequence[str]) -> set[str]:
         if not partition_keys:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -14,8 +17,15 @@ from tests import pg
 
 
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory: pytest.TempPathFactory) -> pg.Server:
-    return pg.start_server(tmp_path_factory.mktemp("embedded-postgres"))
+def pg_server() -> Iterator[pg.Server]:
+    # Not under pytest's basetemp: that tree is private to root (0700) and pruned by other pytest
+    # sessions, while the embedded server runs as its own system user and needs to reach it.
+    base = Path(tempfile.mkdtemp(prefix="flowstone-test-pg-"))
+    base.chmod(0o755)
+    try:
+        yield pg.start_server(base)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

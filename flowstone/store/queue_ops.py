@@ -1,0 +1,323 @@
+"""The queue's writes, each one transaction (Postgres only): submit, fan-in, failure, retry, cancel,
+stalled-job recovery. Part of :class:`PostgresQueueStore`.
+
+Jobs are deferred through a callback (:data:`Enqueue`, provided by :mod:`flowstone.queue`) on the
+same connection, inside the same transaction as the metadata they belong to: a job exists exactly
+when its step row says ``queued`` (I1, I11, I14).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from flowstone.store import base, records, sqlfiles
+from flowstone.store.postgres import PostgresStore, materialization_from_row, translate_errors
+
+__all__ = ["BatchItem", "Enqueue", "PostgresQueueStore"]
+
+Q = sqlfiles.query
+Row = dict[str, Any]
+Conn = psycopg.Connection[Row]
+
+BatchItem = tuple[str, str]
+"""(asset, batch_key): one job; the job's ``partition`` arg is the batch key."""
+
+Enqueue = Callable[[Conn, str, Sequence[BatchItem]], list[int]]
+"""Defers one job per item on the connection (caller's transaction); returns the job ids in order."""
+
+CancelJob = Callable[[Conn, int], bool]
+RetryJob = Callable[[Conn, int], None]
+
+
+class PostgresQueueStore(PostgresStore):
+    """The Postgres store plus the queue's transactions."""
+
+    @contextmanager
+    def _tx(self, action: str) -> Iterator[Conn]:
+        with translate_errors(action), self.connection() as conn, conn.transaction():
+            yield conn
+
+    @staticmethod
+    def _defer(conn: Conn, run_id: str, items: Sequence[BatchItem], enqueue: Enqueue) -> None:
+        unique = list(dict.fromkeys(items))
+        if not unique:
+            return
+        job_ids = enqueue(conn, run_id, unique)
+        conn.execute(
+            Q("materialization_set_jobs"),
+            {
+                "run_id": run_id,
+                "assets": [a for a, _ in unique],
+                "batch_keys": [b for _, b in unique],
+                "job_ids": job_ids,
+            },
+        )
+
+    @staticmethod
+    def _finish(conn: Conn, run_id: str, actor: str, now: datetime | None) -> None:
+        conn.execute(Q("run_finish"), {"run_id": run_id, "actor": actor, "now": now})
+
+    def submit_run(
+        self,
+        run: records.NewRun,
+        steps: Sequence[records.PlannedStep],
+        edges: Sequence[tuple[base.StepKey, base.StepKey]],
+        ready: Sequence[tuple[str, str, str]],
+        enqueue: Enqueue,
+        *,
+        now: datetime | None = None,
+    ) -> None:
+        """One transaction: run + planned steps + step edges + queued ready steps + their jobs."""
+        with self._tx("submit run") as conn:
+            self.insert_run(conn, run, steps, now=now)
+            if edges:
+                with conn.cursor() as cur:
+                    cur.executemany(
+                        Q("step_edges_insert"),
+                        [
+                            {
+                                "run_id": run.run_id,
+                                "upstream_asset": up[0],
+                                "upstream_partition_key": up[1],
+                                "asset": down[0],
+                                "partition_key": down[1],
+                            }
+                            for up, down in edges
+                        ],
+                    )
+            self._mark_and_defer(conn, run.run_id, ready, enqueue, now)
+
+    def _mark_and_defer(
+        self,
+        conn: Conn,
+        run_id: str,
+        ready: Sequence[tuple[str, str, str]],
+        enqueue: Enqueue,
+        now: datetime | None,
+    ) -> None:
+        if not ready:
+            return
+        moved = conn.execute(
+            Q("materialization_mark_queued"),
+            {
+                "run_id": run_id,
+                "assets": [a for a, _, _ in ready],
+                "keys": [k for _, k, _ in ready],
+                "batch_keys": [b for _, _, b in ready],
+                "now": now,
+            },
+        ).fetchall()
+        self._defer(conn, run_id, [(r["asset"], r["batch_key"]) for r in moved], enqueue)
+
+    def enqueue_batches(
+        self,
+        run_id: str,
+        asset: str,
+        code_version: str | None,
+        batches: Sequence[Sequence[str]],
+        enqueue: Enqueue,
+        *,
+        run: records.NewRun | None = None,
+        now: datetime | None = None,
+    ) -> int:
+        """One transaction: (the run, when given) + one job per batch + its steps written ``queued``
+        with COPY. Returns the number of steps written."""
+        with self._tx("enqueue backfill") as conn:
+            if run is not None:
+                self.insert_run(conn, run, [], now=now)
+            items = [(asset, batch[0]) for batch in batches if batch]
+            job_ids = enqueue(conn, run_id, items) if items else []
+            at = now if now is not None else datetime.now(UTC)
+            count = 0
+            with conn.cursor().copy(Q("materialization_copy_queued")) as copy:
+                for batch, job_id in zip((b for b in batches if b), job_ids, strict=True):
+                    for key in batch:
+                        copy.write_row((run_id, asset, key, "queued", batch[0], at, code_version, job_id))
+                        count += 1
+            return count
+
+    def complete_step(
+        self,
+        step: records.Materialization,
+        *,
+        output_ref: Mapping[str, Any],
+        metadata: Mapping[str, Any],
+        lineage: Sequence[tuple[int, str]],
+        actor: str,
+        enqueue: Enqueue,
+        now: datetime | None = None,
+    ) -> records.Materialization | None:
+        """One transaction (I11, I14): success + lineage + audit, fan-in of the downstream steps and
+        the jobs of those that became ready, and the run's status."""
+        with self._tx("record success") as conn:
+            done = self.succeed_step_on(
+                conn,
+                step,
+                output_ref=output_ref,
+                metadata=metadata,
+                lineage=lineage,
+                actor=actor,
+                now=now,
+            )
+            if done is None:
+                return None
+            released = conn.execute(
+                Q("materialization_release_downstream"),
+                {"run_id": step.run_id, "asset": step.asset, "partition_key": step.partition_key, "now": now},
+            ).fetchall()
+            ready = [(r["asset"], r["batch_key"]) for r in released if r["status"] == "queued"]
+            self._defer(conn, step.run_id, ready, enqueue)
+            self._finish(conn, step.run_id, actor, now)
+            return done
+
+    def fail_step_terminal(
+        self,
+        step: records.Materialization,
+        *,
+        error: Mapping[str, Any],
+        actor: str,
+        now: datetime | None = None,
+    ) -> records.Materialization | None:
+        """One transaction: ``failed`` + audit, every step reachable from it ``skipped``, run status."""
+        with self._tx("record failure") as conn:
+            row = conn.execute(
+                Q("materialization_fail"),
+                {
+                    "id": step.id,
+                    "attempt": step.attempt,
+                    "error": Jsonb(dict(error)),
+                    "actor": actor,
+                    "now": now,
+                },
+            ).fetchone()
+            if row is None:
+                return None
+            failed = materialization_from_row(row)
+            self._skip_reachable(conn, failed, now)
+            self._finish(conn, step.run_id, actor, now)
+            return failed
+
+    @staticmethod
+    def _skip_reachable(conn: Conn, failed: records.Materialization, now: datetime | None) -> None:
+        conn.execute(
+            Q("materialization_skip_reachable"),
+            {
+                "run_id": failed.run_id,
+                "asset": failed.asset,
+                "partition_key": failed.partition_key,
+                "error": Jsonb(base.skip_error(failed)),
+                "now": now,
+            },
+        )
+
+    def retry_later(
+        self,
+        step: records.Materialization,
+        *,
+        error: Mapping[str, Any],
+        retry_in_s: float,
+        actor: str,
+        now: datetime | None = None,
+    ) -> records.Materialization | None:
+        """``running`` → ``queued`` keeping attempt and the error (the job is retried later)."""
+        with self._tx("record retry") as conn:
+            row = conn.execute(
+                Q("materialization_retry_later"),
+                {
+                    "id": step.id,
+                    "attempt": step.attempt,
+                    "error": Jsonb(dict(error)),
+                    "retry_in_s": retry_in_s,
+                    "actor": actor,
+                    "now": now,
+                },
+            ).fetchone()
+            return materialization_from_row(row) if row else None
+
+    def fail_unclaimed(
+        self,
+        run_id: str,
+        asset: str,
+        partition_key: str,
+        *,
+        error: Mapping[str, Any],
+        actor: str,
+        now: datetime | None = None,
+    ) -> records.Materialization | None:
+        """A step whose job cannot run (unknown asset, bad args): ``failed`` where a row exists."""
+        with self._tx("record failure") as conn:
+            row = conn.execute(
+                Q("materialization_fail_unclaimed"),
+                {
+                    "run_id": run_id,
+                    "asset": asset,
+                    "partition_key": partition_key,
+                    "error": Jsonb(dict(error)),
+                    "actor": actor,
+                    "now": now,
+                },
+            ).fetchone()
+            if row is None:
+                return None
+            failed = materialization_from_row(row)
+            self._skip_reachable(conn, failed, now)
+            self._finish(conn, run_id, actor, now)
+            return failed
+
+    def batch_keys(self, run_id: str, asset: str, batch_key: str) -> list[str]:
+        """Partition keys of the steps a job runs (empty if none share the batch key)."""
+        with self.connection() as conn:
+            rows = conn.execute(
+                Q("materialization_batch_steps"), {"run_id": run_id, "asset": asset, "batch_key": batch_key}
+            ).fetchall()
+        return [r["partition_key"] for r in rows]
+
+    def step_counts(self, run_id: str) -> dict[str, int]:
+        """Number of steps of a run by status."""
+        with self.connection() as conn:
+            rows = conn.execute(Q("run_step_counts"), {"run_id": run_id}).fetchall()
+        return {r["status"]: int(r["n"]) for r in rows}
+
+    def cancel_run(
+        self, run_id: str, *, actor: str, cancel_job: CancelJob, now: datetime | None = None
+    ) -> int:
+        """One transaction: not-started steps ``cancelled``, their jobs cancelled, audit, run status.
+        Running steps finish normally. Returns the number of steps cancelled."""
+        with self._tx("cancel run") as conn:
+            rows = conn.execute(Q("run_cancel_steps"), {"run_id": run_id, "now": now}).fetchall()
+            for job_id in sorted({r["job_id"] for r in rows if r["job_id"] is not None}):
+                cancel_job(conn, job_id)
+            conn.execute(
+                Q("audit_insert"),
+                {
+                    "event": "run.cancelled",
+                    "actor": actor,
+                    "run_id": run_id,
+                    "materialization_id": None,
+                    "asset": None,
+                    "partition_key": None,
+                    "details": Jsonb({"steps_cancelled": len(rows)}),
+                    "now": now,
+                },
+            )
+            self._finish(conn, run_id, actor, now)
+            return len(rows)
+
+    def recover_stalled_jobs(
+        self, *, task_names: Sequence[str], stalled_after_s: float, retry_job: RetryJob
+    ) -> list[int]:
+        """Claim stalled FlowStone jobs with SKIP LOCKED (I18) and hand each back to the queue."""
+        with self._tx("recover stalled jobs") as conn:
+            rows = conn.execute(
+                Q("queue_stalled_jobs_claim"),
+                {"task_names": list(task_names), "seconds": stalled_after_s},
+            ).fetchall()
+            for row in rows:
+                retry_job(conn, row["id"])
+            return [int(r["id"]) for r in rows]

@@ -1,0 +1,262 @@
+"""Durable execution with real Procrastinate workers (subprocesses) on real Postgres."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+import flowstone as fs
+from flowstone import queue as queue_mod
+from tests.integration.queue_harness import Pipeline, eventually
+
+pytestmark = pytest.mark.slow
+
+DIAMOND = """
+@fs.asset
+def source() -> int:
+    return 1
+
+@fs.asset
+def left(source: int) -> int:
+    return source + 1
+
+@fs.asset
+def right(source: int) -> int:
+    return source + 2
+
+@fs.asset
+def join(left: int, right: int) -> int:
+    return left * right
+
+@fs.asset
+def top(join: int) -> int:
+    return join + 100
+
+@fs.asset
+def broken(source: int) -> int:
+    raise RuntimeError("kaput")
+
+@fs.asset
+def after_broken(broken: int) -> int:
+    return broken
+
+@fs.asset(retry=fs.RetryPolicy(max_attempts=3, backoff_s=0.2, jitter=False))
+def flaky(source: int) -> int:
+    marker = MARKERS / "flaky-attempts"
+    attempts = int(marker.read_text()) + 1 if marker.exists() else 1
+    marker.write_text(str(attempts))
+    if attempts < 2:
+        raise ConnectionError("transient")
+    return attempts
+
+@fs.asset
+def slow(source: int) -> int:
+    (MARKERS / "slow-started").touch()
+    deadline = time.monotonic() + 60
+    while not (MARKERS / "slow-release").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return source
+
+@fs.asset
+def after_slow(slow: int) -> int:
+    return slow
+
+@fs.asset(partitions=fs.DailyPartitions(start="2020-01-01", end="2025-12-31"))
+def daily(context: fs.AssetContext) -> str:
+    return str(context.partition)
+
+defs = fs.Definitions(
+    assets=[source, left, right, join, top, broken, after_broken, flaky, slow, after_slow, daily]
+)
+"""
+
+
+@pytest.fixture
+def pipeline(tmp_path: Path, database_url: str) -> Iterator[Pipeline]:
+    p = Pipeline(tmp_path, database_url, DIAMOND)
+    try:
+        yield p
+    finally:
+        p.stop()
+
+
+def test_i1_job_args_in_procrastinate_jobs_are_exactly_three_strings(pipeline: Pipeline):
+    handle = pipeline.runtime.submit("top", with_upstream=True)
+    rows = pipeline.sql("SELECT task_name, queue_name, args FROM procrastinate_jobs")
+    assert len(rows) == 1  # only the step with no upstream is enqueued at submit
+    task_name, queue_name, args = rows[0]
+    assert (task_name, queue_name) == (queue_mod.TASK_NAME, queue_mod.DEFAULT_QUEUE)
+    assert args == {"run_id": handle.run_id, "asset": "source", "partition": "__unpartitioned__"}
+    assert all(isinstance(v, str) for v in args.values())
+    assert queue_mod.JobArgs.model_validate(args).asset == "source"
+    assert handle.status() == {"pending": 4, "queued": 1}
+    (config,) = pipeline.sql("SELECT config FROM flowstone_runs WHERE run_id = %s", (handle.run_id,))
+    assert config == ({},)
+
+
+def test_i1_submit_is_one_transaction(pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch):
+    enqueuer = pipeline.runtime.enqueuer()
+    original = type(enqueuer).__call__
+
+    def defer_then_fail(self, conn, run_id, items):
+        original(self, conn, run_id, items)
+        raise RuntimeError("injected failure after the defer")
+
+    monkeypatch.setattr(type(enqueuer), "__call__", defer_then_fail)
+    with pytest.raises(RuntimeError, match="injected failure"):
+        pipeline.runtime.submit("top", with_upstream=True, run_config={"resources": {}})
+    for table in (
+        "procrastinate_jobs",
+        "flowstone_runs",
+        "flowstone_materializations",
+        "flowstone_step_edges",
+    ):
+        assert pipeline.sql(f"SELECT count(*) FROM {table}") == [(0,)], table
+
+
+def test_i14_diamond_dag_runs_with_fan_in_and_each_join_enqueued_once(pipeline: Pipeline):
+    for _ in range(4):
+        pipeline.start_worker(concurrency=2)
+    handles = [pipeline.runtime.submit("top", with_upstream=True) for _ in range(5)]
+    for handle in handles:
+        run = handle.wait(timeout=60)
+        assert run.status == "succeeded", (handle.status(), pipeline.logs())
+        assert handle.status() == {"succeeded": 5}
+    assert pipeline.runtime.load("top") == 106
+    rows = pipeline.sql(
+        "SELECT args->>'run_id', count(*) FROM procrastinate_jobs "
+        "WHERE task_name = %s AND args->>'asset' = 'join' GROUP BY 1",
+        (queue_mod.TASK_NAME,),
+    )
+    assert sorted(n for _, n in rows) == [1] * 5
+    lineage = {n.asset for n in pipeline.runtime.lineage.upstream("top")}
+    assert lineage == {"join", "left", "right", "source"}
+
+
+def test_failure_skips_downstream_and_fails_the_job_without_retry(pipeline: Pipeline):
+    pipeline.start_worker()
+    handle = pipeline.runtime.submit(["broken", "after_broken"], with_upstream=True)
+    run = handle.wait(timeout=60)
+    assert run.status == "failed"
+    assert handle.status() == {"failed": 1, "skipped": 1, "succeeded": 1}
+    ((error, attempt),) = pipeline.sql(
+        "SELECT error, attempt FROM flowstone_materializations WHERE asset = 'broken'"
+    )
+    assert error["type"] == "ExecutionError"
+    assert attempt == 1
+    ((status, attempts),) = pipeline.sql(
+        "SELECT status, attempts FROM procrastinate_jobs WHERE args->>'asset' = 'broken'"
+    )
+    assert (status, attempts) == ("failed", 1)
+    events = [e.event for e in pipeline.runtime.store.audit_events(run_id=handle.run_id)]
+    assert events.count("materialization.failed") == 1
+
+
+def test_retry_succeeds_on_attempt_two(pipeline: Pipeline):
+    pipeline.start_worker()
+    handle = pipeline.runtime.submit("flaky", with_upstream=True)
+    assert handle.wait(timeout=60).status == "succeeded", pipeline.logs()
+    ((attempt, error),) = pipeline.sql(
+        "SELECT attempt, error FROM flowstone_materializations WHERE asset = 'flaky'"
+    )
+    assert (attempt, error) == (2, None)
+    assert pipeline.runtime.load("flaky") == 2
+    events = [e.event for e in pipeline.runtime.store.audit_events(run_id=handle.run_id)]
+    assert events.count("materialization.retrying") == 1
+    assert events.count("materialization.failed") == 0
+
+
+def test_sigkill_mid_step_is_recovered_by_another_worker(pipeline: Pipeline):
+    victim = pipeline.start_worker(concurrency=1)
+    handle = pipeline.runtime.submit(["slow", "after_slow"], with_upstream=True)
+    eventually((pipeline.markers / "slow-started").exists, what="slow step to start")
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait()
+    (pipeline.markers / "slow-started").unlink()
+    pipeline.touch("slow-release")
+    pipeline.start_worker(concurrency=2)
+    run = handle.wait(timeout=60)
+    assert run.status == "succeeded", (handle.status(), pipeline.logs())
+    ((attempt,),) = pipeline.sql("SELECT attempt FROM flowstone_materializations WHERE asset = 'slow'")
+    assert attempt == 2  # the killed attempt, then the reclaim
+    assert len(pipeline.runtime.history("slow")) == 1
+    outputs = list((pipeline.dir / "home" / "storage" / "slow").rglob("*.json"))
+    assert len(outputs) == 1  # versioned by materialization id: no duplicate output
+
+
+def test_cancel_stops_later_steps_and_lets_the_running_one_finish(pipeline: Pipeline):
+    pipeline.start_worker()
+    handle = pipeline.runtime.submit(["slow", "after_slow"], with_upstream=True)
+    eventually((pipeline.markers / "slow-started").exists, what="slow step to start")
+    assert handle.cancel() == 1
+    pipeline.touch("slow-release")
+    run = handle.wait(timeout=60)
+    assert run.status == "cancelled"
+    assert handle.status() == {"cancelled": 1, "succeeded": 2}
+    assert pipeline.runtime.latest("after_slow") is None
+
+
+def test_queued_backfill_records_every_partition(pipeline: Pipeline):
+    handle = pipeline.runtime.backfill("daily", start="2021-01-01", end="2023-09-27", partitions_per_job=10)
+    assert pipeline.sql("SELECT count(*) FROM procrastinate_jobs") == [(100,)]
+    pipeline.start_worker(concurrency=4)
+    assert handle.wait(timeout=120).status == "succeeded", pipeline.logs()
+    assert pipeline.sql(
+        "SELECT count(*) FROM flowstone_materializations WHERE asset = 'daily' AND status = 'succeeded'"
+    ) == [(1000,)]
+    assert pipeline.runtime.load("daily", "2022-02-02") == "2022-02-02"
+    again = pipeline.runtime.backfill("daily", start="2021-01-01", end="2023-09-27", partitions_per_job=10)
+    assert again.wait(timeout=10).status == "succeeded"
+    assert again.status() == {}
+
+
+def test_i3_job_with_unknown_asset_fails_cleanly_and_touches_nothing_else(pipeline: Pipeline):
+    good = pipeline.runtime.submit("source")
+    bad = pipeline.runtime.submit("left", with_upstream=True)
+    with psycopg.connect(pipeline.database_url, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE procrastinate_jobs SET args = jsonb_set(args, '{asset}', '\"os.system\"') "
+            "WHERE args->>'run_id' = %s",
+            (bad.run_id,),
+        )
+        conn.execute(
+            "SELECT procrastinate_defer_jobs_v1(ARRAY[ROW('flowstone', %s, 0, NULL, NULL, %s::jsonb, NULL)]"
+            "::procrastinate_job_to_defer_v1[])",
+            (
+                queue_mod.TASK_NAME,
+                json.dumps({"run_id": bad.run_id, "asset": "x", "partition": "p", "extra": 1}),
+            ),
+        )
+    pipeline.start_worker()
+    assert good.wait(timeout=60).status == "succeeded"
+    eventually(
+        lambda: pipeline.sql("SELECT count(*) FROM procrastinate_jobs WHERE status = 'failed'") == [(2,)],
+        what="both bad jobs to fail",
+    )
+    assert "rejected job" in pipeline.logs()
+    statuses = pipeline.sql("SELECT status, attempts FROM procrastinate_jobs WHERE status = 'failed'")
+    assert all(attempts == 1 for _, attempts in statuses)  # never retried
+    assert bad.status() == {"pending": 1, "queued": 1}  # its real steps are untouched
+
+
+def test_procrastinate_cli_worker_runs_flowstone_jobs(pipeline: Pipeline):
+    pipeline.start_worker(procrastinate_cli=True)
+    handle = pipeline.runtime.submit("join", with_upstream=True)
+    assert handle.wait(timeout=60).status == "succeeded", pipeline.logs()
+    assert pipeline.runtime.load("join") == 6
+
+
+def test_run_handle_rebuild_and_wait_timeout(pipeline: Pipeline):
+    handle = pipeline.runtime.submit("source")
+    same = pipeline.runtime.run(handle.run_id)
+    assert same.run_id == handle.run_id
+    with pytest.raises(TimeoutError, match="still queued"):
+        same.wait(timeout=0.3)
+    with pytest.raises(fs.FlowStoneError, match="does not exist"):
+        pipeline.runtime.run("00000000-0000-0000-0000-000000000000")
