@@ -14,13 +14,15 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from flowstone import _version, errors
 from flowstone import definitions as definitions_mod
 from flowstone import lineage as lineage_mod
+from flowstone import queue as queue_mod
 from flowstone import runtime as runtime_mod
 from flowstone import settings as settings_mod
-from flowstone.store import backend, embedded, migrations
+from flowstone.store import backend, embedded, migrations, records
 
 __all__ = ["main"]
 
@@ -170,32 +172,90 @@ def _cmd_materialize(args: argparse.Namespace) -> int:
         return 0 if result.success else 1
 
 
+def _wait_for(handle: queue_mod.RunHandle, *, quiet: bool, timeout: float | None) -> int:
+    """Show a run's progress until it is terminal; exit status 0 only if it succeeded."""
+    bar = None if quiet else ProgressBar(f"run {handle.run_id[:8]}")
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        run = handle.run()
+        counts = handle.status()
+        total = sum(counts.values())
+        finished = sum(n for status, n in counts.items() if status in records.TERMINAL)
+        if bar is not None and total:
+            bar(finished, total)
+        if run.status in records.RUN_TERMINAL or run.status == "waiting_approval":
+            summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+            _out(f"run {handle.run_id}: {run.status} ({summary or 'no steps'})")
+            return 0 if run.status == "succeeded" else 1
+        if deadline is not None and time.monotonic() > deadline:
+            _err(f"run {handle.run_id} is still {run.status} after {timeout}s (it goes on)")
+            return 1
+        time.sleep(0.25)
+
+
+def _cmd_submit(args: argparse.Namespace) -> int:
+    with _runtime(args) as rt:
+        selected = rt.defs.graph.select(args.selection)
+        partitions = [_partition(rt.defs, selected, p) for p in args.partition] if args.partition else None
+        handle = rt.submit(args.selection, partitions, with_upstream=args.with_upstream)
+        _out(f"submitted run {handle.run_id}: {handle.status()}")
+        if not args.wait:
+            return 0
+        return _wait_for(handle, quiet=args.quiet, timeout=args.timeout)
+
+
 def _cmd_backfill(args: argparse.Namespace) -> int:
-    if not args.sync:
-        raise errors.ConfigurationError(
-            "queued backfills are not available yet: pass --sync to run the backfill in this process"
-        )
     with _runtime(args) as rt:
         definition = rt.defs.get(args.asset)
         if definition.partitions is None:
             raise errors.InvalidPartitionError(f"asset {args.asset!r} is not partitioned", asset=args.asset)
         parse = definition.partitions.parse
-        result = rt.backfill_sync(
+        partitions = [parse(p) for p in args.partition] if args.partition else None
+        start = parse(args.start) if args.start else None
+        end = parse(args.end) if args.end else None
+        if args.sync:
+            result = rt.backfill_sync(
+                args.asset,
+                partitions,
+                start=start,
+                end=end,
+                force=args.force,
+                max_workers=args.max_workers,
+                progress=None if args.quiet else ProgressBar(f"backfill {args.asset}"),
+            )
+            for key, error in result.errors.items():
+                _err(f"failed {key}: {error.message}")
+            _out(
+                f"backfill {args.asset}: {result.succeeded} succeeded, {result.failed} failed, "
+                f"{result.skipped} skipped (already succeeded)"
+            )
+            return 0 if result.failed == 0 else 1
+        handle = rt.backfill(
             args.asset,
-            [parse(p) for p in args.partition] if args.partition else None,
-            start=parse(args.start) if args.start else None,
-            end=parse(args.end) if args.end else None,
+            partitions,
+            start=start,
+            end=end,
             force=args.force,
-            max_workers=args.max_workers,
-            progress=None if args.quiet else ProgressBar(f"backfill {args.asset}"),
+            partitions_per_job=args.partitions_per_job,
+            progress=None if args.quiet else ProgressBar(f"enqueue {args.asset}"),
         )
-        for key, error in result.errors.items():
-            _err(f"failed {key}: {error.message}")
         _out(
-            f"backfill {args.asset}: {result.succeeded} succeeded, {result.failed} failed, "
-            f"{result.skipped} skipped (already succeeded)"
+            f"backfill {args.asset}: run {handle.run_id}, {sum(handle.status().values())} partition(s) queued"
         )
-        return 0 if result.failed == 0 else 1
+        if args.no_wait:
+            return 0
+        return _wait_for(handle, quiet=args.quiet, timeout=args.timeout)
+
+
+def _cmd_runs(args: argparse.Namespace) -> int:
+    with _runtime(args) as rt:
+        _out(f"{'RUN':<36}  {'KIND':<11} {'STATUS':<16} {'CREATED (UTC)':<19}  STEPS")
+        for run in rt.store.list_runs(limit=args.limit):
+            counts = rt.queue_store().step_counts(run.run_id) if rt.database_url else {}
+            steps = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+            created = run.created_at.strftime("%Y-%m-%d %H:%M:%S")
+            _out(f"{run.run_id:<36}  {run.kind:<11} {run.status:<16} {created:<19}  {steps}")
+        return 0
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -300,7 +360,12 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(handler=handler)
     stop = db_commands.add_parser("stop", help="stop the embedded Postgres of FLOWSTONE_HOME")
     stop.set_defaults(handler=_cmd_db_stop)
+    _add_run_commands(commands)
+    _add_query_commands(commands)
+    return parser
 
+
+def _add_run_commands(commands: Any) -> None:
     mat = commands.add_parser("materialize", help="materialize assets now, in this process")
     _add_common(mat)
     mat.add_argument("selection", nargs="+", help='assets or selections ("+report", "numbers+", "*")')
@@ -315,11 +380,39 @@ def build_parser() -> argparse.ArgumentParser:
     back.add_argument("--end", default=None, help="last partition (inclusive)")
     back.add_argument("--partition", action="append", default=[], help="a partition (repeatable)")
     back.add_argument("--force", action="store_true", help="also redo partitions that succeeded")
-    back.add_argument("--sync", action="store_true", help="run in this process (required for now)")
+    back.add_argument("--partitions-per-job", type=int, default=1, help="partitions one job runs (queued)")
+    back.add_argument("--no-wait", action="store_true", help="enqueue and exit (queued)")
+    back.add_argument("--timeout", type=float, default=None, help="stop waiting after N seconds")
+    back.add_argument("--sync", action="store_true", help="run in this process instead of the queue")
     back.add_argument("--max-workers", type=int, default=1, help="threads for --sync (default 1)")
     back.add_argument("--quiet", action="store_true", help="no progress display")
     back.set_defaults(handler=_cmd_backfill)
 
+    sub = commands.add_parser("submit", help="enqueue a run for workers to execute")
+    _add_common(sub)
+    sub.add_argument("selection", nargs="+", help='assets or selections ("+report", "numbers+", "*")')
+    sub.add_argument("--partition", action="append", default=[], help="a partition (repeatable)")
+    sub.add_argument("--with-upstream", action="store_true", help="also run upstream assets")
+    sub.add_argument("--wait", action="store_true", help="show progress until the run is done")
+    sub.add_argument("--timeout", type=float, default=None, help="stop waiting after N seconds")
+    sub.add_argument("--quiet", action="store_true", help="no progress display")
+    sub.set_defaults(handler=_cmd_submit)
+
+    runs = commands.add_parser("runs", help="the newest runs with their step counts")
+    _add_common(runs)
+    runs.add_argument("--limit", type=int, default=20)
+    runs.set_defaults(handler=_cmd_runs)
+
+    worker = commands.add_parser("worker", help="run a queue worker (Procrastinate) for the definitions")
+    _add_common(worker)
+    worker.add_argument("--concurrency", type=int, default=1, help="jobs run at once (threads)")
+    worker.add_argument("--queues", default=None, help="comma-separated queues (default: all)")
+    worker.add_argument("--name", default="flowstone-worker", help="worker name (in logs)")
+    worker.add_argument("--one-shot", action="store_true", help="exit when no job is left")
+    worker.set_defaults(handler=_cmd_worker)
+
+
+def _add_query_commands(commands: Any) -> None:
     status = commands.add_parser("status", help="latest materialization per asset and partition")
     _add_common(status)
     status.add_argument("asset", nargs="?", default=None)
@@ -332,15 +425,6 @@ def build_parser() -> argparse.ArgumentParser:
     lin.add_argument("--downstream", action="store_true", help="who read it, instead of what it read")
     lin.add_argument("--depth", type=int, default=None, help="levels to walk (default: all, max 100)")
     lin.set_defaults(handler=_cmd_lineage)
-
-    worker = commands.add_parser("worker", help="run a queue worker (Procrastinate) for the definitions")
-    _add_common(worker)
-    worker.add_argument("--concurrency", type=int, default=1, help="jobs run at once (threads)")
-    worker.add_argument("--queues", default=None, help="comma-separated queues (default: all)")
-    worker.add_argument("--name", default="flowstone-worker", help="worker name (in logs)")
-    worker.add_argument("--one-shot", action="store_true", help="exit when no job is left")
-    worker.set_defaults(handler=_cmd_worker)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

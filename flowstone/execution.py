@@ -54,6 +54,17 @@ class StepOutcome:
         return self.record is not None and self.record.status == "succeeded"
 
 
+@dataclass(frozen=True, slots=True)
+class Executed:
+    """A step whose function ran and whose output is stored (or prepared for the success)."""
+
+    value: object
+    ref: io_base.OutputRef
+    metadata: dict[str, Any]
+    lineage: list[tuple[int, str]]
+    output: io_base.PreparedOutput | None
+
+
 class Completion(Protocol):
     """How a step's outcome is written: in-process (:class:`SyncCompletion`) or for the queue
     (fan-in, retries: :class:`flowstone.queue.QueueCompletion`)."""
@@ -66,8 +77,10 @@ class Completion(Protocol):
         metadata: Mapping[str, Any],
         lineage: Sequence[tuple[int, str]],
         actor: str,
+        output: io_base.PreparedOutput | None = None,
     ) -> records.Materialization | None:
-        """Record success (one transaction); ``None`` when the attempt lost the step."""
+        """Record success (one transaction, with the output of a transactional IO manager);
+        ``None`` when the attempt lost the step."""
         ...
 
     def fail(
@@ -96,10 +109,11 @@ class SyncCompletion:
         metadata: Mapping[str, Any],
         lineage: Sequence[tuple[int, str]],
         actor: str,
+        output: io_base.PreparedOutput | None = None,
     ) -> records.Materialization | None:
         """See :meth:`Completion.succeed`."""
         return self.store.succeed_step(
-            step, output_ref=output_ref, metadata=metadata, lineage=lineage, actor=actor
+            step, output_ref=output_ref, metadata=metadata, lineage=lineage, actor=actor, output=output
         )
 
     def fail(
@@ -181,15 +195,16 @@ class StepRunner:
                 ),
             )
         try:
-            value, ref, metadata, lineage = self._execute(step, asset, partition, scope)
+            executed = self._execute(step, asset, partition, scope)
             if self.after_store is not None:
-                self.after_store(step, ref)
+                self.after_store(step, executed.ref)
             done = self.completion.succeed(
                 step,
-                output_ref=ref.model_dump(mode="json"),
-                metadata=metadata,
-                lineage=lineage,
+                output_ref=executed.ref.model_dump(mode="json"),
+                metadata=executed.metadata,
+                lineage=executed.lineage,
                 actor=self.actor,
+                output=executed.output,
             )
         except Exception as exc:  # noqa: BLE001 - every failure of a step is recorded, then reported
             return self._record_failure(step, exc, skip_on_failure)
@@ -206,7 +221,7 @@ class StepRunner:
                     run_id=run_id,
                 ),
             )
-        return StepOutcome(record=done, value=value)
+        return StepOutcome(record=done, value=executed.value)
 
     def _record_failure(
         self,
@@ -236,7 +251,8 @@ class StepRunner:
         asset: definitions.AssetDef,
         partition: partition_keys.PartitionValue | None,
         scope: resources.ResourceScope,
-    ) -> tuple[object, io_base.OutputRef, dict[str, Any], list[tuple[int, str]]]:
+    ) -> Executed:
+        """Steps 3 to 5: inputs, resources, the function, the output (stored or prepared)."""
         kwargs, lineage = self._load_inputs(step, asset, partition)
         ctx = context_mod.AssetContext(
             asset=asset.name,
@@ -252,22 +268,25 @@ class StepRunner:
             kwargs[asset.context_param] = ctx
         value = asset.fn(**kwargs)
         manager = self._manager(asset.io_manager, asset.name)
-        ref = manager.store(
-            io_base.OutputContext(
-                asset=asset.name,
-                partition=partition,
-                partition_key=step.partition_key,
-                run_id=step.run_id,
-                materialization_id=step.id,
-                manager_key=asset.io_manager,
-                type_hint=asset.return_type,
-            ),
-            value,
+        out_ctx = io_base.OutputContext(
+            asset=asset.name,
+            partition=partition,
+            partition_key=step.partition_key,
+            run_id=step.run_id,
+            materialization_id=step.id,
+            manager_key=asset.io_manager,
+            type_hint=asset.return_type,
         )
+        output: io_base.PreparedOutput | None = None
+        if isinstance(manager, io_base.TransactionalIOManager):
+            output = manager.prepare(out_ctx, value)  # written by the success statement itself
+            ref = output.ref
+        else:
+            ref = manager.store(out_ctx, value)  # a new immutable version, before the success
         # Metadata is stored as JSON: typed values (Decimal, date, ...) go through the codec.
         metadata = codec.to_jsonable(dict(ctx.metadata))
         assert isinstance(metadata, dict)  # noqa: S101 - a dict encodes to a dict
-        return value, ref, metadata, lineage
+        return Executed(value=value, ref=ref, metadata=metadata, lineage=lineage, output=output)
 
     def _manager(self, key: str, asset: str) -> io_base.IOManager:
         try:

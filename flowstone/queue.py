@@ -29,6 +29,7 @@ from procrastinate.job_context import JobContext
 from procrastinate.jobs import Job
 
 from flowstone import definitions, errors, execution, partition_keys, planning, resources
+from flowstone.io.base import PreparedOutput
 from flowstone.store import base as store_base
 from flowstone.store import records
 from flowstone.store.queue_ops import BatchItem, PostgresQueueStore
@@ -161,6 +162,7 @@ class QueueCompletion:
         metadata: Mapping[str, Any],
         lineage: Sequence[tuple[int, str]],
         actor: str,
+        output: PreparedOutput | None = None,
     ) -> records.Materialization | None:
         """See :meth:`flowstone.execution.Completion.succeed`."""
         return self.store.complete_step(
@@ -170,6 +172,7 @@ class QueueCompletion:
             lineage=lineage,
             actor=actor,
             enqueue=self.enqueuer,
+            output=output,
         )
 
     def fail(
@@ -211,20 +214,20 @@ class JobRunner:
             partition_keys.decode(args.partition)
         except errors.FlowStoneError as exc:
             self._reject(raw, exc)
-        run = self.store.get_run(args.run_id)
-        if run is None:
+        raw_config, keys = self.store.job_context(args.run_id, asset.name, args.partition)
+        if raw_config is None:
             self._reject(
                 raw, errors.RunConfigMissingError(f"run {args.run_id} has no row: no config to run with")
             )
         try:
             from flowstone.runtime import RunConfig  # noqa: PLC0415 - runtime imports this module
 
-            config = RunConfig.model_validate(run.config)
+            config = RunConfig.model_validate(raw_config)
             scope = resources.ResourceScope(self.runtime.defs.resources, config.resources)
         except (pydantic.ValidationError, errors.FlowStoneError) as exc:
             error = exc if isinstance(exc, errors.FlowStoneError) else errors.RunConfigMissingError(str(exc))
             self._reject(raw, error)
-        keys = self.store.batch_keys(args.run_id, asset.name, args.partition) or [args.partition]
+        keys = keys or [args.partition]
         runner = execution.StepRunner(
             self.runtime.defs,
             self.store,
@@ -290,6 +293,9 @@ def build_blueprint(
         )
         if ids:
             logger.warning("re-queued %d stalled job(s): %s", len(ids), ids)
+        finished = store.finish_unfinished_runs(actor=runtime.actor)
+        if finished:
+            logger.info("finished %d run(s) whose last steps ended together", len(finished))
 
     return blueprint
 
@@ -348,6 +354,11 @@ class RunHandle:
             run = self.run()
             if run.status in records.RUN_TERMINAL or run.status == "waiting_approval":
                 return run
+            if not any(s in records.ACTIVE for s in self.status()):
+                # Its last steps ended at the same instant: finish it here (idempotent).
+                finished = self.runtime.store.finish_run(self.run_id, actor=self.runtime.actor)
+                if finished is not None:
+                    return finished
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError(
                     f"run {self.run_id} is still {run.status} after {timeout}s: {self.status()}"

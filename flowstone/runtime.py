@@ -22,11 +22,12 @@ from flowstone import lineage as lineage_mod
 from flowstone import settings as settings_mod
 from flowstone.errors import FlowStoneError
 from flowstone.io import base as io_base
-from flowstone.io.filesystem import FilesystemIOManager
 from flowstone.io.memory import MemoryIOManager
+from flowstone.io.postgres import PostgresIOManager
 from flowstone.store import backend, migrations, records
 from flowstone.store import base as store_base
 from flowstone.store.memory import MemoryStore
+from flowstone.store.postgres import PostgresStore
 from flowstone.store.queue_ops import PostgresQueueStore
 
 __all__ = ["BackfillResult", "FlowStone", "RunConfig", "RunResult"]
@@ -146,6 +147,14 @@ class FlowStone:
         self.database_url: str | None = None
         self.store, default_io = self._decide_store(database_url, store, max_connections)
         self.io_managers: dict[str, io_base.IOManager] = {"default": default_io, **defs.io_managers}
+        for key, manager in self.io_managers.items():
+            if isinstance(manager, PostgresIOManager):
+                if not isinstance(self.store, PostgresStore):
+                    raise errors.ConfigurationError(
+                        f"IO manager {key!r} is a PostgresIOManager, which needs the Postgres store "
+                        "(not store='memory')"
+                    )
+                manager.bind(self.store)
         self.lineage = lineage_mod.Lineage(defs, self.store)
         self._queue_options = {
             "recovery_interval_s": recovery_interval_s,
@@ -167,9 +176,7 @@ class FlowStone:
             return MemoryStore(), MemoryIOManager()
         if isinstance(store, store_base.Store):
             default: io_base.IOManager = (
-                MemoryIOManager()
-                if isinstance(store, MemoryStore)
-                else FilesystemIOManager(self.settings.home / "storage")
+                MemoryIOManager() if isinstance(store, MemoryStore) else PostgresIOManager()
             )
             return store, default
         if store is not None:
@@ -185,10 +192,7 @@ class FlowStone:
                     f"the database has {len(todo)} FlowStone migration(s) to apply "
                     f"({', '.join(todo)}): run `flowstone db upgrade`"
                 )
-        return (
-            PostgresQueueStore(target.url, max_connections=max_connections),
-            FilesystemIOManager(self.settings.home / "storage"),
-        )
+        return PostgresQueueStore(target.url, max_connections=max_connections), PostgresIOManager()
 
     # -- the queue ----------------------------------------------------------------------------
 

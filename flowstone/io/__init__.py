@@ -1,8 +1,16 @@
 """IO managers: where asset outputs are stored (see :mod:`flowstone.io.base`)."""
 
-from flowstone.io.base import InputContext, IOManager, OutputContext, OutputRef
+from flowstone.io.base import (
+    InputContext,
+    IOManager,
+    OutputContext,
+    OutputRef,
+    PreparedOutput,
+    TransactionalIOManager,
+)
 from flowstone.io.filesystem import FilesystemIOManager
 from flowstone.io.memory import MemoryIOManager
+from flowstone.io.postgres import PostgresIOManager
 
 __all__ = [
     "FilesystemIOManager",
@@ -11,4 +19,7 @@ __all__ = [
     "MemoryIOManager",
     "OutputContext",
     "OutputRef",
+    "PostgresIOManager",
+    "PreparedOutput",
+    "TransactionalIOManager",
 ]

@@ -125,3 +125,36 @@ class IOManager(abc.ABC):
     @abc.abstractmethod
     def delete(self, ref: OutputRef) -> None:
         """Remove a stored version; deleting one that does not exist is not an error."""
+
+
+@dataclass(frozen=True)
+class PreparedOutput:
+    """An encoded output that the store writes inside the success statement of its materialization
+    (``format`` ``"jsonb"`` with ``value`` JSON text, or ``"bytes"`` with ``data``)."""
+
+    ref: OutputRef
+    format: str
+    value: str | None = None
+    data: bytes | None = None
+
+
+class TransactionalIOManager(IOManager):
+    """An IO manager whose writes commit in the same transaction as the ``succeeded`` record, the
+    lineage and the audit event (I10, I11): the strongest guarantee FlowStone offers.
+
+    The step runner calls :meth:`prepare` (encode only, no I/O) instead of :meth:`store`.
+    """
+
+    @abc.abstractmethod
+    def prepare(self, ctx: OutputContext, value: object) -> PreparedOutput:
+        """Encode ``value`` for the success transaction; raise on values that cannot be stored."""
+
+    def store(self, ctx: OutputContext, value: object) -> OutputRef:
+        """Not used: outputs are written by the store inside the success transaction."""
+        raise ctx.attach(
+            errors.IOManagerError(
+                f"{type(self).__name__} writes outputs only inside the success transaction; "
+                "the step runner calls prepare()",
+                retryable=False,
+            )
+        )

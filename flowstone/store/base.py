@@ -13,10 +13,13 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flowstone import errors
 from flowstone.store import records
+
+if TYPE_CHECKING:
+    from flowstone.io.base import PreparedOutput
 
 __all__ = ["StepKey", "Store", "skip_error"]
 
@@ -100,10 +103,12 @@ class Store(ABC):
         metadata: Mapping[str, Any],
         lineage: Sequence[tuple[int, str]],
         actor: str,
+        output: PreparedOutput | None = None,
         now: datetime | None = None,
     ) -> records.Materialization | None:
         """In one transaction: ``running`` → ``succeeded`` for this attempt, lineage edges
-        (upstream id, input name), audit event (I11). ``None`` if the attempt lost the step."""
+        (upstream id, input name), audit event, and the output of a transactional IO manager (I11).
+        ``None`` if the attempt lost the step."""
 
     @abstractmethod
     def fail_step(

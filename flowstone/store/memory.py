@@ -12,10 +12,13 @@ import itertools
 import threading
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flowstone import errors
 from flowstone.store import base, records
+
+if TYPE_CHECKING:
+    from flowstone.io.base import PreparedOutput
 
 __all__ = ["MemoryStore"]
 
@@ -282,8 +285,13 @@ class MemoryStore(base.Store):
         metadata: Mapping[str, Any],
         lineage: Sequence[tuple[int, str]],
         actor: str,
+        output: PreparedOutput | None = None,
         now: datetime | None = None,
     ) -> records.Materialization | None:
+        if output is not None:
+            raise errors.ConfigurationError(
+                "the memory store cannot hold outputs of a transactional IO manager (PostgresIOManager)"
+            )
         at = _now(now)
         with self._lock:
             for upstream_id, _ in lineage:  # the foreign key of flowstone_lineage

@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 import psycopg_pool
@@ -17,6 +17,9 @@ from psycopg.types.json import Jsonb
 
 from flowstone import errors
 from flowstone.store import base, records, sqlfiles
+
+if TYPE_CHECKING:
+    from flowstone.io.base import PreparedOutput
 
 __all__ = ["PostgresStore", "materialization_from_row", "translate_errors"]
 
@@ -296,6 +299,7 @@ class PostgresStore(base.Store):
         metadata: Mapping[str, Any],
         lineage: Sequence[tuple[int, str]],
         actor: str,
+        output: PreparedOutput | None = None,
         now: datetime | None = None,
     ) -> records.Materialization | None:
         # One statement (data-modifying CTEs) is one transaction in autocommit mode: the status,
@@ -308,6 +312,7 @@ class PostgresStore(base.Store):
                 metadata=metadata,
                 lineage=lineage,
                 actor=actor,
+                output=output,
                 now=now,
             )
 
@@ -320,6 +325,7 @@ class PostgresStore(base.Store):
         metadata: Mapping[str, Any],
         lineage: Sequence[tuple[int, str]],
         actor: str,
+        output: PreparedOutput | None = None,
         now: datetime | None = None,
     ) -> records.Materialization | None:
         """The success statement on ``conn``, inside the caller's transaction."""
@@ -333,10 +339,27 @@ class PostgresStore(base.Store):
                 "upstream_ids": [u for u, _ in lineage],
                 "input_names": [n for _, n in lineage],
                 "actor": actor,
+                "output_format": output.format if output else None,
+                "output_value": output.value if output else None,
+                "output_data": output.data if output else None,
                 "now": now,
             },
         ).fetchone()
         return materialization_from_row(row) if row else None
+
+    # -- outputs of the Postgres IO manager ---------------------------------------------------
+
+    def read_output(self, materialization_id: int) -> tuple[str, object, bytes | None] | None:
+        """(format, JSON value, bytes) of a stored output, or ``None``."""
+        row = self._one("read output", "output_get", {"id": materialization_id})
+        if row is None:
+            return None
+        return row["format"], row["value"], row["data"]
+
+    def delete_output(self, materialization_id: int) -> None:
+        """Remove a stored output (idempotent)."""
+        with translate_errors("delete output"), self.connection() as conn:
+            conn.execute(Q("output_delete"), {"id": materialization_id})
 
     def fail_step(
         self,

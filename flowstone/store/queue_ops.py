@@ -11,12 +11,15 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 from psycopg.types.json import Jsonb
 
 from flowstone.store import base, records, sqlfiles
+
+if TYPE_CHECKING:
+    from flowstone.io.base import PreparedOutput
 from flowstone.store.postgres import PostgresStore, materialization_from_row, translate_errors
 
 __all__ = ["BatchItem", "Enqueue", "PostgresQueueStore"]
@@ -151,6 +154,7 @@ class PostgresQueueStore(PostgresStore):
         lineage: Sequence[tuple[int, str]],
         actor: str,
         enqueue: Enqueue,
+        output: PreparedOutput | None = None,
         now: datetime | None = None,
     ) -> records.Materialization | None:
         """One transaction (I11, I14): success + lineage + audit, fan-in of the downstream steps and
@@ -163,6 +167,7 @@ class PostgresQueueStore(PostgresStore):
                 metadata=metadata,
                 lineage=lineage,
                 actor=actor,
+                output=output,
                 now=now,
             )
             if done is None:
@@ -270,13 +275,24 @@ class PostgresQueueStore(PostgresStore):
             self._finish(conn, run_id, actor, now)
             return failed
 
-    def batch_keys(self, run_id: str, asset: str, batch_key: str) -> list[str]:
-        """Partition keys of the steps a job runs (empty if none share the batch key)."""
-        with self.connection() as conn:
-            rows = conn.execute(
-                Q("materialization_batch_steps"), {"run_id": run_id, "asset": asset, "batch_key": batch_key}
-            ).fetchall()
-        return [r["partition_key"] for r in rows]
+    def job_context(self, run_id: str, asset: str, batch_key: str) -> tuple[dict[str, Any] | None, list[str]]:
+        """What a job needs, in one round trip: the run's config (``None`` if the run does not
+        exist) and the partition keys of the steps sharing its batch key."""
+        with translate_errors("read job context"), self.connection() as conn:
+            row = conn.execute(
+                Q("run_job_context"), {"run_id": run_id, "asset": asset, "batch_key": batch_key}
+            ).fetchone()
+        if row is None:  # pragma: no cover - the query always returns one row
+            return None, []
+        return row["config"], list(row["keys"])
+
+    def finish_unfinished_runs(self, *, actor: str, limit: int = 100) -> list[str]:
+        """Finish runs left non-terminal with no active step (claimed with SKIP LOCKED, I18)."""
+        with self._tx("finish runs") as conn:
+            rows = conn.execute(Q("run_unfinished_claim"), {"limit": limit}).fetchall()
+            for row in rows:
+                self._finish(conn, str(row["run_id"]), actor, None)
+            return [str(r["run_id"]) for r in rows]
 
     def step_counts(self, run_id: str) -> dict[str, int]:
         """Number of steps of a run by status."""

@@ -49,8 +49,9 @@ WHERE m.run_id = %(run_id)s OR m.status = 'succeeded'
 ORDER BY m.asset, m.partition_key, (m.run_id = %(run_id)s) DESC, m.finished_at DESC NULLS LAST, m.id DESC;
 
 -- name: materialization_succeed
--- In one statement: marks a running attempt succeeded, writes its lineage edges and the audit
--- event. Returns the row, or nothing when the attempt no longer holds the step.
+-- In one statement: marks a running attempt succeeded, writes its lineage edges, the audit event
+-- and (Postgres IO manager) its output. Returns the row, or nothing when the attempt no longer
+-- holds the step.
 WITH done AS (
     UPDATE flowstone_materializations
     SET status      = 'succeeded',
@@ -70,6 +71,13 @@ WITH done AS (
     SELECT 'materialization.succeeded', %(actor)s, done.run_id, done.id, done.asset,
            done.partition_key, jsonb_build_object('attempt', done.attempt), done.finished_at
     FROM done
+), output AS (
+    INSERT INTO flowstone_outputs (materialization_id, asset, partition_key, format, value, data,
+                                   created_at)
+    SELECT done.id, done.asset, done.partition_key, %(output_format)s::text,
+           %(output_value)s::jsonb, %(output_data)s::bytea, done.finished_at
+    FROM done
+    WHERE %(output_format)s::text IS NOT NULL
 )
 SELECT * FROM done;
 
@@ -137,3 +145,11 @@ ORDER BY asset COLLATE "C", partition_key COLLATE "C";
 SELECT DISTINCT partition_key
 FROM flowstone_materializations
 WHERE asset = %(asset)s AND partition_key = ANY(%(keys)s::text[]) AND status = 'succeeded';
+
+-- name: output_get
+-- Returns the stored output (format, value, data) of a materialization, or nothing.
+SELECT format, value, data FROM flowstone_outputs WHERE materialization_id = %(id)s;
+
+-- name: output_delete
+-- Deletes the stored output of a materialization (idempotent).
+DELETE FROM flowstone_outputs WHERE materialization_id = %(id)s;

@@ -107,13 +107,6 @@ WITH failed AS (
 )
 SELECT * FROM failed;
 
--- name: materialization_batch_steps
--- Returns the partition keys a job runs: the steps of (run, asset) sharing its batch key.
-SELECT partition_key
-FROM flowstone_materializations
-WHERE run_id = %(run_id)s AND asset = %(asset)s AND batch_key = %(batch_key)s
-ORDER BY partition_key COLLATE "C";
-
 -- name: run_step_counts
 -- Returns (status, count) of the steps of a run.
 SELECT status, count(*) AS n

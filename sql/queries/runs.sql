@@ -18,23 +18,28 @@ ORDER BY created_at DESC, run_id
 LIMIT %(limit)s;
 
 -- name: run_finish
--- Recomputes a run's status from its steps; returns the run row when it changed.
-WITH counts AS (
-    SELECT count(*) FILTER (WHERE status IN ('pending', 'queued', 'running')) AS active,
-           count(*) FILTER (WHERE status = 'waiting_approval')                AS waiting,
-           count(*) FILTER (WHERE status IN ('failed', 'rejected', 'skipped'))  AS bad,
-           count(*) FILTER (WHERE status = 'cancelled')                       AS cancelled
-    FROM flowstone_materializations
-    WHERE run_id = %(run_id)s
+-- Recomputes a run's status from its steps; returns the run row when it changed. Each test is an
+-- index probe on (run_id, status), so the cost does not grow with the number of steps. Two last
+-- steps finishing at the same instant may each still see the other running: the periodic sweep
+-- (run_finish_sweep_claim) and RunHandle.wait() finish such runs.
+WITH probe AS (
+    SELECT EXISTS (SELECT 1 FROM flowstone_materializations
+                   WHERE run_id = %(run_id)s AND status IN ('pending', 'queued', 'running')) AS active,
+           EXISTS (SELECT 1 FROM flowstone_materializations
+                   WHERE run_id = %(run_id)s AND status = 'waiting_approval')             AS waiting,
+           EXISTS (SELECT 1 FROM flowstone_materializations
+                   WHERE run_id = %(run_id)s AND status = 'cancelled')                    AS cancelled,
+           EXISTS (SELECT 1 FROM flowstone_materializations
+                   WHERE run_id = %(run_id)s AND status IN ('failed', 'rejected', 'skipped')) AS bad
 ), next AS (
     SELECT CASE
-               WHEN active > 0 THEN 'running'
-               WHEN waiting > 0 THEN 'waiting_approval'
-               WHEN cancelled > 0 THEN 'cancelled'
-               WHEN bad > 0 THEN 'failed'
+               WHEN active THEN 'running'
+               WHEN waiting THEN 'waiting_approval'
+               WHEN cancelled THEN 'cancelled'
+               WHEN bad THEN 'failed'
                ELSE 'succeeded'
            END AS status
-    FROM counts
+    FROM probe
 ), changed AS (
     UPDATE flowstone_runs AS r
     SET status      = next.status,
@@ -54,3 +59,26 @@ WITH counts AS (
 )
 SELECT run_id, kind, selection, config, tags, requested_by, status, created_at, finished_at
 FROM changed;
+
+-- name: run_unfinished_claim
+-- Claims (FOR UPDATE SKIP LOCKED, I18) runs that are not terminal but have no active step left
+-- (two last steps that finished at the same instant); returns their ids.
+SELECT r.run_id
+FROM flowstone_runs AS r
+WHERE r.status IN ('queued', 'running')
+  AND NOT EXISTS (SELECT 1 FROM flowstone_materializations AS m
+                  WHERE m.run_id = r.run_id AND m.status IN ('pending', 'queued', 'running'))
+ORDER BY r.created_at
+LIMIT %(limit)s
+FOR UPDATE OF r SKIP LOCKED;
+
+-- name: run_job_context
+-- Returns what a job needs to start: the run's config (NULL when the run does not exist) and the
+-- partition keys of the steps sharing the job's batch key.
+SELECT r.config,
+       ARRAY(SELECT m.partition_key
+             FROM flowstone_materializations AS m
+             WHERE m.run_id = %(run_id)s AND m.asset = %(asset)s AND m.batch_key = %(batch_key)s
+             ORDER BY m.partition_key COLLATE "C") AS keys
+FROM (SELECT 1) AS one
+LEFT JOIN flowstone_runs AS r ON r.run_id = %(run_id)s;
