@@ -123,8 +123,14 @@ def _partition(defs: definitions_mod.Definitions, assets: Sequence[str], text: s
     if len(found) == 1:
         definition = found.pop()
         assert definition is not None  # noqa: S101 - filtered above
-        return definition.parse(text)
+        partitioned = [a for a in assets if rt_partitions(defs, a) is definition]
+        return definition.parse(text, asset=partitioned[0] if len(partitioned) == 1 else None)
     return text
+
+
+def rt_partitions(defs: definitions_mod.Definitions, asset: str) -> object:
+    """The partition definition of ``asset`` (``None`` if unpartitioned)."""
+    return defs.get(asset).partitions
 
 
 class ProgressBar:
@@ -209,7 +215,11 @@ def _cmd_backfill(args: argparse.Namespace) -> int:
         definition = rt.defs.get(args.asset)
         if definition.partitions is None:
             raise errors.InvalidPartitionError(f"asset {args.asset!r} is not partitioned", asset=args.asset)
-        parse = definition.partitions.parse
+
+        def parse(text: str) -> object:
+            assert definition.partitions is not None  # noqa: S101 - checked above
+            return definition.partitions.parse(text, asset=args.asset)
+
         partitions = [parse(p) for p in args.partition] if args.partition else None
         start = parse(args.start) if args.start else None
         end = parse(args.end) if args.end else None
@@ -263,17 +273,18 @@ def _cmd_status(args: argparse.Namespace) -> int:
         names = [args.asset] if args.asset else list(rt.defs)
         for name in names:
             rt.defs.get(name)  # unknown names: a clear error
-        rows = [(m.asset, m) for name in names for m in rt.store.latest_all(name)]
-        header = f"{'ASSET':<24} {'PARTITION':<28} {'STATUS':<10} {'FINISHED (UTC)':<20} {'MS':>8}  RUN"
-        _out(header)
-        seen = {asset for asset, _ in rows}
-        for asset, m in rows:
-            finished = m.finished_at.strftime("%Y-%m-%d %H:%M:%S") if m.finished_at else "-"
-            ms = f"{m.duration_ms:.0f}" if m.duration_ms is not None else "-"
-            _out(f"{asset:<24} {m.partition_key:<28} {m.status:<10} {finished:<20} {ms:>8}  {m.run_id}")
+        _out(f"{'ASSET':<24} {'PARTITION':<28} {'STATUS':<16} {'LAST SUCCESS (UTC)':<20} {'MS':>8}  RUN")
         for name in names:
-            if name not in seen:
-                _out(f"{name:<24} {'-':<28} {'never':<10} {'-':<20} {'-':>8}  -")
+            newest = rt.store.newest_all(name)
+            if not newest:
+                _out(f"{name:<24} {'-':<28} {'never':<16} {'-':<20} {'-':>8}  -")
+            for m in newest:
+                good = m if m.status == "succeeded" else rt.store.latest(m.asset, m.partition_key)
+                finished = (
+                    good.finished_at.strftime("%Y-%m-%d %H:%M:%S") if good and good.finished_at else "-"
+                )
+                ms = f"{m.duration_ms:.0f}" if m.duration_ms is not None else "-"
+                _out(f"{name:<24} {m.partition_key:<28} {m.status:<16} {finished:<20} {ms:>8}  {m.run_id}")
         return 0
 
 
@@ -413,7 +424,9 @@ def _add_run_commands(commands: Any) -> None:
 
 
 def _add_query_commands(commands: Any) -> None:
-    status = commands.add_parser("status", help="latest materialization per asset and partition")
+    status = commands.add_parser(
+        "status", help="newest materialization per asset and partition, with its last success"
+    )
     _add_common(status)
     status.add_argument("asset", nargs="?", default=None)
     status.set_defaults(handler=_cmd_status)

@@ -8,6 +8,7 @@ parsing messages.
 
 from __future__ import annotations
 
+import math
 import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -90,24 +91,33 @@ class FlowStoneError(Exception):
         """A JSON-safe description, the form stored in ``flowstone_materializations.error``."""
         return {
             "type": self.type,
-            "message": self.message,
-            "asset": self.asset,
-            "partition": self.partition,
-            "run_id": self.run_id,
+            "message": _json_safe(self.message),
+            "asset": _json_safe(self.asset),
+            "partition": _json_safe(self.partition),
+            "run_id": _json_safe(self.run_id),
             "retryable": self.retryable,
             "context": _json_safe(self.context),
         }
 
 
 def _json_safe(value: Any) -> Any:
-    """Context values are meant to be JSON already; anything else is stored as its repr."""
-    if value is None or isinstance(value, bool | int | float | str):
+    """Context values are meant to be JSON already; anything else is stored as its repr.
+
+    Postgres ``jsonb`` refuses NaN/Infinity and the NUL character, and a failure that cannot be
+    recorded would leave its step ``running`` (I12): non-finite floats become strings and NUL
+    characters become the visible text ``\\x00``.
+    """
+    if value is None or isinstance(value, bool | int):
         return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else repr(value)
+    if isinstance(value, str):
+        return value.replace("\x00", "\\x00")
     if isinstance(value, Mapping):
-        return {str(k): _json_safe(v) for k, v in value.items()}
+        return {_json_safe(str(k)): _json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
         return [_json_safe(v) for v in value]
-    return repr(value)
+    return _json_safe(repr(value))
 
 
 class ConfigurationError(FlowStoneError):

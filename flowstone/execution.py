@@ -69,18 +69,11 @@ class Completion(Protocol):
     """How a step's outcome is written: in-process (:class:`SyncCompletion`) or for the queue
     (fan-in, retries: :class:`flowstone.queue.QueueCompletion`)."""
 
-    def succeed(
-        self,
-        step: records.Materialization,
-        *,
-        output_ref: Mapping[str, Any],
-        metadata: Mapping[str, Any],
-        lineage: Sequence[tuple[int, str]],
-        actor: str,
-        output: io_base.PreparedOutput | None = None,
-    ) -> records.Materialization | None:
-        """Record success (one transaction, with the output of a transactional IO manager);
-        ``None`` when the attempt lost the step."""
+    def succeed_many(
+        self, items: Sequence[store_base.Success], *, actor: str
+    ) -> list[records.Materialization | None]:
+        """Record successes (with the outputs of a transactional IO manager); per item the
+        succeeded row, or ``None`` when that attempt lost its step."""
         ...
 
     def fail(
@@ -96,25 +89,26 @@ class Completion(Protocol):
 
 
 class SyncCompletion:
-    """In-process runs: success and failure as the store writes them; no retries."""
+    """In-process runs: one transaction per success, as the store writes it; no retries."""
 
     def __init__(self, store: store_base.Store) -> None:
         self.store = store
 
-    def succeed(
-        self,
-        step: records.Materialization,
-        *,
-        output_ref: Mapping[str, Any],
-        metadata: Mapping[str, Any],
-        lineage: Sequence[tuple[int, str]],
-        actor: str,
-        output: io_base.PreparedOutput | None = None,
-    ) -> records.Materialization | None:
-        """See :meth:`Completion.succeed`."""
-        return self.store.succeed_step(
-            step, output_ref=output_ref, metadata=metadata, lineage=lineage, actor=actor, output=output
-        )
+    def succeed_many(
+        self, items: Sequence[store_base.Success], *, actor: str
+    ) -> list[records.Materialization | None]:
+        """See :meth:`Completion.succeed_many`."""
+        return [
+            self.store.succeed_step(
+                item.step,
+                output_ref=item.output_ref,
+                metadata=item.metadata,
+                lineage=item.lineage,
+                actor=actor,
+                output=item.output,
+            )
+            for item in items
+        ]
 
     def fail(
         self,
@@ -181,47 +175,115 @@ class StepRunner:
             run_id, asset.name, partition_key, code_version=asset.code_version, reclaim=reclaim
         )
         if step is None:
-            current = self.store.get_step(run_id, asset.name, partition_key)
-            if current is not None and current.status == "succeeded":
-                return StepOutcome(record=current)
-            status = current.status if current else "missing"
-            return StepOutcome(
-                record=current,
-                error=errors.InvalidTransitionError(
-                    f"step cannot start: it is {status}",
-                    asset=asset.name,
-                    partition=partition_key,
-                    run_id=run_id,
-                ),
-            )
-        try:
-            executed = self._execute(step, asset, partition, scope)
-            if self.after_store is not None:
-                self.after_store(step, executed.ref)
-            done = self.completion.succeed(
-                step,
+            return self._unstartable(run_id, asset.name, partition_key)
+        return self._run_claimed(asset, [(step, partition)], scope, skip_on_failure)[0]
+
+    def run_batch(
+        self,
+        run_id: str,
+        asset_name: str,
+        partitions: Sequence[partition_keys.PartitionValue | None],
+        *,
+        scope: resources.ResourceScope,
+        reclaim: bool = False,
+    ) -> list[StepOutcome]:
+        """Run several steps of one asset (a job of a bulk backfill): one claim for all, each
+        function call on its own, one success transaction for all that succeeded. Each step is
+        still recorded individually; a failure is recorded for its step alone."""
+        asset = self.defs.get(asset_name)
+        keys = [partition_keys.encode(p) for p in partitions]
+        claimed = self.store.start_steps(
+            run_id, asset.name, keys, code_version=asset.code_version, reclaim=reclaim
+        )
+        outcomes: dict[str, StepOutcome] = {}
+        work: list[tuple[records.Materialization, partition_keys.PartitionValue | None]] = []
+        for partition, key in zip(partitions, keys, strict=True):
+            step = claimed.get(key)
+            if step is None:
+                outcomes[key] = self._unstartable(run_id, asset.name, key)
+            else:
+                work.append((step, partition))
+        for outcome in self._run_claimed(asset, work, scope, ()):
+            if outcome.record is not None:
+                outcomes[outcome.record.partition_key] = outcome
+        return [outcomes[k] for k in keys if k in outcomes]
+
+    def run_claimed(
+        self,
+        asset: definitions.AssetDef,
+        steps: Sequence[records.Materialization],
+        *,
+        scope: resources.ResourceScope,
+    ) -> list[StepOutcome]:
+        """Run steps already claimed (``running``) by the caller, e.g. a queue job's batch."""
+        work = [(step, partition_keys.decode(step.partition_key)) for step in steps]
+        return self._run_claimed(asset, work, scope, ())
+
+    def _unstartable(self, run_id: str, asset: str, partition_key: str) -> StepOutcome:
+        current = self.store.get_step(run_id, asset, partition_key)
+        if current is not None and current.status == "succeeded":
+            return StepOutcome(record=current)
+        status = current.status if current else "missing"
+        return StepOutcome(
+            record=current,
+            error=errors.InvalidTransitionError(
+                f"step cannot start: it is {status}", asset=asset, partition=partition_key, run_id=run_id
+            ),
+        )
+
+    def _run_claimed(
+        self,
+        asset: definitions.AssetDef,
+        work: Sequence[tuple[records.Materialization, partition_keys.PartitionValue | None]],
+        scope: resources.ResourceScope,
+        skip_on_failure: SkipList,
+    ) -> list[StepOutcome]:
+        """Execute claimed steps; record failures one by one and successes together."""
+        outcomes: list[StepOutcome] = []
+        done: list[tuple[records.Materialization, Executed]] = []
+        for step, partition in work:
+            try:
+                executed = self._execute(step, asset, partition, scope)
+                if self.after_store is not None:
+                    self.after_store(step, executed.ref)
+            except Exception as exc:  # noqa: BLE001 - every failure of a step is recorded, then reported
+                outcomes.append(self._record_failure(step, exc, skip_on_failure))
+                continue
+            done.append((step, executed))
+        if not done:
+            return outcomes
+        items = [
+            store_base.Success(
+                step=step,
                 output_ref=executed.ref.model_dump(mode="json"),
                 metadata=executed.metadata,
                 lineage=executed.lineage,
-                actor=self.actor,
                 output=executed.output,
             )
-        except Exception as exc:  # noqa: BLE001 - every failure of a step is recorded, then reported
-            return self._record_failure(step, exc, skip_on_failure)
-        if done is None:
-            # Another attempt took the step over (e.g. a redelivered job): its outcome stands, and
-            # the version written above stays unreferenced until gc removes it.
-            current = self.store.get_step(run_id, asset.name, partition_key)
-            return StepOutcome(
-                record=current,
-                error=errors.InvalidTransitionError(
-                    f"attempt {step.attempt} lost the step to another attempt",
-                    asset=asset.name,
-                    partition=partition_key,
-                    run_id=run_id,
-                ),
-            )
-        return StepOutcome(record=done, value=executed.value)
+            for step, executed in done
+        ]
+        try:
+            rows = self.completion.succeed_many(items, actor=self.actor)
+        except Exception as exc:  # noqa: BLE001 - the success transaction failed: each step failed
+            return outcomes + [self._record_failure(step, exc, skip_on_failure) for step, _ in done]
+        for (step, executed), row in zip(done, rows, strict=True):
+            if row is None:
+                # Another attempt took the step over (e.g. a redelivered job): its outcome stands,
+                # and a version written by a non-transactional manager stays unreferenced until gc.
+                outcomes.append(
+                    StepOutcome(
+                        record=self.store.get_step(step.run_id, step.asset, step.partition_key),
+                        error=errors.InvalidTransitionError(
+                            f"attempt {step.attempt} lost the step to another attempt",
+                            asset=step.asset,
+                            partition=step.partition_key,
+                            run_id=step.run_id,
+                        ),
+                    )
+                )
+            else:
+                outcomes.append(StepOutcome(record=row, value=executed.value))
+        return outcomes
 
     def _record_failure(
         self,

@@ -72,6 +72,9 @@ class Lineage:
         self._store = store
 
     def _start(self, asset: str, partition: object) -> records.Materialization | None:
+        return self._store.latest(asset, self._key(asset, partition))
+
+    def _key(self, asset: str, partition: object) -> str:
         definition = self._defs.get(asset)
         if definition.partitions is None:
             key = partition_keys.UNPARTITIONED
@@ -82,7 +85,7 @@ class Lineage:
             )
         else:
             key = partition_keys.encode(definition.partitions.validate(partition, asset=asset))
-        return self._store.latest(asset, key)
+        return key
 
     @staticmethod
     def _depth(depth: int | None) -> int:
@@ -93,24 +96,28 @@ class Lineage:
         return min(depth, MAX_DEPTH)
 
     def upstream(self, asset: str, partition: object = None, depth: int | None = None) -> list[LineageNode]:
-        """What the latest materialization of (asset, partition) read, transitively."""
+        """What the latest materialization of (asset, partition) read, transitively: each row once,
+        at its nearest depth."""
+        max_depth = self._depth(depth)
         start = self._start(asset, partition)
         if start is None:
             return []
-        return [_node(r) for r in self._store.lineage_upstream(start.id, max_depth=self._depth(depth))]
+        return [_node(r) for r in self._store.lineage_upstream(start.id, max_depth=max_depth)]
 
     def downstream(self, asset: str, partition: object = None, depth: int | None = None) -> list[LineageNode]:
-        """Which materializations read the latest materialization of (asset, partition)."""
+        """Which materializations read the latest materialization of (asset, partition),
+        transitively: each row once, at its nearest depth."""
+        max_depth = self._depth(depth)
         start = self._start(asset, partition)
         if start is None:
             return []
-        return [_node(r) for r in self._store.lineage_downstream(start.id, max_depth=self._depth(depth))]
+        return [_node(r) for r in self._store.lineage_downstream(start.id, max_depth=max_depth)]
 
     def impact(self, asset: str, partition: object = None) -> list[ImpactRow]:
         """Every asset downstream of ``asset`` in the graph, with its latest status for the same
         partition (unpartitioned assets: their single key) and whether it read the current version."""
-        start = self._start(asset, partition)
-        start_key = start.partition_key if start else None
+        start_key = self._key(asset, partition)
+        start = self._store.latest(asset, start_key)
         rows: list[ImpactRow] = []
         graph = self._defs.graph
         for name in graph.topological_order(graph.downstream(asset)):
@@ -120,14 +127,14 @@ class Lineage:
             if definition.partitions is None:
                 u = partition_keys.UNPARTITIONED
                 targets = [(u, self._store.latest(name, u))]
-            elif start_key is not None and start_key != partition_keys.UNPARTITIONED:
+            elif start_key != partition_keys.UNPARTITIONED:
                 targets = [(start_key, self._store.latest(name, start_key))]
             else:  # an unpartitioned start feeds every partition of a partitioned asset
                 targets = [(m.partition_key, m) for m in self._store.latest_all(name)]
             for key, latest in targets:
                 read_start = False
                 if latest is not None and start is not None:
-                    read = self._store.lineage_upstream(latest.id, max_depth=depth)
+                    read = self._store.lineage_upstream(latest.id, max_depth=MAX_DEPTH)
                     read_start = any(r.id == start.id for r in read)
                 rows.append(
                     ImpactRow(

@@ -29,7 +29,6 @@ from procrastinate.job_context import JobContext
 from procrastinate.jobs import Job
 
 from flowstone import definitions, errors, execution, partition_keys, planning, resources
-from flowstone.io.base import PreparedOutput
 from flowstone.store import base as store_base
 from flowstone.store import records
 from flowstone.store.queue_ops import BatchItem, PostgresQueueStore
@@ -149,31 +148,24 @@ class Enqueuer:
 class QueueCompletion:
     """Queued runs: success with fan-in and enqueueing (I11, I14); failure with retries (I12)."""
 
-    def __init__(self, defs: definitions.Definitions, store: PostgresQueueStore, enqueuer: Enqueuer) -> None:
+    def __init__(
+        self,
+        defs: definitions.Definitions,
+        store: PostgresQueueStore,
+        enqueuer: Enqueuer,
+        *,
+        release: bool = True,
+    ) -> None:
         self.defs = defs
         self.store = store
         self.enqueuer = enqueuer
+        self.release = release
 
-    def succeed(
-        self,
-        step: records.Materialization,
-        *,
-        output_ref: Mapping[str, Any],
-        metadata: Mapping[str, Any],
-        lineage: Sequence[tuple[int, str]],
-        actor: str,
-        output: PreparedOutput | None = None,
-    ) -> records.Materialization | None:
-        """See :meth:`flowstone.execution.Completion.succeed`."""
-        return self.store.complete_step(
-            step,
-            output_ref=output_ref,
-            metadata=metadata,
-            lineage=lineage,
-            actor=actor,
-            enqueue=self.enqueuer,
-            output=output,
-        )
+    def succeed_many(
+        self, items: Sequence[store_base.Success], *, actor: str
+    ) -> list[records.Materialization | None]:
+        """See :meth:`flowstone.execution.Completion.succeed_many`: one pipelined transaction."""
+        return self.store.complete_steps(items, actor=actor, enqueue=self.enqueuer, release=self.release)
 
     def fail(
         self,
@@ -214,11 +206,19 @@ class JobRunner:
             partition_keys.decode(args.partition)
         except errors.FlowStoneError as exc:
             self._reject(raw, exc)
-        raw_config, keys = self.store.job_context(args.run_id, asset.name, args.partition)
-        if raw_config is None:
-            self._reject(
-                raw, errors.RunConfigMissingError(f"run {args.run_id} has no row: no config to run with")
+        claimed, kind, raw_config = self.store.claim_job(
+            args.run_id, asset.name, args.partition, code_version=asset.code_version, reclaim=True
+        )
+        if not claimed:
+            raw_config, _ = self.store.job_context(args.run_id, asset.name, args.partition)
+            if raw_config is None:
+                self._reject(
+                    raw, errors.RunConfigMissingError(f"run {args.run_id} has no row: no config to run with")
+                )
+            logger.info(
+                "job for %s [%s] found nothing to run (finished or cancelled)", asset.name, args.partition
             )
+            return
         try:
             from flowstone.runtime import RunConfig  # noqa: PLC0415 - runtime imports this module
 
@@ -226,22 +226,22 @@ class JobRunner:
             scope = resources.ResourceScope(self.runtime.defs.resources, config.resources)
         except (pydantic.ValidationError, errors.FlowStoneError) as exc:
             error = exc if isinstance(exc, errors.FlowStoneError) else errors.RunConfigMissingError(str(exc))
-            self._reject(raw, error)
-        keys = keys or [args.partition]
+            for step in claimed:
+                self.store.fail_step_terminal(step, error=error.to_dict(), actor=self.runtime.actor)
+            raise StepFailed(str(error)) from exc
         runner = execution.StepRunner(
             self.runtime.defs,
             self.store,
             self.runtime.io_managers,
             actor=self.runtime.actor,
-            completion=QueueCompletion(self.runtime.defs, self.store, self.enqueuer),
+            completion=QueueCompletion(
+                self.runtime.defs, self.store, self.enqueuer, release=kind != "backfill"
+            ),
         )
         retry_in: list[float] = []
         failed: list[errors.FlowStoneError] = []
         with scope:
-            for key in keys:
-                outcome = runner.run_step(
-                    args.run_id, asset.name, partition_keys.decode(key), scope=scope, reclaim=True
-                )
+            for outcome in runner.run_claimed(asset, claimed, scope=scope):
                 if outcome.retry_in_s is not None:
                     retry_in.append(outcome.retry_in_s)
                 elif outcome.error is not None and not outcome.succeeded:

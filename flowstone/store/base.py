@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -21,10 +22,21 @@ from flowstone.store import records
 if TYPE_CHECKING:
     from flowstone.io.base import PreparedOutput
 
-__all__ = ["StepKey", "Store", "skip_error"]
+__all__ = ["StepKey", "Store", "Success", "skip_error"]
 
 StepKey = tuple[str, str]
 """(asset, encoded partition key)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Success:
+    """What recording one step's success needs (see :meth:`Store.succeed_step`)."""
+
+    step: records.Materialization
+    output_ref: Mapping[str, Any]
+    metadata: Mapping[str, Any]
+    lineage: Sequence[tuple[int, str]]
+    output: PreparedOutput | None = None
 
 
 class Store(ABC):
@@ -78,6 +90,24 @@ class Store(ABC):
         Returns ``None`` when the step's status does not allow starting (read it with
         :meth:`get_step`).
         """
+
+    def start_steps(
+        self,
+        run_id: str,
+        asset: str,
+        partition_keys: Sequence[str],
+        *,
+        code_version: str | None = None,
+        reclaim: bool = False,
+        now: datetime | None = None,
+    ) -> dict[str, records.Materialization]:
+        """Claim several steps of one asset (a bulk job); returns the claimed rows by key."""
+        claimed = {}
+        for key in dict.fromkeys(partition_keys):
+            row = self.start_step(run_id, asset, key, code_version=code_version, reclaim=reclaim, now=now)
+            if row is not None:
+                claimed[key] = row
+        return claimed
 
     @abstractmethod
     def get_step(self, run_id: str, asset: str, partition_key: str) -> records.Materialization | None:
@@ -147,6 +177,10 @@ class Store(ABC):
     @abstractmethod
     def latest_all(self, asset: str | None = None) -> list[records.Materialization]:
         """The latest succeeded row of every (asset, partition), ordered by asset, key."""
+
+    @abstractmethod
+    def newest_all(self, asset: str) -> list[records.Materialization]:
+        """The newest row (any status) of every partition of ``asset``, ordered by key."""
 
     @abstractmethod
     def history(self, asset: str, partition_key: str, *, limit: int = 20) -> list[records.Materialization]:

@@ -404,6 +404,14 @@ class MemoryStore(base.Store):
             ]
         return [m for m in found if m is not None]
 
+    def newest_all(self, asset: str) -> list[records.Materialization]:
+        with self._lock:
+            return [
+                self._rows[max(ids)]
+                for (a, _), ids in sorted(self._by_asset_key.items())
+                if a == asset and ids
+            ]
+
     def history(self, asset: str, partition_key: str, *, limit: int = 20) -> list[records.Materialization]:
         with self._lock:
             ids = sorted(self._by_asset_key.get((asset, partition_key), ()), reverse=True)
@@ -416,33 +424,44 @@ class MemoryStore(base.Store):
     def _walk(
         self, start: int, edges: Mapping[int, list[tuple[int, str]]], max_depth: int
     ) -> list[records.LineageRow]:
-        found: list[records.LineageRow] = []
-        frontier: list[tuple[int, tuple[int, ...]]] = [(start, (start,))]
+        """Breadth-first: each row once, at its nearest depth, reached from the smallest id on the
+        level below (the same answer as the SQL walk)."""
+        depth_of: dict[int, int] = {start: 0}
+        via_of: dict[int, tuple[int, str]] = {}
+        frontier = [start]
         depth = 0
         while frontier and depth < max_depth:
             depth += 1
-            next_frontier = []
-            for node, path in frontier:
-                for other, input_name in edges.get(node, ()):
-                    if other in path:  # cycle guard, as the SQL's path array
-                        continue
-                    row = self._rows[other]
-                    found.append(
-                        records.LineageRow(
-                            depth=depth,
-                            via_id=node,
-                            input_name=input_name,
-                            id=row.id,
-                            run_id=row.run_id,
-                            asset=row.asset,
-                            partition_key=row.partition_key,
-                            status=row.status,
-                            finished_at=row.finished_at,
-                        )
-                    )
-                    next_frontier.append((other, (*path, other)))
-            frontier = next_frontier
-        found.sort(key=lambda r: (r.depth, r.asset, r.partition_key, r.id, r.via_id))
+            reached: dict[int, tuple[int, str]] = {}
+            for node in frontier:
+                for other, name in edges.get(node, ()):
+                    if other not in depth_of:
+                        best = reached.get(other)
+                        reached[other] = min(best, (node, name)) if best else (node, name)
+            for other, parent in reached.items():
+                depth_of[other] = depth
+                via_of[other] = parent
+            frontier = sorted(reached)
+        found: list[records.LineageRow] = []
+        for node, node_depth in depth_of.items():
+            if node == start:
+                continue
+            via_id, input_name = via_of[node]
+            row = self._rows[node]
+            found.append(
+                records.LineageRow(
+                    depth=node_depth,
+                    via_id=via_id,
+                    input_name=input_name,
+                    id=row.id,
+                    run_id=row.run_id,
+                    asset=row.asset,
+                    partition_key=row.partition_key,
+                    status=row.status,
+                    finished_at=row.finished_at,
+                )
+            )
+        found.sort(key=lambda r: (r.depth, r.asset, r.partition_key, r.id))
         return found
 
     def lineage_upstream(self, materialization_id: int, *, max_depth: int) -> list[records.LineageRow]:

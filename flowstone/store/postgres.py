@@ -21,7 +21,7 @@ from flowstone.store import base, records, sqlfiles
 if TYPE_CHECKING:
     from flowstone.io.base import PreparedOutput
 
-__all__ = ["PostgresStore", "materialization_from_row", "translate_errors"]
+__all__ = ["PostgresStore", "materialization_from_row", "success_params", "translate_errors"]
 
 Q = sqlfiles.query
 Row = dict[str, Any]
@@ -100,6 +100,24 @@ def _lineage(row: Row, via: str) -> records.LineageRow:
         status=row["status"],
         finished_at=row["finished_at"],
     )
+
+
+def success_params(item: base.Success, actor: str, now: datetime | None) -> dict[str, Any]:
+    """Parameters of the ``materialization_succeed`` statement."""
+    output = item.output
+    return {
+        "id": item.step.id,
+        "attempt": item.step.attempt,
+        "output_ref": Jsonb(dict(item.output_ref)),
+        "metadata": Jsonb(dict(item.metadata)),
+        "upstream_ids": [u for u, _ in item.lineage],
+        "input_names": [n for _, n in item.lineage],
+        "actor": actor,
+        "output_format": output.format if output else None,
+        "output_value": output.value if output else None,
+        "output_data": output.data if output else None,
+        "now": now,
+    }
 
 
 def _uuid(run_id: str) -> uuid.UUID:
@@ -329,23 +347,36 @@ class PostgresStore(base.Store):
         now: datetime | None = None,
     ) -> records.Materialization | None:
         """The success statement on ``conn``, inside the caller's transaction."""
-        row = conn.execute(
-            Q("materialization_succeed"),
+        item = base.Success(step, output_ref, metadata, lineage, output)
+        row = conn.execute(Q("materialization_succeed"), success_params(item, actor, now)).fetchone()
+        return materialization_from_row(row) if row else None
+
+    def start_steps(
+        self,
+        run_id: str,
+        asset: str,
+        partition_keys: Sequence[str],
+        *,
+        code_version: str | None = None,
+        reclaim: bool = False,
+        now: datetime | None = None,
+    ) -> dict[str, records.Materialization]:
+        """Claim several steps of one asset in one statement (asynchronous commit)."""
+        if not partition_keys:
+            return {}
+        rows = self._all(
+            "start steps",
+            "materialization_start_batch",
             {
-                "id": step.id,
-                "attempt": step.attempt,
-                "output_ref": Jsonb(dict(output_ref)),
-                "metadata": Jsonb(dict(metadata)),
-                "upstream_ids": [u for u, _ in lineage],
-                "input_names": [n for _, n in lineage],
-                "actor": actor,
-                "output_format": output.format if output else None,
-                "output_value": output.value if output else None,
-                "output_data": output.data if output else None,
+                "run_id": _uuid(run_id),
+                "asset": asset,
+                "keys": list(dict.fromkeys(partition_keys)),
+                "code_version": code_version,
+                "reclaim": reclaim,
                 "now": now,
             },
-        ).fetchone()
-        return materialization_from_row(row) if row else None
+        )
+        return {r["partition_key"]: materialization_from_row(r) for r in rows}
 
     # -- outputs of the Postgres IO manager ---------------------------------------------------
 
@@ -437,6 +468,10 @@ class PostgresStore(base.Store):
 
     def latest_all(self, asset: str | None = None) -> list[records.Materialization]:
         rows = self._all("read latest", "materialization_latest_all", {"asset": asset})
+        return [materialization_from_row(r) for r in rows]
+
+    def newest_all(self, asset: str) -> list[records.Materialization]:
+        rows = self._all("read newest", "materialization_newest_all", {"asset": asset})
         return [materialization_from_row(r) for r in rows]
 
     def history(self, asset: str, partition_key: str, *, limit: int = 20) -> list[records.Materialization]:

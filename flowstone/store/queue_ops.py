@@ -11,16 +11,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import psycopg
 from psycopg.types.json import Jsonb
 
 from flowstone.store import base, records, sqlfiles
-
-if TYPE_CHECKING:
-    from flowstone.io.base import PreparedOutput
-from flowstone.store.postgres import PostgresStore, materialization_from_row, translate_errors
+from flowstone.store.postgres import PostgresStore, materialization_from_row, success_params, translate_errors
 
 __all__ = ["BatchItem", "Enqueue", "PostgresQueueStore"]
 
@@ -145,41 +142,55 @@ class PostgresQueueStore(PostgresStore):
                         count += 1
             return count
 
-    def complete_step(
+    def complete_steps(
         self,
-        step: records.Materialization,
+        items: Sequence[base.Success],
         *,
-        output_ref: Mapping[str, Any],
-        metadata: Mapping[str, Any],
-        lineage: Sequence[tuple[int, str]],
         actor: str,
         enqueue: Enqueue,
-        output: PreparedOutput | None = None,
+        release: bool = True,
         now: datetime | None = None,
-    ) -> records.Materialization | None:
-        """One transaction (I11, I14): success + lineage + audit, fan-in of the downstream steps and
-        the jobs of those that became ready, and the run's status."""
+    ) -> list[records.Materialization | None]:
+        """One transaction (I11, I14) for one or many steps of a run: each success (with lineage,
+        audit, output), the fan-in of their downstream steps, the jobs of those that became ready,
+        and the run's status. The statements are pipelined: one round trip, one commit.
+
+        Returns, per item, the succeeded row or ``None`` when that attempt lost its step.
+        """
+        if not items:
+            return []
+        run_id = items[0].step.run_id
         with self._tx("record success") as conn:
-            done = self.succeed_step_on(
-                conn,
-                step,
-                output_ref=output_ref,
-                metadata=metadata,
-                lineage=lineage,
-                actor=actor,
-                output=output,
-                now=now,
-            )
-            if done is None:
-                return None
-            released = conn.execute(
-                Q("materialization_release_downstream"),
-                {"run_id": step.run_id, "asset": step.asset, "partition_key": step.partition_key, "now": now},
-            ).fetchall()
-            ready = [(r["asset"], r["batch_key"]) for r in released if r["status"] == "queued"]
-            self._defer(conn, step.run_id, ready, enqueue)
-            self._finish(conn, step.run_id, actor, now)
-            return done
+            with conn.pipeline():
+                successes = [
+                    conn.execute(Q("materialization_succeed"), success_params(item, actor, now))
+                    for item in items
+                ]
+                releases = [
+                    conn.execute(
+                        Q("materialization_release_downstream"),
+                        {
+                            "run_id": run_id,
+                            "asset": item.step.asset,
+                            "partition_key": item.step.partition_key,
+                            "step_id": item.step.id,
+                            "attempt": item.step.attempt,
+                            "now": now,
+                        },
+                    )
+                    for item in items
+                    if release  # a backfill run has no step edges: nothing to release
+                ]
+                self._finish(conn, run_id, actor, now)
+                done = [cur.fetchone() for cur in successes]
+                ready = [
+                    (r["asset"], r["batch_key"])
+                    for cur in releases
+                    for r in cur.fetchall()
+                    if r["status"] == "queued"
+                ]
+            self._defer(conn, run_id, ready, enqueue)
+            return [materialization_from_row(row) if row else None for row in done]
 
     def fail_step_terminal(
         self,
@@ -274,6 +285,34 @@ class PostgresQueueStore(PostgresStore):
             self._skip_reachable(conn, failed, now)
             self._finish(conn, run_id, actor, now)
             return failed
+
+    def claim_job(
+        self,
+        run_id: str,
+        asset: str,
+        batch_key: str,
+        *,
+        code_version: str | None,
+        reclaim: bool,
+        now: datetime | None = None,
+    ) -> tuple[list[records.Materialization], str | None, dict[str, Any] | None]:
+        """Claim a job's steps in one round trip: (claimed rows, run kind, run config); empty
+        when nothing could be claimed (already finished, cancelled, or no such run)."""
+        rows = self._all(
+            "claim job steps",
+            "materialization_claim_job",
+            {
+                "run_id": run_id,
+                "asset": asset,
+                "batch_key": batch_key,
+                "code_version": code_version,
+                "reclaim": reclaim,
+                "now": now,
+            },
+        )
+        if not rows:
+            return [], None, None
+        return [materialization_from_row(r) for r in rows], rows[0]["run_kind"], rows[0]["run_config"]
 
     def job_context(self, run_id: str, asset: str, batch_key: str) -> tuple[dict[str, Any] | None, list[str]]:
         """What a job needs, in one round trip: the run's config (``None`` if the run does not

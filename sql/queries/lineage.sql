@@ -1,41 +1,68 @@
 -- name: lineage_upstream
--- Returns the materializations read, directly or transitively, by one materialization, with their
--- depth (1 = direct) and the reader; stops at max_depth and never revisits a row (cycle guard).
-WITH RECURSIVE walk (id, reader_id, input_name, depth, path) AS (
-    SELECT l.upstream_materialization_id, l.materialization_id, l.input_name, 1,
-           ARRAY[l.materialization_id, l.upstream_materialization_id]
+-- Returns each materialization read, directly or transitively, by one materialization, once, at
+-- its nearest depth (1 = direct), with one reader on the level below (the smallest id) and the
+-- input name. The walk stops at max_depth; UNION over (id, depth) keeps it linear in the graph
+-- size (no path enumeration) and ends on cycles.
+WITH RECURSIVE walk (id, depth) AS (
+    SELECT l.upstream_materialization_id, 1
     FROM flowstone_lineage AS l
     WHERE l.materialization_id = %(id)s
-    UNION ALL
-    SELECT l.upstream_materialization_id, l.materialization_id, l.input_name, w.depth + 1,
-           w.path || l.upstream_materialization_id
+    UNION
+    SELECT l.upstream_materialization_id, w.depth + 1
     FROM walk AS w
     JOIN flowstone_lineage AS l ON l.materialization_id = w.id
-    WHERE w.depth < %(max_depth)s AND NOT l.upstream_materialization_id = ANY(w.path)
+    WHERE w.depth < %(max_depth)s
+), nearest AS (
+    SELECT id, min(depth) AS depth FROM walk WHERE id <> %(id)s GROUP BY id
+), levels AS (
+    SELECT id, depth FROM nearest
+    UNION ALL
+    SELECT %(id)s, 0
 )
-SELECT w.depth, w.reader_id, w.input_name, m.id, m.run_id, m.asset, m.partition_key, m.status,
+SELECT n.depth, e.reader_id, e.input_name, m.id, m.run_id, m.asset, m.partition_key, m.status,
        m.finished_at
-FROM walk AS w
-JOIN flowstone_materializations AS m ON m.id = w.id
-ORDER BY w.depth, m.asset COLLATE "C", m.partition_key COLLATE "C", m.id, 2;
+FROM nearest AS n
+JOIN flowstone_materializations AS m ON m.id = n.id
+JOIN LATERAL (
+    SELECT l.materialization_id AS reader_id, l.input_name
+    FROM flowstone_lineage AS l
+    JOIN levels AS p ON p.id = l.materialization_id AND p.depth = n.depth - 1
+    WHERE l.upstream_materialization_id = n.id
+    ORDER BY l.materialization_id
+    LIMIT 1
+) AS e ON true
+ORDER BY n.depth, m.asset COLLATE "C", m.partition_key COLLATE "C", m.id;
 
 -- name: lineage_downstream
--- Returns the materializations that read, directly or transitively, one materialization, with
--- their depth and the row they read; stops at max_depth, never revisits a row.
-WITH RECURSIVE walk (id, source_id, input_name, depth, path) AS (
-    SELECT l.materialization_id, l.upstream_materialization_id, l.input_name, 1,
-           ARRAY[l.upstream_materialization_id, l.materialization_id]
+-- Returns each materialization that read, directly or transitively, one materialization, once, at
+-- its nearest depth, with one row it read on the level below (the smallest id) and the input
+-- name. Same walk as lineage_upstream, in the other direction.
+WITH RECURSIVE walk (id, depth) AS (
+    SELECT l.materialization_id, 1
     FROM flowstone_lineage AS l
     WHERE l.upstream_materialization_id = %(id)s
-    UNION ALL
-    SELECT l.materialization_id, l.upstream_materialization_id, l.input_name, w.depth + 1,
-           w.path || l.materialization_id
+    UNION
+    SELECT l.materialization_id, w.depth + 1
     FROM walk AS w
     JOIN flowstone_lineage AS l ON l.upstream_materialization_id = w.id
-    WHERE w.depth < %(max_depth)s AND NOT l.materialization_id = ANY(w.path)
+    WHERE w.depth < %(max_depth)s
+), nearest AS (
+    SELECT id, min(depth) AS depth FROM walk WHERE id <> %(id)s GROUP BY id
+), levels AS (
+    SELECT id, depth FROM nearest
+    UNION ALL
+    SELECT %(id)s, 0
 )
-SELECT w.depth, w.source_id, w.input_name, m.id, m.run_id, m.asset, m.partition_key, m.status,
+SELECT n.depth, e.source_id, e.input_name, m.id, m.run_id, m.asset, m.partition_key, m.status,
        m.finished_at
-FROM walk AS w
-JOIN flowstone_materializations AS m ON m.id = w.id
-ORDER BY w.depth, m.asset COLLATE "C", m.partition_key COLLATE "C", m.id, 2;
+FROM nearest AS n
+JOIN flowstone_materializations AS m ON m.id = n.id
+JOIN LATERAL (
+    SELECT l.upstream_materialization_id AS source_id, l.input_name
+    FROM flowstone_lineage AS l
+    JOIN levels AS p ON p.id = l.upstream_materialization_id AND p.depth = n.depth - 1
+    WHERE l.materialization_id = n.id
+    ORDER BY l.upstream_materialization_id
+    LIMIT 1
+) AS e ON true
+ORDER BY n.depth, m.asset COLLATE "C", m.partition_key COLLATE "C", m.id;

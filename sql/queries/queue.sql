@@ -39,6 +39,9 @@ WHERE e.run_id = %(run_id)s
   AND e.upstream_asset = %(asset)s AND e.upstream_partition_key = %(partition_key)s
   AND m.run_id = e.run_id AND m.asset = e.asset AND m.partition_key = e.partition_key
   AND m.status = 'pending'
+  -- only when this attempt's success committed in this transaction (attempts are unique)
+  AND EXISTS (SELECT 1 FROM flowstone_materializations AS s
+              WHERE s.id = %(step_id)s AND s.status = 'succeeded' AND s.attempt = %(attempt)s)
 RETURNING m.asset, m.partition_key, m.status, m.batch_key;
 
 -- name: materialization_skip_reachable
@@ -147,3 +150,25 @@ FOR UPDATE OF j SKIP LOCKED;
 COPY flowstone_materializations (run_id, asset, partition_key, status, batch_key, queued_at,
                                  code_version, job_id)
 FROM STDIN;
+
+-- name: materialization_claim_job
+-- Claims the steps a job runs (its batch) for running, in one statement with an asynchronous
+-- commit (as materialization_start); returns each claimed row with its run's kind and config.
+WITH cfg AS (
+    SELECT set_config('synchronous_commit', 'off', true) AS setting
+), claimed AS (
+    UPDATE flowstone_materializations AS m
+    SET status       = 'running',
+        attempt      = m.attempt + 1,
+        started_at   = coalesce(%(now)s::timestamptz, now()),
+        finished_at  = NULL,
+        code_version = %(code_version)s
+    FROM cfg
+    WHERE m.run_id = %(run_id)s AND m.asset = %(asset)s AND m.batch_key = %(batch_key)s
+      AND (m.status IN ('pending', 'queued') OR (m.status = 'running' AND %(reclaim)s))
+    RETURNING m.*
+)
+SELECT claimed.*, r.kind AS run_kind, r.config AS run_config
+FROM claimed
+JOIN flowstone_runs AS r ON r.run_id = claimed.run_id
+ORDER BY claimed.partition_key COLLATE "C";
