@@ -13,6 +13,7 @@ BENCH_BACKFILL (default 100000), BENCH_PROCESS (partitions processed for the rat
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import statistics
 import subprocess
@@ -109,7 +110,8 @@ class Bench:
         start = time.perf_counter()
         while time.perf_counter() - start < timeout:
             ((done,),) = self.sql(
-                "SELECT count(*) FROM procrastinate_jobs WHERE task_name = %s AND status IN ('succeeded', 'failed')",
+                "SELECT count(*) FROM procrastinate_jobs "
+                "WHERE task_name = %s AND status IN ('succeeded', 'failed')",
                 (task,),
             )
             if done >= total:
@@ -145,14 +147,13 @@ class Bench:
         return n / elapsed
 
     def flowstone_rate(self, n: int, processes: int, offset_days: int) -> float:
-        import datetime as dt
-
         start = dt.date(1800, 1, 1) + dt.timedelta(days=offset_days)
         procs = self.workers(processes, raw=False)
         try:
             handle = self.mod.runtime.backfill("trivial", start=start, end=start + dt.timedelta(days=n - 1))
             elapsed = self.wait_steps(handle.run_id, n)
-            assert handle.wait(timeout=60).status == "succeeded", handle.status()
+            if handle.wait(timeout=60).status != "succeeded":
+                raise RuntimeError(f"benchmark run failed: {handle.status()}")
         finally:
             self.stop(procs)
         return n / elapsed
@@ -174,8 +175,6 @@ def main() -> None:
         _common.report("flowstone steps, 2 worker processes, steps/s", fs2, "/s", baseline=fs1)
         _common.report("flowstone 2 processes vs raw 2 processes", fs2 / raw2, "x")
 
-        import datetime as dt
-
         print(f"== backfill of {BACKFILL} daily partitions")
         first = dt.date(1800, 1, 1) + dt.timedelta(days=2 * N + 10)
         t0 = time.perf_counter()
@@ -192,7 +191,8 @@ def main() -> None:
         procs = bench.workers(2, raw=False)
         try:
             rate = PROCESS / bench.wait_steps(handle.run_id, PROCESS)
-            assert handle.wait(timeout=60).status == "succeeded"
+            if handle.wait(timeout=60).status != "succeeded":
+                raise RuntimeError(f"benchmark backfill failed: {handle.status()}")
         finally:
             bench.stop(procs)
         _common.report(
@@ -212,8 +212,8 @@ def main() -> None:
                 handle = bench.mod.runtime.submit("trivial", [day + dt.timedelta(days=i)])
                 handle.wait(timeout=30, poll_interval_s=0.02)
                 ((ms,),) = bench.sql(
-                    "SELECT extract(epoch FROM started_at - queued_at) * 1000 FROM flowstone_materializations "
-                    "WHERE run_id = %s",
+                    "SELECT extract(epoch FROM started_at - queued_at) * 1000 "
+                    "FROM flowstone_materializations WHERE run_id = %s",
                     (handle.run_id,),
                 )
                 latencies.append(float(ms))
