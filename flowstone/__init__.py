@@ -18,10 +18,15 @@ Declare assets with :func:`asset`, register them in :class:`Definitions`, and ru
 """
 
 from flowstone._version import __version__
+from flowstone.approval_types import ApprovalDecision, ApprovalGate
 from flowstone.context import AssetContext, build_asset_context
 from flowstone.definitions import AssetDef, Definitions, RetryPolicy, asset
 from flowstone.errors import (
     ApprovalAlreadyDecidedError,
+    ApprovalNotFoundError,
+    ApprovalPendingError,
+    ApprovalRejectedError,
+    ApprovalTimedOutError,
     ConfigurationError,
     DefinitionError,
     DependencyFailedError,
@@ -44,7 +49,7 @@ from flowstone.errors import (
     StoreError,
     UnknownAssetError,
 )
-from flowstone.io import FilesystemIOManager, IOManager, MemoryIOManager, OutputRef
+from flowstone.io import FilesystemIOManager, IOManager, MemoryIOManager, OutputRef, PostgresIOManager
 from flowstone.lineage import ImpactRow, LineageNode
 from flowstone.partitions import (
     AllPartitions,
@@ -60,13 +65,21 @@ from flowstone.partitions import (
     TimeWindowOffset,
     WeeklyPartitions,
 )
+from flowstone.queue import RunHandle
 from flowstone.resources import Resource
 from flowstone.runtime import BackfillResult, FlowStone, RunConfig, RunResult
-from flowstone.store.records import Materialization, Run
+from flowstone.store.records import Approval, Materialization, Run
 
 __all__ = [
     "AllPartitions",
+    "Approval",
     "ApprovalAlreadyDecidedError",
+    "ApprovalDecision",
+    "ApprovalGate",
+    "ApprovalNotFoundError",
+    "ApprovalPendingError",
+    "ApprovalRejectedError",
+    "ApprovalTimedOutError",
     "AssetContext",
     "AssetDef",
     "BackfillResult",
@@ -102,6 +115,7 @@ __all__ = [
     "OutputRef",
     "PartitionMapping",
     "PartitionsDefinition",
+    "PostgresIOManager",
     "Resource",
     "ResourceError",
     "Result",
@@ -109,6 +123,7 @@ __all__ = [
     "Run",
     "RunConfig",
     "RunConfigMissingError",
+    "RunHandle",
     "RunResult",
     "StaticPartitions",
     "StoreError",

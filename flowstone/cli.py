@@ -342,6 +342,46 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _show_approval(a: records.Approval) -> None:
+    decided = (
+        f"{a.status} by {a.decided_by} at {a.decided_at:%Y-%m-%d %H:%M:%S}" if a.decided_at else a.status
+    )
+    timeout = f"{a.timeout_at:%Y-%m-%d %H:%M:%S} -> {a.on_timeout}" if a.timeout_at else "never"
+    _out(f"approval {a.id}: {decided}")
+    _out(f"  step      {a.asset} [{a.partition_key}] #{a.materialization_id} (run {a.run_id})")
+    _out(f"  message   {a.message}")
+    _out(f"  requested {a.requested_at:%Y-%m-%d %H:%M:%S}, timeout {timeout}")
+    if a.approvers:
+        _out(f"  approvers {', '.join(a.approvers)}")
+    if a.context_data:
+        _out(f"  context   {a.context_data}")
+    if a.reason:
+        _out(f"  reason    {a.reason}")
+
+
+def _cmd_approvals(args: argparse.Namespace) -> int:
+    with _runtime(args) as rt:
+        if args.action == "list":
+            status = None if args.all else args.status
+            rows = rt.approvals.list(status)
+            _out(f"{'ID':>6}  {'STATUS':<9} {'ASSET':<24} {'PARTITION':<24} {'TIMEOUT (UTC)':<20} MESSAGE")
+            for a in rows:
+                timeout = f"{a.timeout_at:%Y-%m-%d %H:%M:%S}" if a.timeout_at else "-"
+                _out(
+                    f"{a.id:>6}  {a.status:<9} {a.asset:<24} {a.partition_key:<24} {timeout:<20} {a.message}"
+                )
+            return 0
+        if args.id is None:
+            raise errors.ConfigurationError(f"approvals {args.action} needs an approval id")
+        if args.action == "show":
+            _show_approval(rt.approvals.get(args.id))
+            return 0
+        by = args.by or rt.actor
+        decide = rt.approvals.approve if args.action == "approve" else rt.approvals.reject
+        _show_approval(decide(args.id, by=by, reason=args.reason))
+        return 0
+
+
 def _add_common(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--defs", default=None, help="module:attribute of the Definitions (or FLOWSTONE_DEFS)")
     sub.add_argument("--database-url", default=None, help="Postgres URL (default: FLOWSTONE_DATABASE_URL)")
@@ -373,6 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
     stop.set_defaults(handler=_cmd_db_stop)
     _add_run_commands(commands)
     _add_query_commands(commands)
+    _add_approval_commands(commands)
     return parser
 
 
@@ -421,6 +462,18 @@ def _add_run_commands(commands: Any) -> None:
     worker.add_argument("--name", default="flowstone-worker", help="worker name (in logs)")
     worker.add_argument("--one-shot", action="store_true", help="exit when no job is left")
     worker.set_defaults(handler=_cmd_worker)
+
+
+def _add_approval_commands(commands: Any) -> None:
+    app = commands.add_parser("approvals", help="list, show, approve or reject approval gates")
+    _add_common(app)
+    app.add_argument("action", choices=["list", "show", "approve", "reject"])
+    app.add_argument("id", nargs="?", type=int, default=None, help="approval id (show/approve/reject)")
+    app.add_argument("--status", default="pending", help="list: approvals with this status (pending)")
+    app.add_argument("--all", action="store_true", help="list: every approval")
+    app.add_argument("--by", default=None, help="who decides (default: FLOWSTONE_ACTOR or the OS user)")
+    app.add_argument("--reason", default=None, help="why (recorded with the decision)")
+    app.set_defaults(handler=_cmd_approvals)
 
 
 def _add_query_commands(commands: Any) -> None:

@@ -8,12 +8,13 @@ unit tests of asset functions.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from types import MappingProxyType
 from typing import cast
 
-from flowstone import codec, errors, partition_keys, partitions
+from flowstone import approval_types, codec, errors, partition_keys, partitions
 
 __all__ = ["AssetContext", "asset_logger", "build_asset_context"]
 
@@ -43,6 +44,10 @@ class AssetContext:
     partition_definition: partitions.PartitionsDefinition | None
     attempt: int = 1
     metadata: dict[str, object] = field(default_factory=dict)
+    approval_lookup: Callable[[], approval_types.ApprovalDecision | None] | None = field(
+        default=None, repr=False, compare=False
+    )
+    """Set by the step runner: the decision on this materialization's approval, if any."""
 
     def __post_init__(self) -> None:
         expected = partition_keys.encode(self.partition)
@@ -56,6 +61,41 @@ class AssetContext:
                 run_id=self.run_id,
             )
         self.resources = MappingProxyType(dict(self.resources))
+
+    def require_approval(
+        self,
+        message: str,
+        *,
+        timeout: timedelta | None = timedelta(hours=1),
+        on_timeout: approval_types.OnTimeout = "reject",
+        context_data: Mapping[str, object] | None = None,
+        approvers: Sequence[str] | None = None,
+    ) -> approval_types.ApprovalDecision:
+        """Ask a human to approve this materialization before going on (I13).
+
+        Without a decision yet, the step stops here: FlowStone records one approval request (once,
+        however often the step asks), the materialization waits in ``waiting_approval``, and its
+        job ends without failing. After an approval the step runs again from the start and this
+        call returns the decision (who, why, when); after a rejection the step ends ``rejected``.
+        ``timeout`` (``None``: never) applies ``on_timeout`` (``"reject"``, ``"approve"`` or
+        ``"fail"``) as the actor ``system``. ``approvers`` restricts who may decide.
+        """
+        request = approval_types.ApprovalRequest(
+            message=message,
+            timeout=timeout,
+            on_timeout=on_timeout,
+            context_data=dict(context_data or {}),
+            approvers=tuple(approvers) if approvers is not None else None,
+        )
+        if self.approval_lookup is None:
+            raise errors.ConfigurationError(
+                "require_approval needs a FlowStone run on Postgres (this context was built by hand)",
+                asset=self.asset,
+            )
+        decision = self.approval_lookup()
+        if decision is None:
+            raise approval_types.ApprovalPending(request)
+        return decision
 
     @property
     def partition_time_window(self) -> partitions.TimeWindow:

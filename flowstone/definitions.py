@@ -23,7 +23,7 @@ from typing import Annotated, Any, overload
 
 import pydantic
 
-from flowstone import context, errors, graph
+from flowstone import approval_types, context, errors, graph
 from flowstone import partitions as parts
 from flowstone.io import base as io_base
 
@@ -117,6 +117,7 @@ class AssetDef:
     partition_mappings: Mapping[str, parts.PartitionMapping] = field(
         default_factory=lambda: MappingProxyType({})
     )
+    approval: approval_types.ApprovalGate | None = None
 
     @property
     def upstream_names(self) -> tuple[str, ...]:
@@ -153,6 +154,7 @@ def asset(
     description: str | None = ...,
     metadata: Mapping[str, object] | None = ...,
     tags: Mapping[str, str] | None = ...,
+    approval: approval_types.ApprovalGate | None = ...,
 ) -> AssetDef: ...
 @overload
 def asset(
@@ -170,6 +172,7 @@ def asset(
     description: str | None = ...,
     metadata: Mapping[str, object] | None = ...,
     tags: Mapping[str, str] | None = ...,
+    approval: approval_types.ApprovalGate | None = ...,
 ) -> Callable[[AssetFn], AssetDef]: ...
 def asset(
     fn: AssetFn | None = None,
@@ -186,6 +189,7 @@ def asset(
     description: str | None = None,
     metadata: Mapping[str, object] | None = None,
     tags: Mapping[str, str] | None = None,
+    approval: approval_types.ApprovalGate | None = None,
 ) -> AssetDef | Callable[[AssetFn], AssetDef]:
     """Declare an asset. Use as ``@asset``, ``@asset(...)`` or ``asset(fn, ...)``.
 
@@ -199,6 +203,8 @@ def asset(
     - ``retry``: a :class:`RetryPolicy` (default: one attempt).
     - ``queue``: the Procrastinate queue for its jobs: ``[a-z_][a-z0-9_]*``, at most 40 bytes.
     - ``code_version``, ``description`` (default: the docstring), ``metadata``, ``tags``.
+    - ``approval``: an :class:`~flowstone.approval_types.ApprovalGate`: ask a human before the
+      function runs (see ``AssetContext.require_approval``).
 
     Problems with the function or the options raise :class:`~flowstone.errors.DefinitionError`
     listing all of them; a bad queue name raises :class:`~flowstone.errors.InvalidIdentifierError`.
@@ -216,6 +222,7 @@ def asset(
         description=description,
         metadata=metadata,
         tags=tags,
+        approval=approval,
     )
     if fn is None:
         return options.build
@@ -238,6 +245,7 @@ class _Options:
     description: str | None
     metadata: Mapping[str, object] | None
     tags: Mapping[str, str] | None
+    approval: approval_types.ApprovalGate | None = None
 
     def build(self, fn: AssetFn) -> AssetDef:
         """Inspect ``fn`` and return its :class:`AssetDef` (or raise with every problem)."""
@@ -284,6 +292,7 @@ class _Options:
             context_param=context_params[0] if context_params else None,
             return_type=hints.get("return"),
             partition_mappings=MappingProxyType(mappings),
+            approval=self.approval,
         )
 
     @staticmethod

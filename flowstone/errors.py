@@ -16,6 +16,10 @@ from typing import Any, ClassVar, Generic, NoReturn, TypeVar
 
 __all__ = [
     "ApprovalAlreadyDecidedError",
+    "ApprovalNotFoundError",
+    "ApprovalPendingError",
+    "ApprovalRejectedError",
+    "ApprovalTimedOutError",
     "ConfigurationError",
     "DefinitionError",
     "DependencyFailedError",
@@ -236,6 +240,23 @@ class RunConfigMissingError(FlowStoneError):
 
 class ApprovalAlreadyDecidedError(FlowStoneError):
     """An approval was already approved, rejected or timed out."""
+
+
+class ApprovalNotFoundError(FlowStoneError):
+    """No approval has this id."""
+
+
+class ApprovalRejectedError(FlowStoneError):
+    """The step's approval was rejected (by a person, or by its timeout): the step is ``rejected``."""
+
+
+class ApprovalTimedOutError(FlowStoneError):
+    """The step's approval timed out with ``on_timeout="fail"``: the step is ``failed``."""
+
+
+class ApprovalPendingError(FlowStoneError):
+    """Raised by ``RunResult.unwrap()`` (and ``materialize(raise_on_error=True)``) when steps of the
+    run wait for approval. Waiting is a state, not a failure (I13): nothing else went wrong."""
 
 
 class NotAllowedError(FlowStoneError):

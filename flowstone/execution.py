@@ -17,12 +17,13 @@ else (I12); steps of the run that depend on it are marked ``skipped`` in the sam
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from flowstone import codec, definitions, errors, partition_keys, planning, resources
+from flowstone import approval_types, codec, definitions, errors, partition_keys, planning, resources
 from flowstone import context as context_mod
 from flowstone.io import base as io_base
 from flowstone.store import base as store_base
@@ -47,6 +48,11 @@ class StepOutcome:
     value: object = None
     error: errors.FlowStoneError | None = None
     retry_in_s: float | None = None
+
+    @property
+    def waiting(self) -> bool:
+        """Whether the step waits for approval."""
+        return self.record is not None and self.record.status == "waiting_approval"
 
     @property
     def succeeded(self) -> bool:
@@ -87,12 +93,19 @@ class Completion(Protocol):
         """Record the failure once; returns the row and, when it will be retried, the delay (s)."""
         ...
 
+    def wait_for_approval(
+        self, step: records.Materialization, request: approval_types.ApprovalRequest, *, actor: str
+    ) -> records.Materialization | None:
+        """Record that the step waits for approval (I13): a state, not a failure."""
+        ...
+
 
 class SyncCompletion:
     """In-process runs: one transaction per success, as the store writes it; no retries."""
 
-    def __init__(self, store: store_base.Store) -> None:
+    def __init__(self, store: store_base.Store, *, defer_timeout: Any = None) -> None:
         self.store = store
+        self.defer_timeout = defer_timeout
 
     def succeed_many(
         self, items: Sequence[store_base.Success], *, actor: str
@@ -120,6 +133,12 @@ class SyncCompletion:
     ) -> tuple[records.Materialization | None, float | None]:
         """See :meth:`Completion.fail`."""
         return self.store.fail_step(step, error=error.to_dict(), skip=skip, actor=actor), None
+
+    def wait_for_approval(
+        self, step: records.Materialization, request: approval_types.ApprovalRequest, *, actor: str
+    ) -> records.Materialization | None:
+        """See :meth:`Completion.wait_for_approval`."""
+        return self.store.request_approval(step, request, actor=actor, defer_timeout=self.defer_timeout)
 
 
 def _with_location(
@@ -246,6 +265,9 @@ class StepRunner:
                 executed = self._execute(step, asset, partition, scope)
                 if self.after_store is not None:
                     self.after_store(step, executed.ref)
+            except approval_types.ApprovalPending as pending:
+                outcomes.append(self._wait_for_approval(step, pending.request, skip_on_failure))
+                continue
             except Exception as exc:  # noqa: BLE001 - every failure of a step is recorded, then reported
                 outcomes.append(self._record_failure(step, exc, skip_on_failure))
                 continue
@@ -284,6 +306,18 @@ class StepRunner:
             else:
                 outcomes.append(StepOutcome(record=row, value=executed.value))
         return outcomes
+
+    def _wait_for_approval(
+        self,
+        step: records.Materialization,
+        request: approval_types.ApprovalRequest,
+        skip_on_failure: SkipList,
+    ) -> StepOutcome:
+        try:
+            row = self.completion.wait_for_approval(step, request, actor=self.actor)
+        except errors.FlowStoneError as exc:  # e.g. approvals on the memory store: a clear failure
+            return self._record_failure(step, exc, skip_on_failure)
+        return StepOutcome(record=row or self.store.get_step(step.run_id, step.asset, step.partition_key))
 
     def _record_failure(
         self,
@@ -325,7 +359,13 @@ class StepRunner:
             log=context_mod.asset_logger(asset.name),
             partition_definition=asset.partitions,
             attempt=step.attempt,
+            approval_lookup=functools.partial(self.store.approval_decision, step.id),
         )
+        if asset.approval is not None:  # the declarative gate asks before the function runs
+            gate = asset.approval
+            ctx.require_approval(
+                gate.message, timeout=gate.timeout, on_timeout=gate.on_timeout, approvers=gate.approvers
+            )
         if asset.context_param is not None:
             kwargs[asset.context_param] = ctx
         value = asset.fn(**kwargs)

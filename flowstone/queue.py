@@ -29,9 +29,11 @@ from procrastinate.job_context import JobContext
 from procrastinate.jobs import Job
 
 from flowstone import definitions, errors, execution, partition_keys, planning, resources
+from flowstone.approval_types import ApprovalRequest
 from flowstone.store import base as store_base
 from flowstone.store import records
-from flowstone.store.queue_ops import BatchItem, PostgresQueueStore
+from flowstone.store.approval_ops import PostgresFlowStore
+from flowstone.store.queue_ops import BatchItem
 
 if TYPE_CHECKING:
     from flowstone.runtime import FlowStone
@@ -54,6 +56,7 @@ NAMESPACE = "flowstone"
 TASK_NAME = f"{NAMESPACE}:run_step"
 """The stable task name of every FlowStone job (``procrastinate_jobs.task_name``)."""
 RECOVER_TASK_NAME = f"{NAMESPACE}:recover_stalled"
+APPROVAL_TIMEOUT_TASK_NAME = f"{NAMESPACE}:approval_timeout"
 DEFAULT_QUEUE = "flowstone"
 """Queue of assets that name none (per-asset ``queue=`` overrides it)."""
 
@@ -126,6 +129,19 @@ class Enqueuer:
                 ids[index] = job_id
         return ids
 
+    def defer_timeout(
+        self, conn: psycopg.Connection[Any], run_id: str, asset: str, partition_key: str, at: datetime
+    ) -> int:
+        """Defer the approval-timeout job of a step, scheduled at ``at`` (same three-key args)."""
+        deferrer = procrastinate_tasks.configure_task(
+            name=APPROVAL_TIMEOUT_TASK_NAME,
+            job_manager=self.job_manager,
+            connection=conn,
+            queue=DEFAULT_QUEUE,
+            schedule_at=at,
+        )
+        return deferrer.defer(**JobArgs(run_id=run_id, asset=asset, partition=partition_key).model_dump())
+
     def cancel_job(self, conn: psycopg.Connection[Any], job_id: int) -> bool:
         """Cancel a ``todo`` job on the caller's connection."""
         return self.job_manager.cancel_job_by_id(job_id, connection=conn)
@@ -151,7 +167,7 @@ class QueueCompletion:
     def __init__(
         self,
         defs: definitions.Definitions,
-        store: PostgresQueueStore,
+        store: PostgresFlowStore,
         enqueuer: Enqueuer,
         *,
         release: bool = True,
@@ -166,6 +182,14 @@ class QueueCompletion:
     ) -> list[records.Materialization | None]:
         """See :meth:`flowstone.execution.Completion.succeed_many`: one pipelined transaction."""
         return self.store.complete_steps(items, actor=actor, enqueue=self.enqueuer, release=self.release)
+
+    def wait_for_approval(
+        self, step: records.Materialization, request: ApprovalRequest, *, actor: str
+    ) -> records.Materialization | None:
+        """See :meth:`flowstone.execution.Completion.wait_for_approval`; the job then ends well."""
+        return self.store.request_approval(
+            step, request, actor=actor, defer_timeout=self.enqueuer.defer_timeout
+        )
 
     def fail(
         self,
@@ -192,7 +216,7 @@ class JobRunner:
     """What the ``flowstone:run_step`` task does with one job."""
 
     runtime: FlowStone
-    store: PostgresQueueStore
+    store: PostgresFlowStore
     enqueuer: Enqueuer
 
     def run(self, raw: Mapping[str, Any]) -> None:
@@ -296,6 +320,20 @@ def build_blueprint(
         finished = store.finish_unfinished_runs(actor=runtime.actor)
         if finished:
             logger.info("finished %d run(s) whose last steps ended together", len(finished))
+        expired = store.expire_due_approvals(enqueue=enqueuer)
+        if expired:
+            logger.info("applied the timeout of %d approval(s)", len(expired))
+
+    @blueprint.task(name="approval_timeout", queue=DEFAULT_QUEUE)
+    def approval_timeout(**kwargs: Any) -> None:
+        """Apply the on_timeout policy of one step's approval if it is still pending when due."""
+        try:
+            args = JobArgs.model_validate(kwargs)
+        except pydantic.ValidationError as exc:
+            raise StepFailed(f"malformed approval-timeout job args: {exc}") from exc
+        step = store.get_step(args.run_id, args.asset, args.partition)
+        if step is not None:
+            store.expire_due_approvals(enqueue=enqueuer, materialization_id=step.id)
 
     return blueprint
 

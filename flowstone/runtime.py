@@ -17,6 +17,7 @@ from typing import Any, Literal
 import procrastinate
 import pydantic
 
+from flowstone import approvals as approvals_mod
 from flowstone import definitions, errors, execution, partition_keys, planning, queue, resources
 from flowstone import lineage as lineage_mod
 from flowstone import settings as settings_mod
@@ -26,9 +27,9 @@ from flowstone.io.memory import MemoryIOManager
 from flowstone.io.postgres import PostgresIOManager
 from flowstone.store import backend, migrations, records
 from flowstone.store import base as store_base
+from flowstone.store.approval_ops import PostgresFlowStore
 from flowstone.store.memory import MemoryStore
 from flowstone.store.postgres import PostgresStore
-from flowstone.store.queue_ops import PostgresQueueStore
 
 __all__ = ["BackfillResult", "FlowStone", "RunConfig", "RunResult"]
 
@@ -56,6 +57,8 @@ class RunResult:
     steps: list[records.Materialization]
     errors: dict[tuple[str, str], FlowStoneError] = field(default_factory=dict)
     values: dict[tuple[str, str], object] = field(default_factory=dict, repr=False)
+    waiting: list[tuple[str, str]] = field(default_factory=list)
+    """Steps that wait for approval (approve them, then ``runtime.resume(run_id)``)."""
     key_of: Callable[[str, object], str] | None = field(default=None, repr=False, compare=False)
     """Encodes (asset, partition) the way the runtime does (validating ``"2025-01-01"`` to a date)."""
 
@@ -101,6 +104,13 @@ class RunResult:
         """Return self when the run succeeded, else raise its first error."""
         if self.error is not None:
             raise self.error
+        if self.waiting:
+            steps = ", ".join(f"{a} [{k}]" for a, k in self.waiting)
+            raise errors.ApprovalPendingError(
+                f"run {self.run_id} waits for approval of {steps}; approve, then resume the run",
+                run_id=self.run_id,
+                context={"steps": [list(k) for k in self.waiting]},
+            )
         if not self.success:
             raise errors.FlowStoneError(f"run {self.run_id} is {self.status}", run_id=self.run_id)
         return self
@@ -156,6 +166,7 @@ class FlowStone:
                     )
                 manager.bind(self.store)
         self.lineage = lineage_mod.Lineage(defs, self.store)
+        self.approvals = approvals_mod.Approvals(self)
         self._queue_options = {
             "recovery_interval_s": recovery_interval_s,
             "stalled_after_s": stalled_after_s,
@@ -192,7 +203,7 @@ class FlowStone:
                     f"the database has {len(todo)} FlowStone migration(s) to apply "
                     f"({', '.join(todo)}): run `flowstone db upgrade`"
                 )
-        return PostgresQueueStore(target.url, max_connections=max_connections), PostgresIOManager()
+        return PostgresFlowStore(target.url, max_connections=max_connections), PostgresIOManager()
 
     # -- the queue ----------------------------------------------------------------------------
 
@@ -204,9 +215,9 @@ class FlowStone:
             )
         return self.database_url
 
-    def queue_store(self) -> PostgresQueueStore:
+    def queue_store(self) -> PostgresFlowStore:
         """The store, as the queue uses it (Postgres only)."""
-        if not isinstance(self.store, PostgresQueueStore):
+        if not isinstance(self.store, PostgresFlowStore):
             raise errors.ConfigurationError(
                 "the durable queue needs the Postgres store: create FlowStone without store='memory'"
             )
@@ -319,9 +330,55 @@ class FlowStone:
     # -- running ------------------------------------------------------------------------------
 
     def _runner(self, after_store: execution.AfterStoreHook | None = None) -> execution.StepRunner:
+        defer_timeout = self.enqueuer().defer_timeout if self.database_url is not None else None
         return execution.StepRunner(
-            self.defs, self.store, self.io_managers, actor=self.actor, after_store=after_store
+            self.defs,
+            self.store,
+            self.io_managers,
+            actor=self.actor,
+            after_store=after_store,
+            completion=execution.SyncCompletion(self.store, defer_timeout=defer_timeout),
         )
+
+    def _run_plan(
+        self,
+        run_id: str,
+        plan: planning.Plan,
+        config: RunConfig,
+        result: RunResult,
+        *,
+        runnable: set[tuple[str, str]] | None = None,
+        blocked: set[tuple[str, str]] | None = None,
+        after_store: execution.AfterStoreHook | None = None,
+    ) -> RunResult:
+        """Run the plan's steps in order in this process; a step that does not succeed blocks
+        its descendants (failure: recorded ``skipped``; waiting for approval: left pending)."""
+        runner = self._runner(after_store)
+        blocked = set(blocked or ())
+        with resources.ResourceScope(self.defs.resources, config.resources) as scope:
+            for step in plan.steps:
+                if step.key in blocked or (runnable is not None and step.key not in runnable):
+                    continue
+                outcome = runner.run_step(
+                    run_id,
+                    step.asset,
+                    step.partition,
+                    scope=scope,
+                    skip_on_failure=functools.partial(plan.descendants, step.key),
+                )
+                if outcome.succeeded:
+                    result.values[step.key] = outcome.value
+                    continue
+                blocked.update(plan.descendants(step.key))
+                if outcome.waiting:
+                    result.waiting.append(step.key)
+                elif outcome.error is not None:
+                    result.errors[step.key] = outcome.error
+        finished = self.store.finish_run(run_id, actor=self.actor)
+        run = finished or self.store.get_run(run_id)
+        result.status = run.status if run else "running"
+        result.steps = self.store.run_steps(run_id)
+        return result
 
     def materialize(
         self,
@@ -343,7 +400,7 @@ class FlowStone:
             run_config if isinstance(run_config, RunConfig) else RunConfig.model_validate(run_config or {})
         )
         plan = planning.build_plan(self.defs, selection, partition, with_upstream=with_upstream)
-        scope = resources.ResourceScope(self.defs.resources, config.resources)
+        resources.ResourceScope(self.defs.resources, config.resources)  # refuses unknown names now
         run_id = str(uuid.uuid4())
         self.store.create_run(
             records.NewRun(
@@ -355,31 +412,45 @@ class FlowStone:
                 tags=dict(tags or {}),
             ),
             plan.planned({name: self.defs.get(name).code_version for name in self.defs}),
+            edges=[(up, down) for down, ups in plan.upstream.items() for up in sorted(ups)],
         )
-        runner = self._runner(_after_store)
         result = RunResult(run_id=run_id, status="running", steps=[], key_of=self.partition_key)
-        skipped: set[tuple[str, str]] = set()
-        with scope:
-            for step in plan.steps:
-                if step.key in skipped:
-                    continue
-                outcome = runner.run_step(
-                    run_id,
-                    step.asset,
-                    step.partition,
-                    scope=scope,
-                    skip_on_failure=functools.partial(plan.descendants, step.key),
-                )
-                if outcome.succeeded:
-                    result.values[step.key] = outcome.value
-                else:
-                    skipped.update(plan.descendants(step.key))
-                    if outcome.error is not None:
-                        result.errors[step.key] = outcome.error
-        finished = self.store.finish_run(run_id, actor=self.actor)
-        run = finished or self.store.get_run(run_id)
-        result.status = run.status if run else "running"
-        result.steps = self.store.run_steps(run_id)
+        self._run_plan(run_id, plan, config, result, after_store=_after_store)
+        if raise_on_error:
+            result.unwrap()
+        return result
+
+    def resume(self, run_id: str, *, raise_on_error: bool = True) -> RunResult:
+        """Continue an in-process run in this process: run its steps that are ready (approved
+        steps, and what was waiting behind them), in order. Queued runs continue on workers."""
+        run = self.store.get_run(run_id)
+        if run is None:
+            raise errors.FlowStoneError(f"run {run_id} does not exist", run_id=run_id)
+        if run.kind != "materialize":
+            raise errors.ConfigurationError(
+                f"run {run_id} is a queued run ({run.kind}): workers continue it", run_id=run_id
+            )
+        rows = self.store.run_steps(run_id)
+        order = {name: i for i, name in enumerate(self.defs.graph.topological_order())}
+        rows.sort(key=lambda r: (order.get(r.asset, len(order)), r.partition_key))
+        plan = planning.Plan(
+            selection=run.selection,
+            steps=[planning.Step(r.asset, r.partition, r.partition_key) for r in rows],
+        )
+        for up, down in self.store.step_edges(run_id):
+            plan.upstream.setdefault(down, set()).add(up)
+            plan.downstream.setdefault(up, set()).add(down)
+        status = {(r.asset, r.partition_key): r.status for r in rows}
+        runnable = {k for k, st in status.items() if st in ("pending", "queued")}
+        blocked = {
+            d
+            for k, st in status.items()
+            if st not in ("succeeded", "pending", "queued")
+            for d in plan.descendants(k)
+        }
+        config = RunConfig.model_validate(run.config)
+        result = RunResult(run_id=run_id, status=run.status, steps=[], key_of=self.partition_key)
+        self._run_plan(run_id, plan, config, result, runnable=runnable, blocked=blocked)
         if raise_on_error:
             result.unwrap()
         return result

@@ -20,6 +20,7 @@ from flowstone import errors
 from flowstone.store import records
 
 if TYPE_CHECKING:
+    from flowstone.approval_types import ApprovalDecision, ApprovalRequest
     from flowstone.io.base import PreparedOutput
 
 __all__ = ["StepKey", "Store", "Success", "skip_error"]
@@ -52,9 +53,11 @@ class Store(ABC):
         run: records.NewRun,
         steps: Sequence[records.PlannedStep],
         *,
+        edges: Sequence[tuple[StepKey, StepKey]] = (),
         now: datetime | None = None,
     ) -> records.Run:
-        """In one transaction: insert the run, plan its steps (``pending``), audit ``run.requested``."""
+        """In one transaction: insert the run, plan its steps (``pending``) and their edges
+        ((upstream asset, key), (asset, key)), audit ``run.requested``."""
 
     @abstractmethod
     def get_run(self, run_id: str) -> records.Run | None:
@@ -168,6 +171,10 @@ class Store(ABC):
     def run_steps(self, run_id: str) -> list[records.Materialization]:
         """Every step of the run, in id order."""
 
+    @abstractmethod
+    def step_edges(self, run_id: str) -> list[tuple[StepKey, StepKey]]:
+        """The step-level edges of a run: ((upstream asset, key), (asset, key))."""
+
     # -- queries ------------------------------------------------------------------------------
 
     @abstractmethod
@@ -218,6 +225,30 @@ class Store(ABC):
     @abstractmethod
     def audit_events(self, *, run_id: str | None = None, limit: int = 1000) -> list[records.AuditEvent]:
         """Events in id order."""
+
+    # -- approvals (Postgres; the memory store has none) ------------------------------------------
+
+    def approval_decision(self, materialization_id: int) -> ApprovalDecision | None:
+        """The decision on a materialization's approval (``None``: none yet, or pending)."""
+        del materialization_id
+        return None
+
+    def request_approval(
+        self,
+        step: records.Materialization,
+        request: ApprovalRequest,
+        *,
+        actor: str,
+        defer_timeout: Any,
+        now: datetime | None = None,
+    ) -> records.Materialization | None:
+        """Record that a step waits for approval (Postgres stores only)."""
+        raise errors.ConfigurationError(
+            f"asset {step.asset!r} asks for approval, which needs the Postgres store (approvals are "
+            "rows people and timeouts decide on): create FlowStone without store='memory'",
+            asset=step.asset,
+            retryable=False,
+        )
 
     def close(self) -> None:  # noqa: B027 - optional hook, most stores hold nothing
         """Release connections."""

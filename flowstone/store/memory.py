@@ -54,6 +54,7 @@ class MemoryStore(base.Store):
         self._lineage: dict[int, list[tuple[int, str]]] = {}  # reader -> [(upstream, input)]
         self._readers: dict[int, list[tuple[int, str]]] = {}  # upstream -> [(reader, input)]
         self._audit: list[records.AuditEvent] = []
+        self._edges: dict[str, list[tuple[base.StepKey, base.StepKey]]] = {}
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -122,6 +123,7 @@ class MemoryStore(base.Store):
         run: records.NewRun,
         steps: Sequence[records.PlannedStep],
         *,
+        edges: Sequence[tuple[base.StepKey, base.StepKey]] = (),
         now: datetime | None = None,
     ) -> records.Run:
         at = _now(now)
@@ -144,6 +146,7 @@ class MemoryStore(base.Store):
                 finished_at=None,
             )
             self._runs[run.run_id] = created
+            self._edges[run.run_id] = list(edges)
             for step in steps:
                 if (run.run_id, step.asset, step.partition_key) not in self._by_step:
                     self._new_row(
@@ -378,6 +381,10 @@ class MemoryStore(base.Store):
                         )
                     )
         return skipped
+
+    def step_edges(self, run_id: str) -> list[tuple[base.StepKey, base.StepKey]]:
+        with self._lock:
+            return list(self._edges.get(run_id, ()))
 
     def run_steps(self, run_id: str) -> list[records.Materialization]:
         with self._lock:

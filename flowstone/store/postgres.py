@@ -187,10 +187,11 @@ class PostgresStore(base.Store):
         run: records.NewRun,
         steps: Sequence[records.PlannedStep],
         *,
+        edges: Sequence[tuple[base.StepKey, base.StepKey]] = (),
         now: datetime | None = None,
     ) -> records.Run:
         with translate_errors("create run"), self.connection() as conn, conn.transaction():
-            self.insert_run(conn, run, steps, now=now)
+            self.insert_run(conn, run, steps, edges=edges, now=now)
         created = self.get_run(run.run_id)
         if created is None:  # pragma: no cover - the insert above committed or raised
             raise errors.StoreError(f"run {run.run_id} vanished after insert")
@@ -202,9 +203,11 @@ class PostgresStore(base.Store):
         run: records.NewRun,
         steps: Sequence[records.PlannedStep],
         *,
+        edges: Sequence[tuple[base.StepKey, base.StepKey]] = (),
         now: datetime | None = None,
     ) -> None:
-        """Insert a run, its planned steps and the audit event on ``conn`` (caller's transaction)."""
+        """Insert a run, its planned steps, their edges and the audit event on ``conn`` (caller's
+        transaction)."""
         run_uuid = _uuid(run.run_id)
         conn.execute(
             Q("run_insert"),
@@ -234,6 +237,21 @@ class PostgresStore(base.Store):
                     for s in steps
                 ],
             )
+        if edges:
+            with conn.cursor() as cur:
+                cur.executemany(
+                    Q("step_edges_insert"),
+                    [
+                        {
+                            "run_id": run_uuid,
+                            "upstream_asset": up[0],
+                            "upstream_partition_key": up[1],
+                            "asset": down[0],
+                            "partition_key": down[1],
+                        }
+                        for up, down in edges
+                    ],
+                )
         conn.execute(
             Q("audit_insert"),
             self._audit_params(
@@ -453,6 +471,13 @@ class PostgresStore(base.Store):
             return []
         with translate_errors("skip steps"), self.connection() as conn:
             return self._skip_on(conn, run_id, steps, error=error, now=now)
+
+    def step_edges(self, run_id: str) -> list[tuple[base.StepKey, base.StepKey]]:
+        rows = self._all("read step edges", "step_edges_of_run", {"run_id": _uuid(run_id)})
+        return [
+            ((r["upstream_asset"], r["upstream_partition_key"]), (r["asset"], r["partition_key"]))
+            for r in rows
+        ]
 
     def run_steps(self, run_id: str) -> list[records.Materialization]:
         rows = self._all("read run steps", "materialization_run_steps", {"run_id": _uuid(run_id)})

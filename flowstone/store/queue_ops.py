@@ -75,22 +75,7 @@ class PostgresQueueStore(PostgresStore):
     ) -> None:
         """One transaction: run + planned steps + step edges + queued ready steps + their jobs."""
         with self._tx("submit run") as conn:
-            self.insert_run(conn, run, steps, now=now)
-            if edges:
-                with conn.cursor() as cur:
-                    cur.executemany(
-                        Q("step_edges_insert"),
-                        [
-                            {
-                                "run_id": run.run_id,
-                                "upstream_asset": up[0],
-                                "upstream_partition_key": up[1],
-                                "asset": down[0],
-                                "partition_key": down[1],
-                            }
-                            for up, down in edges
-                        ],
-                    )
+            self.insert_run(conn, run, steps, edges=edges, now=now)
             self._mark_and_defer(conn, run.run_id, ready, enqueue, now)
 
     def _mark_and_defer(

@@ -15,6 +15,7 @@ __all__ = [
     "ACTIVE",
     "STATUSES",
     "TERMINAL",
+    "Approval",
     "AuditEvent",
     "LineageRow",
     "Materialization",
@@ -147,3 +148,29 @@ class AuditEvent:
     asset: str | None
     partition_key: str | None
     details: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Approval:
+    """One row of ``flowstone_approvals``."""
+
+    id: int
+    materialization_id: int
+    run_id: str
+    asset: str
+    partition_key: str
+    status: str
+    message: str
+    context_data: dict[str, Any]
+    approvers: tuple[str, ...] | None
+    on_timeout: str
+    requested_at: datetime
+    timeout_at: datetime | None
+    decided_by: str | None
+    decided_at: datetime | None
+    reason: str | None
+
+    @property
+    def partition(self) -> partition_keys.PartitionValue | None:
+        """The typed partition value."""
+        return partition_keys.decode(self.partition_key)

@@ -175,7 +175,9 @@ DELETE FROM flowstone_outputs WHERE materialization_id = %(id)s;
 
 -- name: materialization_newest_all
 -- Returns the newest row (any status, highest id) of every (asset, partition_key) of one asset.
-SELECT DISTINCT ON (asset, partition_key) *
-FROM flowstone_materializations
-WHERE asset = %(asset)s
-ORDER BY asset, partition_key COLLATE "C", id DESC;
+SELECT *
+FROM (SELECT DISTINCT ON (partition_key) *
+      FROM flowstone_materializations
+      WHERE asset = %(asset)s
+      ORDER BY partition_key, id DESC) AS newest
+ORDER BY partition_key COLLATE "C";

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -154,18 +155,28 @@ def test_a_failure_whose_error_is_awkward_json_is_still_recorded_memory():
 
 
 @pytest.mark.parametrize("name", ["nan_context", "nul_message"])
-@pytest.mark.xfail(
-    strict=True,
-    raises=fs.StoreError,
-    reason="ExecutionError/FlowStoneError.to_dict() can hold NaN (a context float) or U+0000 (in a "
-    "message or traceback); Postgres jsonb refuses both, so fail_step raises StoreError and the step "
-    "and its run stay 'running' with no materialization.failed event (I12)",
-)
 def test_a_failure_whose_error_is_awkward_json_is_still_recorded_postgres(
     database_url: str, tmp_path: Path, name: str
 ):
+    """jsonb refuses NaN and U+0000: the error is stored with them made text (NaN as "nan", NUL as
+    the four characters \\x00), so the failure, its event and the run's end are all recorded."""
     with fs.FlowStone(DEFS, database_url=database_url, home=tmp_path, actor="tester") as rt:
         result = rt.materialize(name, raise_on_error=False)
         assert result.step(name).status == "failed"
         events = [e.event for e in rt.store.audit_events(run_id=result.run_id)]
         assert events == ["run.requested", "materialization.failed", "run.finished"]
+        run = rt.store.get_run(result.run_id)
+        assert run is not None
+        assert run.status == "failed"
+        row = rt.store.get_step(result.run_id, name, U)
+        assert row is not None
+        assert row.status == "failed"
+        assert row.error is not None
+        if name == "nan_context":
+            assert row.error["type"] == "ResourceError"
+            assert row.error["context"] == {"ratio": "nan"}
+        else:
+            assert row.error["type"] == "ExecutionError"
+            assert row.error["message"] == "ValueError: bad byte \\x00 in the input"
+            assert "\\x00" in row.error["context"]["traceback"]
+            assert "\\u0000" not in json.dumps(row.error)  # no NUL anywhere (json.dumps escapes it)

@@ -92,6 +92,25 @@ PIPELINE_RUNTIME = textwrap.dedent(
     """
 )
 
+# An asset that fails while the file ``fail-now`` exists in the working directory.
+FLAKY_PIPELINE = textwrap.dedent(
+    """
+    from pathlib import Path
+
+    import flowstone as fs
+
+
+    @fs.asset
+    def flaky() -> int:
+        if Path("fail-now").exists():
+            raise RuntimeError("asked to fail")
+        return 1
+
+
+    defs = fs.Definitions(assets=[flaky])
+    """
+)
+
 STEP_LINE = re.compile(r"(?P<status>\w+) +(?P<asset>\w+) \[(?P<key>[^\]]*)\] #(?P<id>\d+)")
 RUN_LINE = re.compile(r"run (?P<run_id>[0-9a-f-]{36}): (?P<status>\w+)")
 
@@ -226,7 +245,7 @@ def test_materialize_status_and_lineage(
     )
 
     table = _ok(status_all)
-    assert table[0].split() == ["ASSET", "PARTITION", "STATUS", "FINISHED", "(UTC)", "MS", "RUN"]
+    assert table[0].split() == ["ASSET", "PARTITION", "STATUS", "LAST", "SUCCESS", "(UTC)", "MS", "RUN"]
     rows = {line.split()[0]: line.split() for line in table[1:]}
     assert len(rows) == len(table) - 1 == 7
     for asset in ("numbers", "doubled", "squared", "report"):
@@ -239,19 +258,29 @@ def test_materialize_status_and_lineage(
     assert rows["daily"][-1] == day_run
     for asset in ("broken", "after_broken"):
         assert rows[asset] == [asset, "-", "never", "-", "-", "-"]
-    # assets with a row come first, the never-materialized ones last
-    assert {r.split()[0] for r in table[-2:]} == {"after_broken", "broken"}
+    # one block per asset in the order of the Definitions (topological, ties by name), the
+    # never-materialized ones in their place, not last
+    assert [line.split()[0] for line in table[1:]] == [
+        "numbers",
+        "broken",
+        "after_broken",
+        "daily",
+        "doubled",
+        "squared",
+        "report",
+    ]
 
     one = _ok(status_one)
     assert len(one) == 2
     assert one[1].split()[:3] == ["report", U, "succeeded"]
 
+    # numbers, read through doubled and through squared, is listed once: under the smaller id
+    assert ids["doubled"] < ids["squared"]
     assert _ok(tree) == [
         f"report [{U}] #{ids['report']} succeeded",
         f"├── doubled [{U}] #{ids['doubled']} succeeded",
         f"│   └── numbers [{U}] #{ids['numbers']} succeeded",
         f"└── squared [{U}] #{ids['squared']} succeeded",
-        f"    └── numbers [{U}] #{ids['numbers']} succeeded",
     ]
     assert _ok(down) == [
         f"numbers [{U}] #{ids['numbers']} succeeded",
@@ -413,25 +442,84 @@ def test_backfill_sync_and_flowstone_defs(
         assert [r.run_id for r in s.list_runs() if r.kind == "materialize"] == [numbers_run]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="cli._partition calls PartitionsDefinition.parse(text) without asset=, so a bad "
-    "--partition error does not name the asset (runtime.materialize does)",
-)
 def test_a_bad_partition_error_names_the_asset(cli: Cli):
-    line = _one_error_line(cli("materialize", "daily", "--partition", "2025-13-01", *DEFS))
-    assert line.startswith("error: InvalidPartitionError: ")
-    assert "asset=daily" in line or "'daily'" in line
+    results = cli.many(
+        ("materialize", "daily", "--partition", "2025-13-01", *DEFS),
+        ("materialize", "numbers", "daily", "--partition", "2025-13-01", *DEFS),
+        ("backfill", "daily", "--sync", "--partition", "2025-13-01", *DEFS),
+        ("lineage", "daily", "--partition", "2025-13-01", *DEFS),
+    )
+    for result in results:
+        line = _one_error_line(result)
+        assert line.startswith(
+            "error: InvalidPartitionError: invalid partition '2025-13-01' for asset 'daily'"
+        )
+        assert line.endswith("(asset=daily, partition=2025-13-01)")
+        assert result.stdout == ""
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="`flowstone status` lists only latest *succeeded* rows (store.latest_all): an asset whose "
-    "only materialization failed is shown as 'never', though its help says 'latest materialization'",
-)
 def test_status_shows_an_asset_that_only_failed_as_failed(cli: Cli):
-    assert cli("materialize", "broken", "--with-upstream", *DEFS).returncode == 1
+    failed = cli("materialize", "broken", "--with-upstream", *DEFS)
+    assert failed.returncode == 1
+    broken_run, _ = _run_line(failed.stdout.splitlines())
     table = _ok(cli("status", "broken", *DEFS))
-    assert table[1].split()[:3] == ["broken", U, "failed"]
+    assert len(table) == 2
+    assert table[0].split() == ["ASSET", "PARTITION", "STATUS", "LAST", "SUCCESS", "(UTC)", "MS", "RUN"]
+    asset, key, state, last_success, ms, run = table[1].split()
+    assert (asset, key, state, last_success, run) == ("broken", U, "failed", "-", broken_run)
+    assert ms.isdigit()
+
+
+def test_status_shows_the_newest_row_of_each_partition_with_its_last_success(cli: Cli):
+    assert cli("materialize", "numbers", *DEFS).returncode == 0
+    good, bad = cli.many(
+        ("materialize", "daily", "--partition", "2025-01-03", *DEFS),
+        ("materialize", "daily", "--partition", "2025-01-05", *DEFS),  # the asset raises on the 5th
+    )
+    good_run, _ = _run_line(_ok(good))
+    assert bad.returncode == 1
+    bad_run, _ = _run_line(bad.stdout.splitlines())
+    table = _ok(cli("status", "daily", *DEFS))
+    assert len(table) == 3
+    rows = [line.split() for line in table[1:]]
+    assert [r[:3] for r in rows] == [
+        ["daily", "d:2025-01-03", "succeeded"],
+        ["daily", "d:2025-01-05", "failed"],
+    ]
+    (_, _, _, day_, time_, ms, run), failed_row = rows
+    assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", day_)
+    assert re.fullmatch(r"\d{2}:\d{2}:\d{2}", time_)
+    assert ms.isdigit()
+    assert run == good_run
+    assert failed_row[3] == "-"  # that partition never succeeded
+    assert failed_row[-1] == bad_run
+
+
+def test_status_shows_a_failure_after_a_success_with_the_last_success_time(
+    cli: Cli, open_store: Callable[[], contextlib.closing[PostgresStore]]
+):
+    (cli.cwd / "flaky_pipeline.py").write_text(FLAKY_PIPELINE)
+    flaky_defs = ("--defs", "flaky_pipeline:defs")
+    never = _ok(cli("status", *flaky_defs))
+    assert never[1].split() == ["flaky", "-", "never", "-", "-", "-"]
+    first = _ok(cli("materialize", "flaky", *flaky_defs))
+    first_run, _ = _run_line(first)
+    (cli.cwd / "fail-now").write_text("")
+    second = cli("materialize", "flaky", *flaky_defs)
+    assert second.returncode == 1
+    second_run, _ = _run_line(second.stdout.splitlines())
+    table = _ok(cli("status", *flaky_defs))
+    assert len(table) == 2
+    asset, key, state, day_, time_, ms, run = table[1].split()
+    # the newest row (the failure, its duration and run) with the time of the last success
+    assert (asset, key, state, run) == ("flaky", U, "failed", second_run)
+    with open_store() as s:
+        success = s.latest("flaky", U)
+        assert success is not None
+        assert success.run_id == first_run
+        assert success.finished_at is not None
+        failure = s.get_step(second_run, "flaky", U)
+        assert failure is not None
+        assert failure.duration_ms is not None
+    assert f"{day_} {time_}" == success.finished_at.strftime("%Y-%m-%d %H:%M:%S")
+    assert ms == f"{failure.duration_ms:.0f}"

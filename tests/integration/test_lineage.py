@@ -95,23 +95,23 @@ def _ids(result: fs.RunResult) -> dict[str, int]:
 def test_upstream_of_a_diamond_with_depth_caps(runtime: fs.FlowStone):
     run = runtime.materialize("final", with_upstream=True)
     ids = _ids(run)
+    assert ids["doubled"] < ids["squared"]  # planned in topological order, ties by name
     full = runtime.lineage.upstream("final")
-    # one node per edge walked: numbers is reached through doubled and through squared
+    # each row once, at its nearest depth: numbers is reached through doubled and through squared,
+    # and is listed once, via the smaller id of the two
     assert _walk(full) == [
         (1, "report", U, ids["final"]),
         (2, "doubled", U, ids["report"]),
         (2, "squared", U, ids["report"]),
         (3, "numbers", U, ids["doubled"]),
-        (3, "numbers", U, ids["squared"]),
     ]
     assert [n.materialization_id for n in full] == [
         ids["report"],
         ids["doubled"],
         ids["squared"],
         ids["numbers"],
-        ids["numbers"],
     ]
-    assert [n.input_name for n in full] == ["report", "doubled", "squared", "numbers", "numbers"]
+    assert [n.input_name for n in full] == ["report", "doubled", "squared", "numbers"]
     assert {n.run_id for n in full} == {run.run_id}
     assert {n.status for n in full} == {"succeeded"}
     assert all(n.partition is None for n in full)
@@ -124,18 +124,20 @@ def test_upstream_of_a_diamond_with_depth_caps(runtime: fs.FlowStone):
 
 def test_downstream_of_a_diamond_with_depth_caps(runtime: fs.FlowStone):
     ids = _ids(runtime.materialize("final", with_upstream=True))
+    assert ids["doubled"] < ids["squared"]
     full = runtime.lineage.downstream("numbers")
+    # report read numbers through doubled and through squared: once, via the smaller id (doubled)
     assert _walk(full) == [
         (1, "doubled", U, ids["numbers"]),
         (1, "squared", U, ids["numbers"]),
         (2, "report", U, ids["doubled"]),
-        (2, "report", U, ids["squared"]),
-        (3, "final", U, ids["report"]),
         (3, "final", U, ids["report"]),
     ]
-    assert [n.input_name for n in full[:4]] == ["numbers", "numbers", "doubled", "squared"]
+    assert [n.materialization_id for n in full] == [ids[a] for a in ("doubled", "squared", "report", "final")]
+    assert [n.input_name for n in full] == ["numbers", "numbers", "doubled", "report"]
     assert runtime.lineage.downstream("numbers", depth=1) == full[:2]
-    assert runtime.lineage.downstream("numbers", depth=2) == full[:4]
+    assert runtime.lineage.downstream("numbers", depth=2) == full[:3]
+    assert runtime.lineage.downstream("numbers", depth=3) == full
     assert runtime.lineage.downstream("final") == []
 
 
@@ -147,7 +149,7 @@ def test_walks_start_from_the_latest_succeeded_materialization(runtime: fs.FlowS
     # numbers' latest (second run) was read by nobody yet
     assert runtime.lineage.downstream("numbers") == []
     # report's latest still points at the numbers of the first run
-    (numbers_node, _) = [n for n in runtime.lineage.upstream("report") if n.asset == "numbers"]
+    (numbers_node,) = [n for n in runtime.lineage.upstream("report") if n.asset == "numbers"]
     assert numbers_node.materialization_id == first.step("numbers").id
     assert numbers_node.run_id == first.run_id
     third = runtime.materialize("doubled")
@@ -169,15 +171,11 @@ def test_depth_below_one_is_an_error(runtime: fs.FlowStone, depth: int):
         runtime.lineage.downstream("numbers", depth=depth)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=pytest.fail.Exception,
-    reason="Lineage.upstream/downstream look up the start before validating depth: depth=0 on an "
-    "asset that was never materialized returns [] instead of raising",
-)
 def test_depth_below_one_is_an_error_even_before_anything_was_materialized(runtime: fs.FlowStone):
-    with pytest.raises(fs.FlowStoneError, match="depth must be at least 1"):
+    with pytest.raises(fs.FlowStoneError, match="depth must be at least 1, got 0"):
         runtime.lineage.upstream("report", depth=0)
+    with pytest.raises(fs.FlowStoneError, match="depth must be at least 1, got -1"):
+        runtime.lineage.downstream("numbers", depth=-1)
 
 
 def test_unknown_asset_and_bad_partitions_are_refused(runtime: fs.FlowStone):
@@ -235,8 +233,12 @@ def test_all_partitions_reads_a_dict_with_one_lineage_edge_per_partition(runtime
         ("daily", d, "daily", rollup_id) for d in ALL_DAYS
     ]
     assert [n.materialization_id for n in direct] == [result.step("daily", d).id for d in ALL_DAYS]
-    # and numbers once per day it was read through
-    assert [(n.depth, n.asset) for n in runtime.lineage.upstream("rollup")[4:]] == [(2, "numbers")] * 4
+    # and numbers once, though every day read it: via the smallest id among the days
+    first_day = min(n.materialization_id for n in direct)
+    assert [
+        (n.depth, n.asset, n.materialization_id, n.via_materialization_id, n.input_name)
+        for n in runtime.lineage.upstream("rollup")[4:]
+    ] == [(2, "numbers", result.step("numbers").id, first_day, "numbers")]
     for day in ALL_DAYS:
         (reader,) = runtime.lineage.downstream("daily", day)
         assert (reader.asset, reader.materialization_id, reader.partition) == ("rollup", rollup_id, None)
@@ -322,13 +324,6 @@ def test_impact_of_a_partition(runtime: fs.FlowStone):
     assert by_key[("daily", "d:2025-01-02")].read_start is True
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="Lineage.impact derives the partition from the start row: when (asset, partition) has no "
-    "succeeded materialization it lists every partition of partitioned downstream assets instead of "
-    "the requested one",
-)
 def test_impact_of_a_partition_that_was_never_materialized(runtime: fs.FlowStone):
     runtime.materialize("numbers")
     runtime.materialize("daily", partition="2025-01-02")
@@ -340,13 +335,6 @@ def test_impact_of_a_partition_that_was_never_materialized(runtime: fs.FlowStone
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="Lineage.impact caps the walk behind read_start at the shortest graph distance; an asset "
-    "that also reads the start through a longer path (here: a deps edge plus an input) is reported "
-    "as not having read it",
-)
 def test_impact_read_start_follows_every_path(runtime: fs.FlowStone, tmp_path: Path):
     @fs.asset
     def a() -> int:
@@ -364,6 +352,35 @@ def test_impact_read_start_follows_every_path(runtime: fs.FlowStone, tmp_path: P
     result = rt.materialize("x", with_upstream=True)
     assert [n.materialization_id for n in rt.lineage.upstream("x") if n.asset == "a"] == [result.step("a").id]
     assert {r.asset: r.read_start for r in rt.lineage.impact("a")} == {"b": True, "x": True}
+
+
+def test_a_row_reachable_at_two_depths_is_listed_once_at_the_nearest(runtime: fs.FlowStone, tmp_path: Path):
+    @fs.asset
+    def a() -> int:
+        return 1
+
+    @fs.asset
+    def b(a: int) -> int:
+        return a + 1
+
+    @fs.asset
+    def c(a: int, b: int) -> int:  # reads a directly (depth 1) and through b (depth 2)
+        return a + b
+
+    rt = fs.FlowStone(fs.Definitions(assets=[a, b, c]), store=runtime.store, home=tmp_path)
+    ids = _ids(rt.materialize("c", with_upstream=True))
+    up = rt.lineage.upstream("c")
+    assert [(n.depth, n.asset, n.materialization_id, n.via_materialization_id, n.input_name) for n in up] == [
+        (1, "a", ids["a"], ids["c"], "a"),
+        (1, "b", ids["b"], ids["c"], "b"),
+    ]
+    down = rt.lineage.downstream("a")
+    assert [
+        (n.depth, n.asset, n.materialization_id, n.via_materialization_id, n.input_name) for n in down
+    ] == [
+        (1, "b", ids["b"], ids["a"], "a"),
+        (1, "c", ids["c"], ids["a"], "a"),
+    ]
 
 
 def test_results_hold_plain_strings_and_typed_partition_values(runtime: fs.FlowStone):

@@ -189,11 +189,70 @@ def test_lineage_walks_respect_depth(store: Store):
     a = succeed(store, run_id, "a")
     b = succeed(store, run_id, "b", lineage=[(a.id, "a")])
     c = succeed(store, run_id, "c", lineage=[(b.id, "b"), (a.id, "a")])
+    # each row once, at its nearest depth: a is read by c directly and through b
     up = store.lineage_upstream(c.id, max_depth=10)
-    assert [(r.depth, r.asset) for r in up] == [(1, "a"), (1, "b"), (2, "a")]
-    assert [(r.depth, r.asset) for r in store.lineage_upstream(c.id, max_depth=1)] == [(1, "a"), (1, "b")]
+    assert [(r.depth, r.asset, r.id, r.via_id, r.input_name) for r in up] == [
+        (1, "a", a.id, c.id, "a"),
+        (1, "b", b.id, c.id, "b"),
+    ]
+    assert store.lineage_upstream(c.id, max_depth=1) == up
     down = store.lineage_downstream(a.id, max_depth=10)
-    assert [(r.depth, r.asset, r.via_id) for r in down] == [(1, "b", a.id), (1, "c", a.id), (2, "c", b.id)]
+    assert [(r.depth, r.asset, r.id, r.via_id, r.input_name) for r in down] == [
+        (1, "b", b.id, a.id, "a"),
+        (1, "c", c.id, a.id, "a"),
+    ]
+    assert store.lineage_upstream(a.id, max_depth=10) == []
+    assert store.lineage_downstream(c.id, max_depth=10) == []
+
+    # a row on several paths: once, at its nearest depth, via the smallest id on the level below
+    #   s ─┬─ y ──────── x
+    #      └─ w ── z ──┘        (z also reads x; z's id is the smallest of all)
+    paths_run = new_run(store, [("z", U), ("x", U), ("y", U), ("w", U), ("s", U)])
+    x = succeed(store, paths_run, "x")
+    z = succeed(store, paths_run, "z", lineage=[(x.id, "in_x")])
+    y = succeed(store, paths_run, "y", lineage=[(x.id, "in_x")])
+    w = succeed(store, paths_run, "w", lineage=[(z.id, "in_z")])
+    s = succeed(store, paths_run, "s", lineage=[(y.id, "in_y"), (w.id, "in_w")])
+    assert z.id < x.id < y.id < w.id < s.id
+    up = store.lineage_upstream(s.id, max_depth=10)
+    # x is at depth 2 through y, and at depth 3 through w and z: listed once, at 2, via y (the
+    # only row on level 1 that reads it), not via z (a smaller id, on level 2)
+    assert [(r.depth, r.asset, r.id, r.via_id, r.input_name) for r in up] == [
+        (1, "w", w.id, s.id, "in_w"),
+        (1, "y", y.id, s.id, "in_y"),
+        (2, "x", x.id, y.id, "in_x"),
+        (2, "z", z.id, w.id, "in_z"),
+    ]
+    assert store.lineage_upstream(s.id, max_depth=1) == up[:2]
+    assert store.lineage_upstream(s.id, max_depth=2) == up
+    down = store.lineage_downstream(x.id, max_depth=10)
+    # s reads x through y (depth 2) and through z and w (depth 3): once, at 2, via y
+    assert [(r.depth, r.asset, r.id, r.via_id, r.input_name) for r in down] == [
+        (1, "y", y.id, x.id, "in_x"),
+        (1, "z", z.id, x.id, "in_x"),
+        (2, "s", s.id, y.id, "in_y"),
+        (2, "w", w.id, z.id, "in_z"),
+    ]
+    assert store.lineage_downstream(x.id, max_depth=1) == down[:2]
+    # two rows on the level below read the same row: the smaller id is named
+    other_run = new_run(store, [("p", U), ("q", U), ("r", U), ("t", U)])
+    p = succeed(store, other_run, "p")
+    q1 = succeed(store, other_run, "q", lineage=[(p.id, "in_p")])
+    q2 = succeed(store, other_run, "r", lineage=[(p.id, "in_p")])
+    t = succeed(store, other_run, "t", lineage=[(q2.id, "in_r"), (q1.id, "in_q")])
+    assert q1.id < q2.id
+    up = store.lineage_upstream(t.id, max_depth=10)
+    assert [(n.depth, n.asset, n.via_id, n.input_name) for n in up] == [
+        (1, "q", t.id, "in_q"),
+        (1, "r", t.id, "in_r"),
+        (2, "p", q1.id, "in_p"),
+    ]
+    down = store.lineage_downstream(p.id, max_depth=10)
+    assert [(n.depth, n.asset, n.via_id, n.input_name) for n in down] == [
+        (1, "q", p.id, "in_p"),
+        (1, "r", p.id, "in_p"),
+        (2, "t", q1.id, "in_q"),
+    ]
 
 
 def test_succeeded_keys_and_skip_steps(store: Store):
@@ -253,3 +312,18 @@ def test_i7_concurrent_successes_of_one_attempt_commit_once(store: Store):
         t.join()
     assert sum(r is not None for r in results) == 1
     assert [e.event for e in store.audit_events(run_id=run_id)].count("materialization.succeeded") == 1
+
+
+def test_newest_all_shows_the_newest_row_of_any_status(store: Store):
+    run_id = new_run(store, [("a", "s:b"), ("a", "s:a")])
+    succeed(store, run_id, "a", "s:b")
+    later = new_run(store, [("a", "s:b")])
+    step = store.start_step(later, "a", "s:b")
+    assert step is not None
+    store.fail_step(step, error={"type": "X"}, skip=[], actor="t")
+    newest = store.newest_all("a")
+    assert [(m.partition_key, m.status, m.run_id) for m in newest] == [
+        ("s:a", "pending", run_id),
+        ("s:b", "failed", later),
+    ]
+    assert store.newest_all("nothing") == []

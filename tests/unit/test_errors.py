@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import uuid
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -132,15 +133,52 @@ def test_to_dict_is_json_serialisable_with_odd_context_values():
     assert error.context["day"] == date(2025, 1, 1)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="errors._json_safe passes non-finite floats through: to_dict() holds NaN/Infinity, which "
-    "is not JSON and which Postgres jsonb refuses",
-)
 def test_to_dict_is_strict_json_even_with_non_finite_floats():
-    error = fs.ResourceError("bad ratio", context={"ratio": float("nan"), "limit": float("inf")})
-    json.dumps(error.to_dict(), allow_nan=False)
+    error = fs.ResourceError(
+        "bad ratio",
+        context={
+            "ratio": float("nan"),
+            "limit": float("inf"),
+            "floor": float("-inf"),
+            "fine": 2.5,
+            "nested": [{"x": float("nan")}, (float("inf"),)],
+        },
+    )
+    as_dict = json.loads(json.dumps(error.to_dict(), allow_nan=False))  # must not raise
+    assert as_dict["context"] == {
+        "ratio": "nan",
+        "limit": "inf",
+        "floor": "-inf",
+        "fine": 2.5,
+        "nested": [{"x": "nan"}, ["inf"]],
+    }
+    assert error.context["fine"] == 2.5
+    assert math.isnan(error.context["ratio"])  # the error's own context is left untouched
+
+
+def test_to_dict_replaces_nul_characters_with_visible_text():
+    class Nul:
+        def __repr__(self) -> str:
+            return "<Nul \x00>"
+
+    error = fs.ExecutionError(
+        "bad byte \x00 here",
+        asset="a\x00",
+        partition="s:b\x00",
+        run_id="r\x00",
+        context={"text": "x\x00y", "key\x00": ["\x00", Nul()], "plain": "no nul"},
+    )
+    as_dict = error.to_dict()
+    text = json.dumps(as_dict, allow_nan=False)
+    assert "\\u0000" not in text  # json.dumps writes a NUL as \\u0000: there is none
+    assert as_dict["message"] == "bad byte \\x00 here"
+    assert (as_dict["asset"], as_dict["partition"], as_dict["run_id"]) == ("a\\x00", "s:b\\x00", "r\\x00")
+    assert as_dict["context"] == {
+        "text": "x\\x00y",
+        "key\\x00": ["\\x00", "<Nul \\x00>"],
+        "plain": "no nul",
+    }
+    assert error.message == "bad byte \x00 here"  # the exception itself keeps the original text
 
 
 def test_execution_error_from_exception_keeps_type_message_traceback_and_cause():

@@ -1,0 +1,69 @@
+"""``runtime.approvals``: list, read and decide approval gates (I13).
+
+A decision is a compare-and-set from ``pending``: of two concurrent deciders exactly one wins, the
+other gets :class:`~flowstone.errors.ApprovalAlreadyDecidedError`. ``approvers`` restricts who may
+decide (:class:`~flowstone.errors.NotAllowedError`). Approve re-queues the step (queued runs: its
+job is deferred in the same transaction; in-process runs: ``runtime.resume(run_id)`` continues
+them); reject ends it ``rejected`` and skips what depends on it. ``expire_due(now=...)`` applies the
+timeouts that are due (workers do it on their own through the timeout job and a periodic sweep).
+"""
+
+from __future__ import annotations
+
+import builtins
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from flowstone import errors
+from flowstone.store import records
+from flowstone.store.approval_ops import SYSTEM_ACTOR
+
+if TYPE_CHECKING:
+    from flowstone.runtime import FlowStone
+
+__all__ = ["SYSTEM_ACTOR", "Approvals"]
+
+
+class Approvals:
+    """The approvals of one runtime's database."""
+
+    def __init__(self, runtime: FlowStone) -> None:
+        self._runtime = runtime
+
+    def list(self, status: str | None = "pending", *, limit: int = 100) -> list[records.Approval]:
+        """Approvals with ``status`` (``None``: all), oldest request first."""
+        return self._runtime.queue_store().list_approvals(status=status, limit=limit)
+
+    def get(self, approval_id: int) -> records.Approval:
+        """One approval; ``ApprovalNotFoundError`` if there is none with this id."""
+        approval = self._runtime.queue_store().get_approval(approval_id)
+        if approval is None:
+            raise errors.ApprovalNotFoundError(f"there is no approval {approval_id}")
+        return approval
+
+    def approve(self, approval_id: int, *, by: str, reason: str | None = None) -> records.Approval:
+        """Approve: the step runs again and ``require_approval`` returns this decision."""
+        return self._decide(approval_id, "approve", by=by, reason=reason)
+
+    def reject(self, approval_id: int, *, by: str, reason: str | None = None) -> records.Approval:
+        """Reject: the step ends ``rejected`` and the steps that depend on it are ``skipped``."""
+        return self._decide(approval_id, "reject", by=by, reason=reason)
+
+    def _decide(self, approval_id: int, decision: str, *, by: str, reason: str | None) -> records.Approval:
+        if not isinstance(by, str) or not by.strip():
+            raise errors.ConfigurationError("a decision needs the name of who decides: by='alice'")
+        if by == SYSTEM_ACTOR:
+            raise errors.NotAllowedError(f"{SYSTEM_ACTOR!r} is reserved for timeouts")
+        store = self._runtime.queue_store()
+        return store.decide_approval(
+            approval_id,
+            "approve" if decision == "approve" else "reject",
+            by=by,
+            reason=reason,
+            enqueue=self._runtime.enqueuer(),
+        )
+
+    def expire_due(self, *, now: datetime | None = None) -> builtins.list[records.Approval]:
+        """Apply ``on_timeout`` to the pending approvals due at ``now`` (default: the database
+        clock), as the actor ``system``; returns the approvals decided."""
+        return self._runtime.queue_store().expire_due_approvals(enqueue=self._runtime.enqueuer(), now=now)
