@@ -184,10 +184,12 @@ class MemoryStore(base.Store):
             if run is None or run.status in records.RUN_TERMINAL:
                 return None
             statuses = [r.status for r in self._rows.values() if r.run_id == run_id]
-            if any(s in records.ACTIVE for s in statuses):
+            if any(s in ("queued", "running") for s in statuses):
                 status = "running"
             elif "waiting_approval" in statuses:
-                status = "waiting_approval"
+                status = "waiting_approval"  # pending steps can only be waiting behind the gate
+            elif "pending" in statuses:
+                status = "running"
             elif "cancelled" in statuses:
                 status = "cancelled"
             elif any(s in {"failed", "rejected", "skipped"} for s in statuses):

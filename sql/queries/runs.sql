@@ -24,7 +24,9 @@ LIMIT %(limit)s;
 -- (run_finish_sweep_claim) and RunHandle.wait() finish such runs.
 WITH probe AS (
     SELECT EXISTS (SELECT 1 FROM flowstone_materializations
-                   WHERE run_id = %(run_id)s AND status IN ('pending', 'queued', 'running')) AS active,
+                   WHERE run_id = %(run_id)s AND status IN ('queued', 'running'))            AS active,
+           EXISTS (SELECT 1 FROM flowstone_materializations
+                   WHERE run_id = %(run_id)s AND status = 'pending')                      AS pending,
            EXISTS (SELECT 1 FROM flowstone_materializations
                    WHERE run_id = %(run_id)s AND status = 'waiting_approval')             AS waiting,
            EXISTS (SELECT 1 FROM flowstone_materializations
@@ -34,7 +36,9 @@ WITH probe AS (
 ), next AS (
     SELECT CASE
                WHEN active THEN 'running'
+               -- nothing queued or running: pending steps can only be waiting behind the gate
                WHEN waiting THEN 'waiting_approval'
+               WHEN pending THEN 'running'
                WHEN cancelled THEN 'cancelled'
                WHEN bad THEN 'failed'
                ELSE 'succeeded'
