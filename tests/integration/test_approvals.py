@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 import flowstone as fs
-from flowstone import partition_keys
+from flowstone import cli, partition_keys
 from tests.integration.queue_harness import Pipeline, eventually
 
 U = partition_keys.UNPARTITIONED
@@ -223,8 +223,6 @@ def test_memory_store_refuses_approvals_with_a_clear_error():
 
 
 def test_cli_lists_and_decides(runtime: fs.FlowStone, database_url: str, capsys: pytest.CaptureFixture[str]):
-    from flowstone import cli
-
     runtime.materialize("gated", with_upstream=True, raise_on_error=False)
     approval = _pending(runtime)
     runtime.close()
@@ -321,7 +319,7 @@ def test_queued_redelivery_asks_twice_but_records_one_approval(pipeline: Pipelin
             "%s::jsonb, NULL)]::procrastinate_job_to_defer_v1[])",
             (json.dumps(args),),
         )
-    eventually(lambda: (pipeline.markers / "asked-2").exists(), what="the step to ask again")
+    eventually((pipeline.markers / "asked-2").exists, what="the step to ask again")
     assert handle.wait(timeout=60).status == "waiting_approval"
     assert pipeline.sql("SELECT count(*) FROM flowstone_approvals") == [(1,)]
     events = [e.event for e in pipeline.runtime.store.audit_events(run_id=handle.run_id)]
