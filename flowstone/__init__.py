@@ -68,6 +68,15 @@ from flowstone.partitions import (
 from flowstone.queue import RunHandle
 from flowstone.resources import Resource
 from flowstone.runtime import BackfillResult, FlowStone, RunConfig, RunResult
+from flowstone.schedules import (
+    AutomationCondition,
+    PartitionFromTick,
+    RunRequest,
+    Schedule,
+    Sensor,
+    SensorContext,
+    sensor,
+)
 from flowstone.store.records import Approval, Materialization, Run
 
 __all__ = [
@@ -82,6 +91,7 @@ __all__ = [
     "ApprovalTimedOutError",
     "AssetContext",
     "AssetDef",
+    "AutomationCondition",
     "BackfillResult",
     "ConfigurationError",
     "DailyPartitions",
@@ -113,6 +123,7 @@ __all__ = [
     "OutputDecodeError",
     "OutputNotSerializableError",
     "OutputRef",
+    "PartitionFromTick",
     "PartitionMapping",
     "PartitionsDefinition",
     "PostgresIOManager",
@@ -124,7 +135,11 @@ __all__ = [
     "RunConfig",
     "RunConfigMissingError",
     "RunHandle",
+    "RunRequest",
     "RunResult",
+    "Schedule",
+    "Sensor",
+    "SensorContext",
     "StaticPartitions",
     "StoreError",
     "TimeWindow",
@@ -134,4 +149,5 @@ __all__ = [
     "__version__",
     "asset",
     "build_asset_context",
+    "sensor",
 ]

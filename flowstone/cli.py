@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -324,6 +326,11 @@ def _cmd_lineage(args: argparse.Namespace) -> int:
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
     runtime = _runtime(args)
     queues = [q.strip() for q in args.queues.split(",") if q.strip()] if args.queues else None
     _err(
@@ -382,6 +389,84 @@ def _cmd_approvals(args: argparse.Namespace) -> int:
         return 0
 
 
+def _parse_now(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise errors.ConfigurationError(
+            f"--now must be an ISO timestamp with a timezone, got {text!r}"
+        ) from None
+    if value.tzinfo is None:
+        raise errors.ConfigurationError(f"--now needs a timezone (e.g. {text}+00:00)")
+    return value
+
+
+def _cmd_schedules(args: argparse.Namespace) -> int:
+    with _runtime(args) as rt:
+        if args.action == "list":
+            _out(
+                f"{'NAME':<24} {'CRON':<16} {'TZ':<16} {'STATE':<8} {'LAST TICK':<26} {'NEXT TICK':<26} TICKS"
+            )
+            for st in rt.schedules.list(now=_parse_now(args.now)):
+                state = "off" if not st.enabled else "paused" if st.paused else "on"
+                last = st.last_tick_at.isoformat() if st.last_tick_at else "-"
+                nxt = st.next_tick_at.isoformat() if st.next_tick_at else "-"
+                _out(
+                    f"{st.name:<24} {st.cron:<16} {st.timezone:<16} {state:<8} {last:<26} {nxt:<26} "
+                    + str(st.ticks)
+                )
+            return 0
+        if args.action in ("pause", "resume"):
+            if not args.name:
+                raise errors.ConfigurationError(f"schedules {args.action} needs a schedule name")
+            change = rt.schedules.pause if args.action == "pause" else rt.schedules.resume
+            st = change(args.name, by=rt.actor)
+            _out(f"schedule {st.name}: {'paused' if st.paused else 'on'}")
+            return 0
+        fired = rt.schedules.tick(now=_parse_now(args.now), only=args.name)
+        for name, runs in fired.items():
+            for run_id in runs:
+                _out(f"schedule {name}: submitted run {run_id}")
+        if not fired:
+            _out("no tick was due")
+        return 0
+
+
+def _cmd_sensors(args: argparse.Namespace) -> int:
+    with _runtime(args) as rt:
+        if args.action == "list":
+            _out(
+                f"{'NAME':<24} {'EVERY':>7} {'EVALS':>6} {'REQUESTS':>8}  {'LAST (UTC)':<20} "
+                + "CURSOR / LAST ERROR"
+            )
+            for st in rt.sensors.list():
+                last = f"{st.last_evaluated_at:%Y-%m-%d %H:%M:%S}" if st.last_evaluated_at else "-"
+                tail = f"error: {st.last_error['message']}" if st.last_error else (st.cursor or "-")
+                counts = f"{st.interval_s:>6.0f}s {st.evaluations:>6} {st.requests:>8}"
+                _out(f"{st.name:<24} {counts}  {last:<20} {tail}")
+            return 0
+        submitted = rt.sensors.tick(now=_parse_now(args.now), force=args.force)
+        for name, runs in submitted.items():
+            for run_id in runs:
+                _out(f"sensor {name}: submitted run {run_id}")
+        if not submitted:
+            _out("no run was requested")
+        return 0
+
+
+def _cmd_gc(args: argparse.Namespace) -> int:
+    with _runtime(args) as rt:
+        report = rt.gc(args.keep_last, dry_run=args.dry_run)
+        verb = "would delete" if args.dry_run else "deleted"
+        counts = ", ".join(f"{n} from {key}" for key, n in sorted(report.deleted.items())) or "nothing"
+        _out(f"gc (keep last {args.keep_last}): {report.planned} old version(s); {verb} {counts}")
+        for reason in report.skipped:
+            _err(f"kept {reason}")
+        return 0
+
+
 def _add_common(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--defs", default=None, help="module:attribute of the Definitions (or FLOWSTONE_DEFS)")
     sub.add_argument("--database-url", default=None, help="Postgres URL (default: FLOWSTONE_DATABASE_URL)")
@@ -414,6 +499,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_commands(commands)
     _add_query_commands(commands)
     _add_approval_commands(commands)
+    _add_automation_commands(commands)
+    gc = commands.add_parser("gc", help="delete old output versions (keep the latest N per partition)")
+    _add_common(gc)
+    gc.add_argument("--keep-last", type=int, default=1, help="succeeded versions to keep (>= 1)")
+    gc.add_argument("--dry-run", action="store_true", help="only say what would be deleted")
+    gc.set_defaults(handler=_cmd_gc)
     return parser
 
 
@@ -461,6 +552,9 @@ def _add_run_commands(commands: Any) -> None:
     worker.add_argument("--queues", default=None, help="comma-separated queues (default: all)")
     worker.add_argument("--name", default="flowstone-worker", help="worker name (in logs)")
     worker.add_argument("--one-shot", action="store_true", help="exit when no job is left")
+    worker.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"], help="log level"
+    )
     worker.set_defaults(handler=_cmd_worker)
 
 
@@ -474,6 +568,24 @@ def _add_approval_commands(commands: Any) -> None:
     app.add_argument("--by", default=None, help="who decides (default: FLOWSTONE_ACTOR or the OS user)")
     app.add_argument("--reason", default=None, help="why (recorded with the decision)")
     app.set_defaults(handler=_cmd_approvals)
+
+
+def _add_automation_commands(commands: Any) -> None:
+    sch = commands.add_parser("schedules", help="list, pause, resume or tick the schedules")
+    _add_common(sch)
+    sch.add_argument("action", choices=["list", "pause", "resume", "tick"])
+    sch.add_argument(
+        "name", nargs="?", default=None, help="schedule name (pause/resume; tick: only this one)"
+    )
+    sch.add_argument("--now", default=None, help="evaluate at this ISO time (default: now)")
+    sch.set_defaults(handler=_cmd_schedules)
+
+    sen = commands.add_parser("sensors", help="list the sensors or evaluate them once")
+    _add_common(sen)
+    sen.add_argument("action", choices=["list", "tick"])
+    sen.add_argument("--now", default=None, help="evaluate at this ISO time (default: now)")
+    sen.add_argument("--force", action="store_true", help="tick: evaluate even sensors not yet due")
+    sen.set_defaults(handler=_cmd_sensors)
 
 
 def _add_query_commands(commands: Any) -> None:

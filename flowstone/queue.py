@@ -293,7 +293,7 @@ class JobRunner:
 
 
 def build_blueprint(
-    runtime: FlowStone, *, recovery_interval_s: int, stalled_after_s: float
+    runtime: FlowStone, *, recovery_interval_s: int, stalled_after_s: float, automation_interval_s: int = 10
 ) -> procrastinate.Blueprint:
     """The blueprint holding FlowStone's tasks (add it with ``namespace="flowstone"``)."""
     store = runtime.queue_store()
@@ -323,6 +323,16 @@ def build_blueprint(
         expired = store.expire_due_approvals(enqueue=enqueuer)
         if expired:
             logger.info("applied the timeout of %d approval(s)", len(expired))
+
+    @blueprint.periodic(cron=_every(automation_interval_s))
+    @blueprint.task(name="automation_tick", queue=DEFAULT_QUEUE)
+    def automation_tick(timestamp: int) -> None:
+        """Evaluate schedules and due sensors (each claims its state row with SKIP LOCKED)."""
+        del timestamp
+        fired = runtime.schedules.tick()
+        submitted = runtime.sensors.tick()
+        if fired or submitted:
+            logger.info("automation: schedules %s, sensors %s", fired, submitted)
 
     @blueprint.task(name="approval_timeout", queue=DEFAULT_QUEUE)
     def approval_timeout(**kwargs: Any) -> None:
@@ -420,6 +430,7 @@ def submit(
     with_upstream: bool,
     config: Any,
     tags: Mapping[str, str] | None,
+    conn: psycopg.Connection[Any] | None = None,
 ) -> RunHandle:
     """Plan the run and write it, its steps, its edges and the jobs of its ready steps in ONE
     transaction (I1, I11). A failure anywhere rolls all of it back."""
@@ -452,6 +463,7 @@ def submit(
         edges,
         ready,
         runtime.enqueuer(),
+        conn=conn,
     )
     return RunHandle(runtime, run_id)
 

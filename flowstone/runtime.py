@@ -18,7 +18,7 @@ import procrastinate
 import pydantic
 
 from flowstone import approvals as approvals_mod
-from flowstone import definitions, errors, execution, partition_keys, planning, queue, resources
+from flowstone import automation, definitions, errors, execution, partition_keys, planning, queue, resources
 from flowstone import lineage as lineage_mod
 from flowstone import settings as settings_mod
 from flowstone.errors import FlowStoneError
@@ -31,7 +31,7 @@ from flowstone.store.approval_ops import PostgresFlowStore
 from flowstone.store.memory import MemoryStore
 from flowstone.store.postgres import PostgresStore
 
-__all__ = ["BackfillResult", "FlowStone", "RunConfig", "RunResult"]
+__all__ = ["BackfillResult", "FlowStone", "GcReport", "RunConfig", "RunResult"]
 
 Progress = Callable[[int, int], None]
 
@@ -117,6 +117,16 @@ class RunResult:
 
 
 @dataclass(frozen=True)
+class GcReport:
+    """What ``runtime.gc`` removed: output versions by IO manager key, and what it left."""
+
+    planned: int
+    deleted: dict[str, int]
+    skipped: list[str] = field(default_factory=list)
+    """Why some versions stayed (e.g. written by an IO manager that is not configured)."""
+
+
+@dataclass(frozen=True)
 class BackfillResult:
     """Counts of a backfill: partitions that succeeded, failed, or were skipped (already done)."""
 
@@ -149,6 +159,7 @@ class FlowStone:
         stalled_after_s: float = 30.0,
         heartbeat_interval_s: float = 10.0,
         worker_pool_size: int = 10,
+        automation_interval_s: int = 10,
     ) -> None:
         self.defs = defs
         env = settings_mod.Settings.from_env()
@@ -165,13 +176,18 @@ class FlowStone:
                         "(not store='memory')"
                     )
                 manager.bind(self.store)
+                manager.validate_assets([a.name for a in defs.assets.values() if a.io_manager == key])
         self.lineage = lineage_mod.Lineage(defs, self.store)
         self.approvals = approvals_mod.Approvals(self)
+        automation.validate(self)
+        self.schedules = automation.Schedules(self)
+        self.sensors = automation.Sensors(self)
         self._queue_options = {
             "recovery_interval_s": recovery_interval_s,
             "stalled_after_s": stalled_after_s,
             "heartbeat_interval_s": heartbeat_interval_s,
             "worker_pool_size": worker_pool_size,
+            "automation_interval_s": automation_interval_s,
         }
         self._enqueuer: queue.Enqueuer | None = None
         self._blueprint: procrastinate.Blueprint | None = None
@@ -238,6 +254,7 @@ class FlowStone:
                 self,
                 recovery_interval_s=int(self._queue_options["recovery_interval_s"]),
                 stalled_after_s=float(self._queue_options["stalled_after_s"]),
+                automation_interval_s=int(self._queue_options["automation_interval_s"]),
             )
         return self._blueprint
 
@@ -308,6 +325,10 @@ class FlowStone:
         handle = queue.RunHandle(self, run_id)
         handle.run()  # raises if it does not exist
         return handle
+
+    def run_config(self, run_config: Mapping[str, Any] | RunConfig | None) -> RunConfig:
+        """Validate a run config (a mapping, a RunConfig or ``None``)."""
+        return self._config(run_config)
 
     @staticmethod
     def _config(run_config: Mapping[str, Any] | RunConfig | None) -> RunConfig:
@@ -538,6 +559,39 @@ class FlowStone:
                 )
             return definition.partitions.key_range(start, end, asset=definition.name)
         return definition.partitions.keys()
+
+    # -- retention ----------------------------------------------------------------------------
+
+    def gc(self, keep_last: int = 1, *, dry_run: bool = False) -> GcReport:
+        """Delete output versions no longer referenced by the latest ``keep_last`` succeeded
+        materializations of each asset and partition (Postgres and filesystem IO managers). The
+        version ``latest()`` returns is never touched; runs still in flight are left alone."""
+        candidates = self.store.gc_candidates(keep_last)
+        deleted: dict[str, int] = {}
+        skipped: list[str] = []
+        postgres_ids: list[int] = []
+        for candidate in candidates:
+            key = str(candidate.output_ref.get("manager", ""))
+            manager = self.io_managers.get(key)  # a dict lookup of a stored name (I3)
+            if manager is None:
+                skipped.append(f"#{candidate.materialization_id}: IO manager {key!r} is not configured")
+                continue
+            if dry_run:
+                deleted[key] = deleted.get(key, 0) + 1
+            elif isinstance(manager, PostgresIOManager):
+                postgres_ids.append(candidate.materialization_id)
+            else:
+                manager.delete(io_base.OutputRef.model_validate(candidate.output_ref))
+                self.store.mark_outputs_deleted([candidate.materialization_id])
+                deleted[key] = deleted.get(key, 0) + 1
+        if postgres_ids:
+            removed = set(self.store.delete_postgres_outputs(postgres_ids))
+            self.store.mark_outputs_deleted(sorted(removed))
+            for candidate in candidates:
+                if candidate.materialization_id in removed:
+                    key = str(candidate.output_ref["manager"])
+                    deleted[key] = deleted.get(key, 0) + 1
+        return GcReport(planned=len(candidates), deleted=deleted, skipped=skipped)
 
     # -- reading ------------------------------------------------------------------------------
 

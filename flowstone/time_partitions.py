@@ -111,6 +111,17 @@ class TimePartitions(PartitionsDefinition):
         except _InvalidError as exc:
             raise self._error(value, str(exc), None) from None
 
+    def partition_containing(self, instant: datetime) -> PartitionValue:
+        """The partition whose window contains the aware ``instant`` (range not checked)."""
+        if instant.tzinfo is None:
+            raise errors.InvalidPartitionError(f"instant {instant!r} must be timezone-aware")
+        try:
+            return self._value_at(self._index_containing(instant))
+        except _InvalidError as exc:
+            raise errors.InvalidPartitionError(
+                f"no partition contains {instant.isoformat()}: {exc}"
+            ) from None
+
     def offset(self, value: object, n: int) -> PartitionValue:
         """The partition ``n`` periods after ``value`` (``n < 0``: earlier).
 

@@ -19,6 +19,7 @@ import pydantic
 from flowstone import errors
 
 if TYPE_CHECKING:
+    from flowstone.identifiers import QualifiedName
     from flowstone.partition_keys import PartitionValue
 
 __all__ = ["IOManager", "InputContext", "OutputContext", "OutputRef"]
@@ -129,13 +130,28 @@ class IOManager(abc.ABC):
 
 @dataclass(frozen=True)
 class PreparedOutput:
-    """An encoded output that the store writes inside the success statement of its materialization
-    (``format`` ``"jsonb"`` with ``value`` JSON text, or ``"bytes"`` with ``data``)."""
+    """An encoded output that the store writes inside the success transaction of its materialization.
+
+    ``format`` ``"jsonb"`` (with ``value``, JSON text) or ``"bytes"`` (with ``data``): a row of
+    ``flowstone_outputs``, written by the success statement itself. ``format`` ``"rows"`` (with
+    ``rows_table``, ``partition_column``, ``rows_columns`` and ``rows``): rows of a user table that
+    replace the rows of the materialization's partition, written by
+    :func:`flowstone.store.outputs.write_rows` in the same transaction; nothing goes to
+    ``flowstone_outputs``.
+    """
 
     ref: OutputRef
     format: str
     value: str | None = None
     data: bytes | None = None
+    rows_table: QualifiedName | None = None
+    """The validated user table of a ``"rows"`` output (rendered only with ``psycopg.sql.Identifier``)."""
+    partition_column: str | None = None
+    """The validated column of ``rows_table`` that holds the partition (filled by FlowStone)."""
+    rows_columns: tuple[str, ...] = ()
+    """The validated columns every row sets, in insertion order (the partition column excluded)."""
+    rows: tuple[tuple[object, ...], ...] = ()
+    """The row values, in the order of ``rows_columns``."""
 
 
 class TransactionalIOManager(IOManager):

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from flowstone import errors
 from flowstone.store import records
+from flowstone.store.outputs import GcCandidate
 
 if TYPE_CHECKING:
     from flowstone.approval_types import ApprovalDecision, ApprovalRequest
@@ -198,6 +199,10 @@ class Store(ABC):
         """Which of these keys have a succeeded materialization."""
 
     @abstractmethod
+    def covered_keys(self, asset: str, partition_keys: Sequence[str]) -> set[str]:
+        """Which of these keys succeeded or are in flight (pending, queued, running, waiting)."""
+
+    @abstractmethod
     def lineage_upstream(self, materialization_id: int, *, max_depth: int) -> list[records.LineageRow]:
         """Materializations read (transitively) by this one."""
 
@@ -225,6 +230,42 @@ class Store(ABC):
     @abstractmethod
     def audit_events(self, *, run_id: str | None = None, limit: int = 1000) -> list[records.AuditEvent]:
         """Events in id order."""
+
+    # -- retention ------------------------------------------------------------------------------
+
+    def gc_candidates(self, keep_last: int) -> list[GcCandidate]:
+        """Succeeded materializations beyond the latest ``keep_last`` per (asset, partition),
+        ranked ``finished_at DESC, id DESC`` (never the one ``latest()`` returns), leaving out
+        runs with unfinished steps."""
+        if isinstance(keep_last, bool) or not isinstance(keep_last, int) or keep_last < 1:
+            raise errors.ConfigurationError(f"keep_last must be an integer of at least 1, not {keep_last!r}")
+        active_runs = {
+            r.run_id for r in self.list_runs(limit=1_000_000) if r.status not in records.RUN_TERMINAL
+        }
+        found: list[GcCandidate] = []
+        for latest in self.latest_all():
+            succeeded = [
+                m
+                for m in self.history(latest.asset, latest.partition_key, limit=1_000_000)
+                if m.status == "succeeded" and m.output_ref is not None
+            ]
+            # Ranked among all succeeded rows (deleted ones included), as the SQL does.
+            succeeded.sort(key=lambda m: (m.finished_at, m.id), reverse=True)
+            found.extend(
+                GcCandidate(m.id, m.asset, m.partition_key, dict(m.output_ref or {}))
+                for m in reversed(succeeded[keep_last:])
+                if m.run_id not in active_runs and m.output_deleted_at is None
+            )
+        return found
+
+    def delete_postgres_outputs(self, ids: Sequence[int]) -> list[int]:
+        """Delete stored ``flowstone_outputs`` rows (Postgres only; nothing to do elsewhere)."""
+        del ids
+        return []
+
+    @abstractmethod
+    def mark_outputs_deleted(self, ids: Sequence[int], *, now: datetime | None = None) -> None:
+        """Record that gc deleted the output versions of these materializations."""
 
     # -- approvals (Postgres; the memory store has none) ------------------------------------------
 

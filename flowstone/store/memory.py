@@ -384,6 +384,14 @@ class MemoryStore(base.Store):
                     )
         return skipped
 
+    def mark_outputs_deleted(self, ids: Sequence[int], *, now: datetime | None = None) -> None:
+        at = _now(now)
+        with self._lock:
+            for i in ids:
+                row = self._rows.get(i)
+                if row is not None and row.output_deleted_at is None:
+                    self._put(dataclasses.replace(row, output_deleted_at=at))
+
     def step_edges(self, run_id: str) -> list[tuple[base.StepKey, base.StepKey]]:
         with self._lock:
             return list(self._edges.get(run_id, ()))
@@ -472,6 +480,15 @@ class MemoryStore(base.Store):
             )
         found.sort(key=lambda r: (r.depth, r.asset, r.partition_key, r.id))
         return found
+
+    def covered_keys(self, asset: str, partition_keys: Sequence[str]) -> set[str]:
+        covered = {"succeeded", "pending", "queued", "running", "waiting_approval"}
+        with self._lock:
+            return {
+                k
+                for k in partition_keys
+                if any(self._rows[i].status in covered for i in self._by_asset_key.get((asset, k), ()))
+            }
 
     def lineage_upstream(self, materialization_id: int, *, max_depth: int) -> list[records.LineageRow]:
         with self._lock:

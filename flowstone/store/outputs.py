@@ -197,10 +197,10 @@ def write_rows(
         names = sql.SQL(", ").join(sql.Identifier(c) for c in (column, *prepared.rows_columns))
         statement = sql.SQL("COPY {table} ({names}) FROM STDIN").format(table=table.sql(), names=names)
         with cur.copy(statement) as copy:
-            for row in prepared.rows:
+            for index, row in enumerate(prepared.rows):
                 values = list(row)
                 for i in json_at:
-                    values[i] = _json_value(info.columns[prepared.rows_columns[i]], values[i])
+                    values[i] = _json_value(info.columns[prepared.rows_columns[i]], values[i], index, table)
                 copy.write_row((partition_value, *values))
     return len(prepared.rows)
 
@@ -320,17 +320,25 @@ def _json_kind(column: Column) -> bool:
     return column.type_name in ("json", "jsonb")
 
 
-def _json_value(column: Column, value: object) -> object:
+def _json_value(column: Column, value: object, index: int, table: QualifiedName) -> object:
     if value is None:
         return None
-    wrapper = Jsonb if column.type_name == "jsonb" else Json
     # Plain JSON for the user's own table (dates as ISO text, Decimals as numbers), not the typed
-    # codec's tagged objects: other tools read these columns.
-    return wrapper(value, dumps=_plain_json)
+    # codec's tagged objects: other tools read these columns. Encoded here, not lazily by psycopg,
+    # so that a bad value is reported with its row and column.
+    try:
+        text = json.dumps(pydantic_core.to_jsonable_python(value), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise errors.OutputNotSerializableError(
+            f"row {index}, column {column.name!r} of table {table}: the value is not JSON ({exc})",
+            context={"table": str(table), "column": column.name, "row": index},
+        ) from None
+    wrapper = Jsonb if column.type_name == "jsonb" else Json
+    return wrapper(text, dumps=_as_is)
 
 
-def _plain_json(value: object) -> str:
-    return json.dumps(pydantic_core.to_jsonable_python(value), allow_nan=False)
+def _as_is(text: object) -> str:
+    return str(text)
 
 
 @contextmanager
@@ -366,7 +374,8 @@ def gc_plan(conn: Conn, keep_last: int) -> list[GcCandidate]:
     """
     if isinstance(keep_last, bool) or not isinstance(keep_last, int) or keep_last < 1:
         raise errors.ConfigurationError(
-            f"keep_last must be an integer of at least 1 (the latest output is always kept), not {keep_last!r}"
+            "keep_last must be an integer of at least 1 (the latest output is always kept), "
+            f"not {keep_last!r}"
         )
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(Q("output_gc_plan"), {"keep_last": keep_last}).fetchall()

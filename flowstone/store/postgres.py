@@ -16,7 +16,9 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from flowstone import errors
+from flowstone.identifiers import QualifiedName
 from flowstone.store import base, records, sqlfiles
+from flowstone.store import outputs as store_outputs
 
 if TYPE_CHECKING:
     from flowstone.io.base import PreparedOutput
@@ -71,6 +73,7 @@ def materialization_from_row(row: Row) -> records.Materialization:
         output_ref=row["output_ref"],
         code_version=row["code_version"],
         job_id=row["job_id"],
+        output_deleted_at=row.get("output_deleted_at"),
     )
 
 
@@ -102,6 +105,15 @@ def _lineage(row: Row, via: str) -> records.LineageRow:
     )
 
 
+@contextmanager
+def _maybe_tx(conn: Conn, needed: bool) -> Iterator[None]:
+    if needed:
+        with conn.transaction():
+            yield
+    else:
+        yield
+
+
 def success_params(item: base.Success, actor: str, now: datetime | None) -> dict[str, Any]:
     """Parameters of the ``materialization_succeed`` statement."""
     output = item.output
@@ -113,7 +125,8 @@ def success_params(item: base.Success, actor: str, now: datetime | None) -> dict
         "upstream_ids": [u for u, _ in item.lineage],
         "input_names": [n for _, n in item.lineage],
         "actor": actor,
-        "output_format": output.format if output else None,
+        # rows-mode outputs go to the user's table (store.outputs.write_rows), not flowstone_outputs
+        "output_format": output.format if output and output.format != "rows" else None,
         "output_value": output.value if output else None,
         "output_data": output.data if output else None,
         "now": now,
@@ -339,8 +352,10 @@ class PostgresStore(base.Store):
         now: datetime | None = None,
     ) -> records.Materialization | None:
         # One statement (data-modifying CTEs) is one transaction in autocommit mode: the status,
-        # the lineage edges and the audit event commit together or not at all (I11).
-        with translate_errors("record success"), self.connection() as conn:
+        # the lineage edges, the audit event and a flowstone_outputs value commit together or not
+        # at all (I11). Rows for a user table need a few statements: an explicit transaction.
+        rows_mode = output is not None and output.format == "rows"
+        with translate_errors("record success"), self.connection() as conn, _maybe_tx(conn, rows_mode):
             return self.succeed_step_on(
                 conn,
                 step,
@@ -367,7 +382,48 @@ class PostgresStore(base.Store):
         """The success statement on ``conn``, inside the caller's transaction."""
         item = base.Success(step, output_ref, metadata, lineage, output)
         row = conn.execute(Q("materialization_succeed"), success_params(item, actor, now)).fetchone()
-        return materialization_from_row(row) if row else None
+        if row is None:
+            return None
+        if output is not None and output.format == "rows":
+            store_outputs.write_rows(
+                conn, output, materialization_id=step.id, asset=step.asset, partition_key=step.partition_key
+            )
+        return materialization_from_row(row)
+
+    def read_rows(
+        self,
+        table: QualifiedName,
+        partition_column: str,
+        *,
+        asset: str,
+        partition_key: str,
+        materialization_id: int,
+    ) -> list[dict[str, Any]]:
+        """The rows a rows-mode Postgres IO manager wrote for a materialization."""
+        with translate_errors("read rows"), self.connection() as conn:
+            return store_outputs.read_rows(
+                conn,
+                table,
+                partition_column,
+                asset=asset,
+                partition_key=partition_key,
+                materialization_id=materialization_id,
+            )
+
+    # -- retention ------------------------------------------------------------------------------
+
+    def gc_candidates(self, keep_last: int) -> list[store_outputs.GcCandidate]:
+        with translate_errors("plan gc"), self.connection() as conn:
+            return store_outputs.gc_plan(conn, keep_last)
+
+    def delete_postgres_outputs(self, ids: Sequence[int]) -> list[int]:
+        with translate_errors("delete outputs"), self.connection() as conn, conn.transaction():
+            return store_outputs.gc_delete_postgres_outputs(conn, ids)
+
+    def mark_outputs_deleted(self, ids: Sequence[int], *, now: datetime | None = None) -> None:
+        if ids:
+            with translate_errors("record gc"), self.connection() as conn:
+                conn.execute(Q("output_mark_deleted"), {"ids": list(ids), "now": now})
 
     def start_steps(
         self,
@@ -513,6 +569,16 @@ class PostgresStore(base.Store):
         rows = self._all(
             "read succeeded partitions",
             "materialization_succeeded_keys",
+            {"asset": asset, "keys": list(partition_keys)},
+        )
+        return {r["partition_key"] for r in rows}
+
+    def covered_keys(self, asset: str, partition_keys: Sequence[str]) -> set[str]:
+        if not partition_keys:
+            return set()
+        rows = self._all(
+            "read covered partitions",
+            "materialization_covered_keys",
             {"asset": asset, "keys": list(partition_keys)},
         )
         return {r["partition_key"] for r in rows}

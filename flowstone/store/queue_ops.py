@@ -43,6 +43,16 @@ class PostgresQueueStore(PostgresStore):
         with translate_errors(action), self.connection() as conn, conn.transaction():
             yield conn
 
+    @contextmanager
+    def transaction(self, action: str, conn: Conn | None = None) -> Iterator[Conn]:
+        """A transaction on a pooled connection, or a savepoint inside the caller's ``conn``."""
+        if conn is None:
+            with self._tx(action) as own:
+                yield own
+        else:
+            with translate_errors(action), conn.transaction():
+                yield conn
+
     @staticmethod
     def _defer(conn: Conn, run_id: str, items: Sequence[BatchItem], enqueue: Enqueue) -> None:
         unique = list(dict.fromkeys(items))
@@ -71,12 +81,14 @@ class PostgresQueueStore(PostgresStore):
         ready: Sequence[tuple[str, str, str]],
         enqueue: Enqueue,
         *,
+        conn: Conn | None = None,
         now: datetime | None = None,
     ) -> None:
-        """One transaction: run + planned steps + step edges + queued ready steps + their jobs."""
-        with self._tx("submit run") as conn:
-            self.insert_run(conn, run, steps, edges=edges, now=now)
-            self._mark_and_defer(conn, run.run_id, ready, enqueue, now)
+        """One transaction (or a savepoint in the caller's ``conn``): run + planned steps + step
+        edges + queued ready steps + their jobs."""
+        with self.transaction("submit run", conn) as tx:
+            self.insert_run(tx, run, steps, edges=edges, now=now)
+            self._mark_and_defer(tx, run.run_id, ready, enqueue, now)
 
     def _mark_and_defer(
         self,
@@ -145,6 +157,8 @@ class PostgresQueueStore(PostgresStore):
         if not items:
             return []
         run_id = items[0].step.run_id
+        if any(item.output is not None and item.output.format == "rows" for item in items):
+            return self._complete_one_by_one(items, actor=actor, enqueue=enqueue, release=release, now=now)
         with self._tx("record success") as conn:
             with conn.pipeline():
                 successes = [
@@ -176,6 +190,49 @@ class PostgresQueueStore(PostgresStore):
                 ]
             self._defer(conn, run_id, ready, enqueue)
             return [materialization_from_row(row) if row else None for row in done]
+
+    def _complete_one_by_one(
+        self,
+        items: Sequence[base.Success],
+        *,
+        actor: str,
+        enqueue: Enqueue,
+        release: bool,
+        now: datetime | None,
+    ) -> list[records.Materialization | None]:
+        """complete_steps without the pipeline (rows outputs use COPY, which a pipeline refuses)."""
+        run_id = items[0].step.run_id
+        done: list[records.Materialization | None] = []
+        with self._tx("record success") as conn:
+            ready: list[BatchItem] = []
+            for item in items:
+                row = self.succeed_step_on(
+                    conn,
+                    item.step,
+                    output_ref=item.output_ref,
+                    metadata=item.metadata,
+                    lineage=item.lineage,
+                    actor=actor,
+                    output=item.output,
+                    now=now,
+                )
+                done.append(row)
+                if row is not None and release:
+                    released = conn.execute(
+                        Q("materialization_release_downstream"),
+                        {
+                            "run_id": run_id,
+                            "asset": item.step.asset,
+                            "partition_key": item.step.partition_key,
+                            "step_id": item.step.id,
+                            "attempt": item.step.attempt,
+                            "now": now,
+                        },
+                    ).fetchall()
+                    ready.extend((r["asset"], r["batch_key"]) for r in released if r["status"] == "queued")
+            self._finish(conn, run_id, actor, now)
+            self._defer(conn, run_id, ready, enqueue)
+        return done
 
     def fail_step_terminal(
         self,

@@ -61,6 +61,8 @@ class Materialization:
     output_ref: dict[str, Any] | None
     code_version: str | None
     job_id: int | None
+    output_deleted_at: datetime | None = None
+    """When ``flowstone gc`` deleted this version's output (``None``: it is stored)."""
 
     @property
     def partition(self) -> partition_keys.PartitionValue | None:

@@ -181,3 +181,11 @@ FROM (SELECT DISTINCT ON (partition_key) *
       WHERE asset = %(asset)s
       ORDER BY partition_key, id DESC) AS newest
 ORDER BY partition_key COLLATE "C";
+
+-- name: materialization_covered_keys
+-- Returns which of the given partition keys of an asset succeeded or are in flight (planned,
+-- queued, running or waiting for approval): the ones not missing.
+SELECT DISTINCT partition_key
+FROM flowstone_materializations
+WHERE asset = %(asset)s AND partition_key = ANY(%(keys)s::text[])
+  AND status IN ('succeeded', 'pending', 'queued', 'running', 'waiting_approval');

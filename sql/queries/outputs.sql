@@ -34,7 +34,7 @@ SELECT pg_advisory_xact_lock_shared(hashtextextended(%(lock_key)s::text, 0)) AS 
 -- the order of latest()), leaving out runs that still have unfinished steps; oldest first.
 SELECT ranked.id, ranked.asset, ranked.partition_key, ranked.output_ref
 FROM (
-    SELECT m.id, m.run_id, m.asset, m.partition_key, m.output_ref,
+    SELECT m.id, m.run_id, m.asset, m.partition_key, m.output_ref, m.output_deleted_at,
            row_number() OVER (PARTITION BY m.asset, m.partition_key
                               ORDER BY m.finished_at DESC, m.id DESC) AS newer_rank
     FROM flowstone_materializations AS m
@@ -42,6 +42,7 @@ FROM (
 ) AS ranked
 WHERE ranked.newer_rank > %(keep_last)s
   AND ranked.output_ref IS NOT NULL
+  AND ranked.output_deleted_at IS NULL
   AND NOT EXISTS (
       SELECT 1
       FROM flowstone_materializations AS open_step
@@ -69,3 +70,9 @@ WHERE o.materialization_id IN (
             AND (newer.finished_at, newer.id) > (m.finished_at, m.id))
     FOR UPDATE OF c SKIP LOCKED)
 RETURNING o.materialization_id;
+
+-- name: output_mark_deleted
+-- Records that gc deleted the output versions of these materializations.
+UPDATE flowstone_materializations
+SET output_deleted_at = coalesce(%(now)s::timestamptz, now())
+WHERE id = ANY(%(ids)s::bigint[]) AND output_deleted_at IS NULL;
