@@ -333,6 +333,11 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     )
     runtime = _runtime(args)
     queues = [q.strip() for q in args.queues.split(",") if q.strip()] if args.queues else None
+    if queues is not None and queue_mod.DEFAULT_QUEUE not in queues:
+        _err(
+            f"warning: this worker does not take queue {queue_mod.DEFAULT_QUEUE!r}, where FlowStone's "
+            "recovery, approval-timeout and schedule tasks run: make sure another worker does"
+        )
     _err(
         f"flowstone worker: queues={','.join(queues) if queues else 'all'} "
         f"concurrency={args.concurrency}{' one-shot' if args.one_shot else ''}"

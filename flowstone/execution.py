@@ -290,8 +290,9 @@ class StepRunner:
             return outcomes + [self._record_failure(step, exc, skip_on_failure) for step, _ in done]
         for (step, executed), row in zip(done, rows, strict=True):
             if row is None:
-                # Another attempt took the step over (e.g. a redelivered job): its outcome stands,
-                # and a version written by a non-transactional manager stays unreferenced until gc.
+                # Another attempt took the step over (e.g. a redelivered job): its outcome stands.
+                # A version this attempt wrote with a non-transactional manager (its own file,
+                # "<id>-<attempt>") is referenced by no committed row: readers never see it.
                 outcomes.append(
                     StepOutcome(
                         record=self.store.get_step(step.run_id, step.asset, step.partition_key),
@@ -378,6 +379,7 @@ class StepRunner:
             materialization_id=step.id,
             manager_key=asset.io_manager,
             type_hint=asset.return_type,
+            attempt=step.attempt,
         )
         output: io_base.PreparedOutput | None = None
         if isinstance(manager, io_base.TransactionalIOManager):

@@ -211,6 +211,24 @@ class QueueCompletion:
         return self.store.fail_step_terminal(step, error=error.to_dict(), actor=actor), None
 
 
+def _collect(outcomes: Sequence[execution.StepOutcome]) -> tuple[list[float], list[errors.FlowStoneError]]:
+    """From a job's step outcomes: the delays of retries to ask for, and the terminal failures."""
+    retry_in: list[float] = []
+    failed: list[errors.FlowStoneError] = []
+    for outcome in outcomes:
+        if outcome.retry_in_s is not None:
+            retry_in.append(outcome.retry_in_s)
+        elif outcome.error is not None and not outcome.succeeded:
+            if isinstance(outcome.error, errors.InvalidTransitionError):
+                if outcome.record is not None and outcome.record.status == "queued":
+                    # Our claim was lost (it commits asynchronously and the database restarted in
+                    # between): the step is still queued, so the job runs again.
+                    retry_in.append(1.0)
+                continue  # cancelled, skipped or finished elsewhere: nothing to do
+            failed.append(outcome.error)
+    return retry_in, failed
+
+
 @dataclass
 class JobRunner:
     """What the ``flowstone:run_step`` task does with one job."""
@@ -262,16 +280,8 @@ class JobRunner:
                 self.runtime.defs, self.store, self.enqueuer, release=kind != "backfill"
             ),
         )
-        retry_in: list[float] = []
-        failed: list[errors.FlowStoneError] = []
         with scope:
-            for outcome in runner.run_claimed(asset, claimed, scope=scope):
-                if outcome.retry_in_s is not None:
-                    retry_in.append(outcome.retry_in_s)
-                elif outcome.error is not None and not outcome.succeeded:
-                    if isinstance(outcome.error, errors.InvalidTransitionError):
-                        continue  # the step was cancelled/skipped/finished elsewhere: nothing to do
-                    failed.append(outcome.error)
+            retry_in, failed = _collect(runner.run_claimed(asset, claimed, scope=scope))
         if retry_in:
             raise RetryStep(max(retry_in), failed[0] if failed else None)
         if failed:
@@ -349,13 +359,14 @@ def build_blueprint(
 
 
 def _every(seconds: int) -> str:
-    """A 6-field cron string firing every ``seconds`` (which must divide 60, or be whole minutes)."""
-    if seconds < 60 and 60 % seconds == 0:
-        return f"*/{seconds} * * * * *"
-    if seconds % 60 == 0 and 60 % (seconds // 60) == 0:
-        return f"0 */{seconds // 60} * * * *"
+    """A cron string firing every ``seconds``, which must divide 60 (seconds, as the optional sixth
+    field, the seconds field of croniter) or be whole minutes dividing 60."""
+    if 0 < seconds < 60 and 60 % seconds == 0:
+        return f"* * * * * */{seconds}"
+    if seconds % 60 == 0 and 0 < seconds // 60 <= 60 and 60 % (seconds // 60) == 0:
+        return f"*/{seconds // 60} * * * *"
     raise errors.ConfigurationError(
-        f"recovery_interval_s must divide 60 or be a whole number of minutes dividing 60, got {seconds}"
+        f"interval must divide 60 seconds or be a whole number of minutes dividing 60, got {seconds}"
     )
 
 

@@ -3,7 +3,7 @@
 | variable                 | meaning                                                       | default        |
 |--------------------------|---------------------------------------------------------------|----------------|
 | `FLOWSTONE_DATABASE_URL` | an external Postgres (libpq URL or DSN)                       | embedded       |
-| `FLOWSTONE_HOME`         | local state: the embedded Postgres data, filesystem outputs   | `./.flowstone` |
+| `FLOWSTONE_HOME`         | local state: the embedded Postgres data                       | `./.flowstone` |
 | `FLOWSTONE_ACTOR`        | who is recorded as acting in the audit log                    | the OS user    |
 
 An empty variable counts as unset (invariant I2: absent never overrides a default).

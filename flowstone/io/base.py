@@ -62,6 +62,17 @@ class OutputContext:
     """This manager's key in the Definitions; goes into :attr:`OutputRef.manager`."""
     type_hint: object = None
     """The asset function's return annotation (``None`` if it has none)."""
+    attempt: int = 1
+    """The attempt of the materialization (a retry or a reclaimed step is a new attempt)."""
+
+    @property
+    def version(self) -> str:
+        """The immutable version this attempt writes: ``"<materialization id>"`` for the first
+        attempt, ``"<id>-<attempt>"`` for later ones, so that an attempt whose version was written
+        but never committed (a crash before the success) cannot block the next one."""
+        return (
+            str(self.materialization_id) if self.attempt <= 1 else f"{self.materialization_id}-{self.attempt}"
+        )
 
     def attach(self, error: _E) -> _E:
         """Fill ``error``'s asset, partition and run id (where unset) from this context."""

@@ -35,7 +35,7 @@ MAX_NAME_CHARS = 160
 _PREFIX_CHARS = 80  # readable part kept in front of the hash of a long key
 _ESCAPE_RE = re.compile(r"[^a-z0-9-]+")
 _ASSET_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
-_VERSION_RE = re.compile(r"[0-9]{1,20}")
+_VERSION_RE = re.compile(r"[0-9]{1,20}(?:-[0-9]{1,9})?")  # "<materialization id>[-<attempt>]"
 _SAFE_NAME_RE = re.compile(
     r"_|_unpartitioned|(?:[a-z0-9-]|_[0-9a-f]{2})+|(?:[a-z0-9-]|_[0-9a-f]{2})*_h[0-9a-f]{64}"
 )
@@ -94,7 +94,7 @@ class FilesystemIOManager(base.IOManager):
         text = str(version) if isinstance(version, str | int) else ""
         if isinstance(version, bool) or not _VERSION_RE.fullmatch(text):
             raise errors.IOManagerError(
-                f"version {version!r} is not a materialization id (digits only)", retryable=False
+                f"version {version!r} is not a materialization id (digits, then -attempt)", retryable=False
             )
         return self.base_dir / asset / safe_name(partition_key) / f"{text}.json"
 
@@ -103,7 +103,7 @@ class FilesystemIOManager(base.IOManager):
         try:
             # Encode before touching the disk: an unserializable value creates no file at all.
             data = codec.dumps(value).encode("utf-8")
-            target = self.path_for(ctx.asset, ctx.partition_key, ctx.materialization_id)
+            target = self.path_for(ctx.asset, ctx.partition_key, ctx.version)
         except errors.FlowStoneError as exc:
             ctx.attach(exc)
             raise
@@ -119,7 +119,7 @@ class FilesystemIOManager(base.IOManager):
         return base.OutputRef(
             manager=ctx.manager_key,
             uri=target.as_uri(),
-            version=str(ctx.materialization_id),
+            version=ctx.version,
             size_bytes=len(data),
         )
 

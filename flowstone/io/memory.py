@@ -42,7 +42,7 @@ class MemoryIOManager(base.IOManager):
         except errors.FlowStoneError as exc:
             ctx.attach(exc)
             raise
-        version = str(ctx.materialization_id)
+        version = ctx.version
         uri = self.uri_for(ctx.asset, ctx.partition_key, version)
         with self._lock:
             existing = self._texts.setdefault(uri, text)

@@ -271,7 +271,12 @@ class PostgresStore(base.Store):
                 "run.requested",
                 actor=run.requested_by,
                 run_id=run.run_id,
-                details={"kind": run.kind, "selection": list(run.selection), "steps": len(steps)},
+                details={
+                    "kind": run.kind,
+                    "selection": list(run.selection),
+                    # a bulk backfill writes its steps after the run (COPY): count from its tags
+                    "steps": len(steps) or int(run.tags.get("partitions", 0)),
+                },
                 now=now,
             ),
         )

@@ -167,6 +167,11 @@ WITH cfg AS (
     WHERE m.run_id = %(run_id)s AND m.asset = %(asset)s AND m.batch_key = %(batch_key)s
       AND (m.status IN ('pending', 'queued') OR (m.status = 'running' AND %(reclaim)s))
     RETURNING m.*
+), started AS (
+    -- the run is running from its first claimed step on
+    UPDATE flowstone_runs AS r
+    SET status = 'running'
+    WHERE r.run_id = %(run_id)s AND r.status = 'queued' AND EXISTS (SELECT 1 FROM claimed)
 )
 SELECT claimed.*, r.kind AS run_kind, r.config AS run_config
 FROM claimed

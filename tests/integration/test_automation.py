@@ -173,7 +173,7 @@ SCHEDULED = """
 def snapshot() -> int:
     return 1
 
-every_5s = fs.Schedule("every_5s", "snapshot", cron="*/5 * * * * *")
+every_5s = fs.Schedule("every_5s", "snapshot", cron="* * * * * */5")  # sixth field: seconds
 defs = fs.Definitions(assets=[snapshot], schedules=[every_5s])
 """
 

@@ -96,6 +96,9 @@ def test_i1_job_args_in_procrastinate_jobs_are_exactly_three_strings(pipeline: P
     assert all(isinstance(v, str) for v in args.values())
     assert queue_mod.JobArgs.model_validate(args).asset == "source"
     assert handle.status() == {"pending": 4, "queued": 1}
+    assert handle.run().status == "queued"
+    (details,) = pipeline.sql("SELECT details FROM flowstone_audit_log WHERE event = 'run.requested'")
+    assert details[0]["steps"] == 5
     (config,) = pipeline.sql("SELECT config FROM flowstone_runs WHERE run_id = %s", (handle.run_id,))
     assert config == ({},)
 
@@ -194,6 +197,7 @@ def test_cancel_stops_later_steps_and_lets_the_running_one_finish(pipeline: Pipe
     pipeline.start_worker()
     handle = pipeline.runtime.submit(["slow", "after_slow"], with_upstream=True)
     eventually((pipeline.markers / "slow-started").exists, what="slow step to start")
+    assert handle.run().status == "running"  # queued until its first step was claimed
     assert handle.cancel() == 1
     pipeline.touch("slow-release")
     run = handle.wait(timeout=60)
@@ -205,6 +209,8 @@ def test_cancel_stops_later_steps_and_lets_the_running_one_finish(pipeline: Pipe
 def test_queued_backfill_records_every_partition(pipeline: Pipeline):
     handle = pipeline.runtime.backfill("daily", start="2021-01-01", end="2023-09-27", partitions_per_job=10)
     assert pipeline.sql("SELECT count(*) FROM procrastinate_jobs") == [(100,)]
+    (details,) = pipeline.sql("SELECT details FROM flowstone_audit_log WHERE event = 'run.requested'")
+    assert details[0]["steps"] == 1000
     pipeline.start_worker(concurrency=4)
     assert handle.wait(timeout=120).status == "succeeded", pipeline.logs()
     assert pipeline.sql(

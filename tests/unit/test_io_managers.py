@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import os
 import re
@@ -393,3 +394,16 @@ def test_output_ref_is_strict() -> None:
         OutputRef.model_validate({"manager": "m", "uri": "u", "version": "1", "extra": 1})
     with pytest.raises(pydantic.ValidationError):
         ref.version = "2"  # type: ignore[misc]
+
+
+def test_a_later_attempt_writes_its_own_version_next_to_an_uncommitted_one(manager: IOManager):
+    """Attempt 1 stored its output but crashed before the success; attempt 2 of the same
+    materialization computes something else (a timestamp): it must not collide with the leftover."""
+    first = dataclasses.replace(octx(mid=7), attempt=1)
+    second = dataclasses.replace(octx(mid=7), attempt=2)
+    manager.store(first, {"computed": "at 10:00"})
+    ref = manager.store(second, {"computed": "at 10:05"})
+    assert ref.version == "7-2"
+    assert manager.load(ictx(second, ref)) == {"computed": "at 10:05"}
+    # the same attempt delivered twice with the same bytes is still fine (idempotent)
+    assert manager.store(second, {"computed": "at 10:05"}) == ref
