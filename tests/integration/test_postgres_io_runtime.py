@@ -24,7 +24,7 @@ class Event(pydantic.BaseModel):
 VALUE = {
     "day": date(2025, 1, 2),
     "at": datetime(2025, 1, 2, 3, 4, 5, 6, tzinfo=UTC),
-    "naive": datetime(2025, 1, 2, 3, 4),
+    "naive": datetime(2025, 1, 2, 3, 4),  # noqa: DTZ001 - naive datetimes must round-trip too
     "price": Decimal("12.340"),
     "id": uuid.UUID("12345678-1234-5678-1234-567812345678"),
     "raw": b"\x00\xffbytes",
@@ -83,7 +83,8 @@ def runtime(database_url: str, tmp_path: Path) -> Iterator[fs.FlowStone]:
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("CREATE SCHEMA analytics")
         conn.execute(
-            "CREATE TABLE analytics.daily_rows (partition_key text NOT NULL, name text NOT NULL, amount numeric)"
+            "CREATE TABLE analytics.daily_rows "
+            "(partition_key text NOT NULL, name text NOT NULL, amount numeric)"
         )
     with fs.FlowStone(DEFS, database_url=database_url, home=tmp_path) as rt:
         yield rt
