@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 import flowstone as fs
+from flowstone import cli
 from tests.integration.queue_harness import Pipeline, eventually
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -198,3 +199,39 @@ def test_two_workers_fire_each_tick_exactly_once(tmp_path: Path, database_url: s
         assert ticks[0][0] == ticks[0][1]
     finally:
         pipeline.stop()
+
+
+def test_cli_schedules_sensors_and_gc(
+    runtime: fs.FlowStone, database_url: str, capsys: pytest.CaptureFixture[str]
+):
+    runtime.close()
+    common = ["--defs", "tests.integration.test_automation:DEFS", "--database-url", database_url]
+
+    def run(*args: str) -> tuple[int, str, str]:
+        code = cli.main([*args, *common])
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    code, out, _ = run("schedules", "list")
+    assert code == 0
+    assert "nightly" in out
+    assert "Europe/Berlin" in out
+    assert run("schedules", "pause", "hourly")[1].strip() == "schedule hourly: paused"
+    assert "paused" in run("schedules", "list")[1]
+    code, out, _ = run("schedules", "tick", "nightly", "--now", "2025-06-02T02:00:05+02:00")
+    assert code == 0
+    assert out.startswith("schedule nightly: submitted run ")
+    assert (
+        run("schedules", "tick", "hourly", "--now", "2025-06-02T10:00:05+00:00")[1].strip()
+        == "no tick was due"
+    )
+    code, _, err = run("schedules", "tick", "--now", "2025-06-02T10:00:05")
+    assert code == 1
+    assert "--now needs a timezone" in err
+    code, out, _ = run("sensors", "tick", "--force", "--now", "2025-06-02T00:00:00+00:00")
+    assert "sensor files: submitted run" in out
+    code, out, _ = run("sensors", "list")
+    assert "upstream API down" in out
+    code, out, _ = run("gc", "--keep-last", "1", "--dry-run")
+    assert code == 0
+    assert out.startswith("gc (keep last 1): 0 old version(s)")
