@@ -37,7 +37,7 @@ test-integration: ## Run the tests against real Postgres
 	$(BIN)/pytest tests/integration $(PYTEST_ARGS)
 
 bench: ## Run the benchmarks; each prints figures and ratios against a baseline from the same run
-	@set -e; for f in bench/*.py; do echo "== $$f"; $(BIN)/python $$f; done
+	@set -e; for f in bench/[!_]*.py; do echo "== $$f"; $(BIN)/python $$f; done
 
 clean: ## Remove build artefacts and caches (keeps .venv and .flowstone)
 	rm -rf build dist .mypy_cache .ruff_cache .pytest_cache .hypothesis
