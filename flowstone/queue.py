@@ -28,7 +28,7 @@ from procrastinate import tasks as procrastinate_tasks
 from procrastinate.job_context import JobContext
 from procrastinate.jobs import Job
 
-from flowstone import definitions, errors, execution, partition_keys, planning, resources
+from flowstone import definitions, errors, execution, partition_keys, planning, resources, results
 from flowstone.approval_types import ApprovalRequest
 from flowstone.store import base as store_base
 from flowstone.store import records
@@ -262,9 +262,7 @@ class JobRunner:
             )
             return
         try:
-            from flowstone.runtime import RunConfig  # noqa: PLC0415 - runtime imports this module
-
-            config = RunConfig.model_validate(raw_config)
+            config = results.RunConfig.model_validate(raw_config)
             scope = resources.ResourceScope(self.runtime.defs.resources, config.resources)
         except (pydantic.ValidationError, errors.FlowStoneError) as exc:
             error = exc if isinstance(exc, errors.FlowStoneError) else errors.RunConfigMissingError(str(exc))

@@ -10,131 +10,29 @@ import concurrent.futures
 import functools
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import procrastinate
-import pydantic
 
 from flowstone import approvals as approvals_mod
 from flowstone import automation, definitions, errors, execution, partition_keys, planning, queue, resources
 from flowstone import lineage as lineage_mod
 from flowstone import settings as settings_mod
-from flowstone.errors import FlowStoneError
 from flowstone.io import base as io_base
 from flowstone.io.memory import MemoryIOManager
 from flowstone.io.postgres import PostgresIOManager
+from flowstone.results import BackfillResult, GcReport, RunConfig, RunResult
 from flowstone.store import backend, migrations, records
 from flowstone.store import base as store_base
 from flowstone.store.approval_ops import PostgresFlowStore
 from flowstone.store.memory import MemoryStore
 from flowstone.store.postgres import PostgresStore
 
+# the result types live in `results` (below `queue`) and stay importable from here
 __all__ = ["BackfillResult", "FlowStone", "GcReport", "RunConfig", "RunResult"]
 
 Progress = Callable[[int, int], None]
-
-
-class RunConfig(pydantic.BaseModel):
-    """A run's configuration, stored in ``flowstone_runs.config``.
-
-    ``resources`` overrides resource configuration by name for this run; ``None`` values and
-    absent keys never replace a default (I2). Unknown top-level keys are refused.
-    """
-
-    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
-
-    resources: dict[str, dict[str, Any] | None] = pydantic.Field(default_factory=dict)
-
-
-@dataclass
-class RunResult:
-    """The outcome of an in-process run: every step's row, values and errors."""
-
-    run_id: str
-    status: str
-    steps: list[records.Materialization]
-    errors: dict[tuple[str, str], FlowStoneError] = field(default_factory=dict)
-    values: dict[tuple[str, str], object] = field(default_factory=dict, repr=False)
-    waiting: list[tuple[str, str]] = field(default_factory=list)
-    """Steps that wait for approval (approve them, then ``runtime.resume(run_id)``)."""
-    key_of: Callable[[str, object], str] | None = field(default=None, repr=False, compare=False)
-    """Encodes (asset, partition) the way the runtime does (validating ``"2025-01-01"`` to a date)."""
-
-    def _key(self, asset: str, partition: object) -> tuple[str, str]:
-        if self.key_of is not None:
-            return (asset, self.key_of(asset, partition))
-        return (asset, partition_keys.encode(partition))  # type: ignore[arg-type]
-
-    @property
-    def success(self) -> bool:
-        """Whether every step succeeded."""
-        return self.status == "succeeded"
-
-    @property
-    def error(self) -> FlowStoneError | None:
-        """The first error of the run (plan order), if any."""
-        return next(iter(self.errors.values()), None)
-
-    def step(self, asset: str, partition: object = None) -> records.Materialization:
-        """The row of one step of this run."""
-        key = self._key(asset, partition)
-        for row in self.steps:
-            if (row.asset, row.partition_key) == key:
-                return row
-        raise errors.UnknownAssetError(
-            f"step {asset} [{key[1]}] is not part of run {self.run_id}", asset=asset, run_id=self.run_id
-        )
-
-    def value(self, asset: str, partition: object = None) -> object:
-        """The value a step of this run returned (only for steps that succeeded in this process)."""
-        key = self._key(asset, partition)
-        if key not in self.values:
-            row = self.step(asset, partition)
-            raise errors.FlowStoneError(
-                f"no value for {asset} [{key[1]}]: the step is {row.status}",
-                asset=asset,
-                partition=key[1],
-                run_id=self.run_id,
-            )
-        return self.values[key]
-
-    def unwrap(self) -> RunResult:
-        """Return self when the run succeeded, else raise its first error."""
-        if self.error is not None:
-            raise self.error
-        if self.waiting:
-            steps = ", ".join(f"{a} [{k}]" for a, k in self.waiting)
-            raise errors.ApprovalPendingError(
-                f"run {self.run_id} waits for approval of {steps}; approve, then resume the run",
-                run_id=self.run_id,
-                context={"steps": [list(k) for k in self.waiting]},
-            )
-        if not self.success:
-            raise errors.FlowStoneError(f"run {self.run_id} is {self.status}", run_id=self.run_id)
-        return self
-
-
-@dataclass(frozen=True)
-class GcReport:
-    """What ``runtime.gc`` removed: output versions by IO manager key, and what it left."""
-
-    planned: int
-    deleted: dict[str, int]
-    skipped: list[str] = field(default_factory=list)
-    """Why some versions stayed (e.g. written by an IO manager that is not configured)."""
-
-
-@dataclass(frozen=True)
-class BackfillResult:
-    """Counts of a backfill: partitions that succeeded, failed, or were skipped (already done)."""
-
-    run_id: str | None
-    succeeded: int
-    failed: int
-    skipped: int
-    errors: dict[str, FlowStoneError] = field(default_factory=dict)
 
 
 class FlowStone:
