@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -11,13 +10,12 @@ from typing import TYPE_CHECKING, Any
 
 import psycopg
 import psycopg_pool
-from psycopg import errors as pg_errors
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from flowstone import errors
 from flowstone.identifiers import QualifiedName
-from flowstone.store import base, records, sqlfiles
+from flowstone.store import base, pg_rows, records, sqlfiles
 from flowstone.store import outputs as store_outputs
 
 if TYPE_CHECKING:
@@ -25,123 +23,19 @@ if TYPE_CHECKING:
 
 __all__ = ["PostgresStore", "materialization_from_row", "success_params", "translate_errors"]
 
+# Shared with the queue and approval store modules, which import them from here.
+materialization_from_row = pg_rows.materialization_from_row
+success_params = pg_rows.success_params
+translate_errors = pg_rows.translate_errors
+run_from_row = pg_rows.run_from_row
+lineage_from_row = pg_rows.lineage_from_row
+maybe_transaction = pg_rows.maybe_transaction
+run_uuid = pg_rows.run_uuid
+keys_of = pg_rows.keys_of
+
 Q = sqlfiles.query
 Row = dict[str, Any]
 Conn = psycopg.Connection[Row]
-
-
-@contextmanager
-def translate_errors(action: str) -> Iterator[None]:
-    """Map driver errors to FlowStone errors at the edge (STYLE.md §3)."""
-    try:
-        yield
-    except (pg_errors.SerializationFailure, pg_errors.DeadlockDetected) as exc:
-        raise errors.StoreError(f"{action}: concurrent update, try again ({exc})", retryable=True) from exc
-    except pg_errors.IntegrityError as exc:
-        constraint = getattr(exc.diag, "constraint_name", None)
-        raise errors.StoreError(
-            f"{action}: the database refused it ({str(exc).strip()})",
-            retryable=False,
-            context={"constraint": constraint, "sqlstate": exc.sqlstate},
-        ) from exc
-    except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
-        raise errors.StoreError(
-            f"{action}: database unavailable ({str(exc).strip()})", retryable=True
-        ) from exc
-    except psycopg.Error as exc:
-        raise errors.StoreError(
-            f"{action}: {str(exc).strip()}", retryable=False, context={"sqlstate": exc.sqlstate}
-        ) from exc
-
-
-def materialization_from_row(row: Row) -> records.Materialization:
-    return records.Materialization(
-        id=row["id"],
-        run_id=str(row["run_id"]),
-        asset=row["asset"],
-        partition_key=row["partition_key"],
-        status=row["status"],
-        attempt=row["attempt"],
-        pending_upstream=row["pending_upstream"],
-        created_at=row["created_at"],
-        queued_at=row["queued_at"],
-        started_at=row["started_at"],
-        finished_at=row["finished_at"],
-        duration_ms=row["duration_ms"],
-        error=row["error"],
-        metadata=row["metadata"],
-        output_ref=row["output_ref"],
-        code_version=row["code_version"],
-        job_id=row["job_id"],
-        output_deleted_at=row.get("output_deleted_at"),
-    )
-
-
-def _run(row: Row) -> records.Run:
-    return records.Run(
-        run_id=str(row["run_id"]),
-        kind=row["kind"],
-        selection=tuple(row["selection"]),
-        config=row["config"],
-        tags=row["tags"],
-        requested_by=row["requested_by"],
-        status=row["status"],
-        created_at=row["created_at"],
-        finished_at=row["finished_at"],
-    )
-
-
-def _lineage(row: Row, via: str) -> records.LineageRow:
-    return records.LineageRow(
-        depth=row["depth"],
-        via_id=row[via],
-        input_name=row["input_name"],
-        id=row["id"],
-        run_id=str(row["run_id"]),
-        asset=row["asset"],
-        partition_key=row["partition_key"],
-        status=row["status"],
-        finished_at=row["finished_at"],
-    )
-
-
-@contextmanager
-def _maybe_tx(conn: Conn, needed: bool) -> Iterator[None]:
-    if needed:
-        with conn.transaction():
-            yield
-    else:
-        yield
-
-
-def success_params(item: base.Success, actor: str, now: datetime | None) -> dict[str, Any]:
-    """Parameters of the ``materialization_succeed`` statement."""
-    output = item.output
-    return {
-        "id": item.step.id,
-        "attempt": item.step.attempt,
-        "output_ref": Jsonb(dict(item.output_ref)),
-        "metadata": Jsonb(dict(item.metadata)),
-        "upstream_ids": [u for u, _ in item.lineage],
-        "input_names": [n for _, n in item.lineage],
-        "actor": actor,
-        # rows-mode outputs go to the user's table (store.outputs.write_rows), not flowstone_outputs
-        "output_format": output.format if output and output.format != "rows" else None,
-        "output_value": output.value if output else None,
-        "output_data": output.data if output else None,
-        "now": now,
-    }
-
-
-def _uuid(run_id: str) -> uuid.UUID:
-    try:
-        return uuid.UUID(run_id)
-    except ValueError:
-        raise errors.StoreError(f"{run_id!r} is not a run id (a UUID)", retryable=False) from None
-
-
-def _keys(steps: Sequence[base.StepKey]) -> tuple[list[str], list[str]]:
-    return [a for a, _ in steps], [k for _, k in steps]
 
 
 class PostgresStore(base.Store):
@@ -221,11 +115,11 @@ class PostgresStore(base.Store):
     ) -> None:
         """Insert a run, its planned steps, their edges and the audit event on ``conn`` (caller's
         transaction)."""
-        run_uuid = _uuid(run.run_id)
+        run_key = run_uuid(run.run_id)
         conn.execute(
             Q("run_insert"),
             {
-                "run_id": run_uuid,
+                "run_id": run_key,
                 "kind": run.kind,
                 "selection": list(run.selection),
                 "config": Jsonb(run.config),
@@ -240,7 +134,7 @@ class PostgresStore(base.Store):
                 Q("materialization_plan"),
                 [
                     {
-                        "run_id": run_uuid,
+                        "run_id": run_key,
                         "asset": s.asset,
                         "partition_key": s.partition_key,
                         "pending_upstream": s.pending_upstream,
@@ -256,7 +150,7 @@ class PostgresStore(base.Store):
                     Q("step_edges_insert"),
                     [
                         {
-                            "run_id": run_uuid,
+                            "run_id": run_key,
                             "upstream_asset": up[0],
                             "upstream_partition_key": up[1],
                             "asset": down[0],
@@ -282,15 +176,15 @@ class PostgresStore(base.Store):
         )
 
     def get_run(self, run_id: str) -> records.Run | None:
-        row = self._one("read run", "run_get", {"run_id": _uuid(run_id)})
-        return _run(row) if row else None
+        row = self._one("read run", "run_get", {"run_id": run_uuid(run_id)})
+        return run_from_row(row) if row else None
 
     def list_runs(self, *, limit: int = 20) -> list[records.Run]:
-        return [_run(r) for r in self._all("list runs", "run_list", {"limit": limit})]
+        return [run_from_row(r) for r in self._all("list runs", "run_list", {"limit": limit})]
 
     def finish_run(self, run_id: str, *, actor: str, now: datetime | None = None) -> records.Run | None:
-        row = self._one("finish run", "run_finish", {"run_id": _uuid(run_id), "actor": actor, "now": now})
-        return _run(row) if row else None
+        row = self._one("finish run", "run_finish", {"run_id": run_uuid(run_id), "actor": actor, "now": now})
+        return run_from_row(row) if row else None
 
     # -- steps --------------------------------------------------------------------------------
 
@@ -308,7 +202,7 @@ class PostgresStore(base.Store):
             "start step",
             "materialization_start",
             {
-                "run_id": _uuid(run_id),
+                "run_id": run_uuid(run_id),
                 "asset": asset,
                 "partition_key": partition_key,
                 "code_version": code_version,
@@ -322,7 +216,7 @@ class PostgresStore(base.Store):
         row = self._one(
             "read step",
             "materialization_get_step",
-            {"run_id": _uuid(run_id), "asset": asset, "partition_key": partition_key},
+            {"run_id": run_uuid(run_id), "asset": asset, "partition_key": partition_key},
         )
         return materialization_from_row(row) if row else None
 
@@ -335,11 +229,11 @@ class PostgresStore(base.Store):
     ) -> dict[base.StepKey, tuple[records.Materialization, bool]]:
         if not wanted:
             return {}
-        assets, keys = _keys(wanted)
+        assets, keys = keys_of(wanted)
         rows = self._all(
             "find inputs",
             "materialization_inputs",
-            {"run_id": _uuid(run_id), "assets": assets, "keys": keys},
+            {"run_id": run_uuid(run_id), "assets": assets, "keys": keys},
         )
         return {
             (r["asset"], r["partition_key"]): (materialization_from_row(r), bool(r["in_run"])) for r in rows
@@ -360,7 +254,11 @@ class PostgresStore(base.Store):
         # the lineage edges, the audit event and a flowstone_outputs value commit together or not
         # at all (I11). Rows for a user table need a few statements: an explicit transaction.
         rows_mode = output is not None and output.format == "rows"
-        with translate_errors("record success"), self.connection() as conn, _maybe_tx(conn, rows_mode):
+        with (
+            translate_errors("record success"),
+            self.connection() as conn,
+            maybe_transaction(conn, rows_mode),
+        ):
             return self.succeed_step_on(
                 conn,
                 step,
@@ -447,7 +345,7 @@ class PostgresStore(base.Store):
             "start steps",
             "materialization_start_batch",
             {
-                "run_id": _uuid(run_id),
+                "run_id": run_uuid(run_id),
                 "asset": asset,
                 "keys": list(dict.fromkeys(partition_keys)),
                 "code_version": code_version,
@@ -507,11 +405,11 @@ class PostgresStore(base.Store):
         error: Mapping[str, Any],
         now: datetime | None,
     ) -> list[records.Materialization]:
-        assets, keys = _keys(steps)
+        assets, keys = keys_of(steps)
         rows = conn.execute(
             Q("materialization_skip"),
             {
-                "run_id": _uuid(run_id),
+                "run_id": run_uuid(run_id),
                 "assets": assets,
                 "keys": keys,
                 "error": Jsonb(dict(error)),
@@ -534,14 +432,14 @@ class PostgresStore(base.Store):
             return self._skip_on(conn, run_id, steps, error=error, now=now)
 
     def step_edges(self, run_id: str) -> list[tuple[base.StepKey, base.StepKey]]:
-        rows = self._all("read step edges", "step_edges_of_run", {"run_id": _uuid(run_id)})
+        rows = self._all("read step edges", "step_edges_of_run", {"run_id": run_uuid(run_id)})
         return [
             ((r["upstream_asset"], r["upstream_partition_key"]), (r["asset"], r["partition_key"]))
             for r in rows
         ]
 
     def run_steps(self, run_id: str) -> list[records.Materialization]:
-        rows = self._all("read run steps", "materialization_run_steps", {"run_id": _uuid(run_id)})
+        rows = self._all("read run steps", "materialization_run_steps", {"run_id": run_uuid(run_id)})
         return [materialization_from_row(r) for r in rows]
 
     # -- queries ------------------------------------------------------------------------------
@@ -592,13 +490,13 @@ class PostgresStore(base.Store):
         rows = self._all(
             "read lineage", "lineage_upstream", {"id": materialization_id, "max_depth": max_depth}
         )
-        return [_lineage(r, "reader_id") for r in rows]
+        return [lineage_from_row(r, "reader_id") for r in rows]
 
     def lineage_downstream(self, materialization_id: int, *, max_depth: int) -> list[records.LineageRow]:
         rows = self._all(
             "read lineage", "lineage_downstream", {"id": materialization_id, "max_depth": max_depth}
         )
-        return [_lineage(r, "source_id") for r in rows]
+        return [lineage_from_row(r, "source_id") for r in rows]
 
     # -- audit --------------------------------------------------------------------------------
 
@@ -617,7 +515,7 @@ class PostgresStore(base.Store):
         return {
             "event": event,
             "actor": actor,
-            "run_id": _uuid(run_id) if run_id else None,
+            "run_id": run_uuid(run_id) if run_id else None,
             "materialization_id": materialization_id,
             "asset": asset,
             "partition_key": partition_key,
@@ -659,7 +557,7 @@ class PostgresStore(base.Store):
         rows = self._all(
             "read audit log",
             "audit_list",
-            {"run_id": _uuid(run_id) if run_id else None, "limit": limit},
+            {"run_id": run_uuid(run_id) if run_id else None, "limit": limit},
         )
         return [
             records.AuditEvent(
