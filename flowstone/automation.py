@@ -143,7 +143,7 @@ class Schedules:
                 continue
             try:
                 runs = self._evaluate(schedule, at, now)
-            except errors.FlowStoneError:
+            except Exception:  # one schedule's failure (e.g. its partition callable) stops no other
                 logger.exception("schedule %s failed to fire", schedule.name)
                 continue
             if runs:

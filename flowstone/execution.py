@@ -457,6 +457,12 @@ class StepRunner:
                 retryable=False,
             )
         row, in_run = found
+        if row.output_deleted_at is not None:
+            raise errors.DependencyNotReadyError(
+                f"upstream {upstream!r} [{key}] #{row.id}: its output was deleted by gc at "
+                f"{row.output_deleted_at:%Y-%m-%d %H:%M:%S}; materialize it again",
+                retryable=False,
+            )
         if row.status != "succeeded" or row.output_ref is None:
             where = "in this run" if in_run else "latest"
             raise errors.DependencyNotReadyError(

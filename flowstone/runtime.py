@@ -476,6 +476,11 @@ class FlowStone:
                 continue
             if dry_run:
                 deleted[key] = deleted.get(key, 0) + 1
+            elif isinstance(manager, PostgresIOManager) and manager.mode == "rows":
+                # A rows table holds only the latest output of a partition: older versions were
+                # replaced when the newer one committed. Record them as collected.
+                self.store.mark_outputs_deleted([candidate.materialization_id])
+                deleted[key] = deleted.get(key, 0) + 1
             elif isinstance(manager, PostgresIOManager):
                 postgres_ids.append(candidate.materialization_id)
             else:
@@ -521,6 +526,12 @@ class FlowStone:
         """The value of the latest succeeded materialization (read through its IO manager)."""
         key = self.partition_key(asset, partition)
         row = self.store.latest(asset, key)
+        if row is not None and row.output_deleted_at is not None:  # pragma: no cover - gc keeps the latest
+            raise errors.DependencyNotReadyError(
+                f"{asset} [{key}]: its output was deleted by gc at {row.output_deleted_at}",
+                asset=asset,
+                partition=key,
+            )
         if row is None or row.output_ref is None:
             raise errors.DependencyNotReadyError(
                 f"{asset} [{key}] has no succeeded materialization", asset=asset, partition=key

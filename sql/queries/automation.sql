@@ -68,7 +68,8 @@ UPDATE flowstone_sensor_state
 SET cursor            = %(cursor)s,
     last_evaluated_at = coalesce(%(now)s::timestamptz, now()),
     evaluations       = evaluations + 1,
-    last_error        = NULL
+    last_error        = NULL,
+    last_error_at     = NULL
 WHERE name = %(name)s;
 
 -- name: sensor_state_record_error

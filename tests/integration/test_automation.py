@@ -235,3 +235,17 @@ def test_cli_schedules_sensors_and_gc(
     code, out, _ = run("gc", "--keep-last", "1", "--dry-run")
     assert code == 0
     assert out.startswith("gc (keep last 1): 0 old version(s)")
+
+
+def test_a_schedule_whose_partition_callable_raises_does_not_stop_the_others(
+    database_url: str, tmp_path: Path
+):
+    def boom(tick: datetime) -> object:
+        raise ValueError("bad partition function")
+
+    bad = fs.Schedule("bad", "snapshot", cron="0 * * * *", partition=boom)
+    good = fs.Schedule("good", "snapshot", cron="0 * * * *")
+    defs = fs.Definitions(assets=[daily, snapshot], schedules=[bad, good])
+    with fs.FlowStone(defs, database_url=database_url, home=tmp_path) as rt:
+        fired = rt.schedules.tick(now=datetime(2025, 6, 2, 10, 0, 5, tzinfo=UTC))
+    assert list(fired) == ["good"]
