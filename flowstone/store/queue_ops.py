@@ -35,6 +35,18 @@ CancelJob = Callable[[Conn, int], bool]
 RetryJob = Callable[[Conn, int], None]
 
 
+def _release_params(step: records.Materialization, now: datetime | None) -> dict[str, Any]:
+    """Parameters of ``materialization_release_downstream`` for a step that just succeeded."""
+    return {
+        "run_id": step.run_id,
+        "asset": step.asset,
+        "partition_key": step.partition_key,
+        "step_id": step.id,
+        "attempt": step.attempt,
+        "now": now,
+    }
+
+
 class PostgresQueueStore(PostgresStore):
     """The Postgres store plus the queue's transactions."""
 
@@ -166,17 +178,7 @@ class PostgresQueueStore(PostgresStore):
                     for item in items
                 ]
                 releases = [
-                    conn.execute(
-                        Q("materialization_release_downstream"),
-                        {
-                            "run_id": run_id,
-                            "asset": item.step.asset,
-                            "partition_key": item.step.partition_key,
-                            "step_id": item.step.id,
-                            "attempt": item.step.attempt,
-                            "now": now,
-                        },
-                    )
+                    conn.execute(Q("materialization_release_downstream"), _release_params(item.step, now))
                     for item in items
                     if release  # a backfill run has no step edges: nothing to release
                 ]
@@ -219,15 +221,7 @@ class PostgresQueueStore(PostgresStore):
                 done.append(row)
                 if row is not None and release:
                     released = conn.execute(
-                        Q("materialization_release_downstream"),
-                        {
-                            "run_id": run_id,
-                            "asset": item.step.asset,
-                            "partition_key": item.step.partition_key,
-                            "step_id": item.step.id,
-                            "attempt": item.step.attempt,
-                            "now": now,
-                        },
+                        Q("materialization_release_downstream"), _release_params(item.step, now)
                     ).fetchall()
                     ready.extend((r["asset"], r["batch_key"]) for r in released if r["status"] == "queued")
             self._finish(conn, run_id, actor, now)
