@@ -39,6 +39,9 @@ test-integration: ## Run the tests against real Postgres
 bench: ## Run the benchmarks; each prints figures and ratios against a baseline from the same run
 	@set -e; for f in bench/[!_]*.py; do echo "== $$f"; $(BIN)/python $$f; done
 
+demo: ## Run examples/demo.py end to end (embedded Postgres in .flowstone, or FLOWSTONE_DATABASE_URL)
+	$(BIN)/python examples/demo.py
+
 clean: ## Remove build artefacts and caches (keeps .venv and .flowstone)
 	rm -rf build dist .mypy_cache .ruff_cache .pytest_cache .hypothesis
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

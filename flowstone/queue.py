@@ -396,6 +396,10 @@ class RunHandle:
             raise errors.FlowStoneError(f"run {self.run_id} does not exist", run_id=self.run_id)
         return run
 
+    def steps(self) -> list[records.Materialization]:
+        """Every step of the run, in id order."""
+        return self.runtime.store.run_steps(self.run_id)
+
     def status(self) -> dict[str, int]:
         """Number of steps by status, e.g. ``{"succeeded": 3, "queued": 1}``."""
         return self.runtime.queue_store().step_counts(self.run_id)

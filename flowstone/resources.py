@@ -149,6 +149,11 @@ class ResourceScope:
                 retryable=False,
                 context={"unknown": unknown},
             )
+        for name, override in self._overrides.items():
+            if override:
+                # Check the settings now (nothing is set up): a misspelt setting is refused when
+                # the run is submitted, not later on a worker.
+                merge_config(self._configured[name], override, name=name)
         self._values: dict[str, object] = {}
         self._order: list[tuple[str, Resource, object]] = []  # (name, resource, value), setup order
         self._lock = threading.RLock()

@@ -83,6 +83,9 @@ class PostgresQueueStore(PostgresStore):
 
     @staticmethod
     def _finish(conn: Conn, run_id: str, actor: str, now: datetime | None) -> None:
+        # Lock first, in its own statement: the status computed next then sees every step that a
+        # concurrent transaction committed while this one waited for the lock (READ COMMITTED).
+        conn.execute(Q("run_lock"), {"run_id": run_id})
         conn.execute(Q("run_finish"), {"run_id": run_id, "actor": actor, "now": now})
 
     def submit_run(

@@ -17,6 +17,11 @@ FROM flowstone_runs
 ORDER BY created_at DESC, run_id
 LIMIT %(limit)s;
 
+-- name: run_lock
+-- Locks a run's row until the end of the transaction: the last steps of a run that finish at the
+-- same time then compute the run's status one after the other, each seeing the others' commits.
+SELECT run_id FROM flowstone_runs WHERE run_id = %(run_id)s FOR UPDATE;
+
 -- name: run_finish
 -- Recomputes a run's status from its steps; returns the run row when it changed. Each test is an
 -- index probe on (run_id, status), so the cost does not grow with the number of steps. Two last

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,15 +16,14 @@ from tests import pg
 
 
 @pytest.fixture(scope="session")
-def pg_server() -> Iterator[pg.Server]:
+def pg_server() -> pg.Server:
     # Not under pytest's basetemp: that tree is private to root (0700) and pruned by other pytest
     # sessions, while the embedded server runs as its own system user and needs to reach it.
     base = Path(tempfile.mkdtemp(prefix="flowstone-test-pg-"))
     base.chmod(0o755)
-    try:
-        yield pg.start_server(base)
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
+    # The embedded server (cleanup_mode="delete") stops and deletes its data when this process
+    # exits; removing the directory here would pull it from under the running server.
+    return pg.start_server(base)
 
 
 @pytest.fixture(scope="session")
