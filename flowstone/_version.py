@@ -1,3 +1,3 @@
 """The single place FlowStone's version is written (read by hatch and ``flowstone --version``)."""
 
-__version__ = "0.1.0.dev0"
+__version__ = "0.2.0"

@@ -37,6 +37,7 @@ logger = logging.getLogger("flowstone.execution")
 # faults at that exact point (a dropped connection, a killed process).
 AfterStoreHook = Callable[[records.Materialization, io_base.OutputRef], None]
 SkipList = Sequence[store_base.StepKey] | Callable[[], Sequence[store_base.StepKey]]
+Found = dict[store_base.StepKey, tuple[records.Materialization, bool]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,12 +191,19 @@ class StepRunner:
         """
         asset = self.defs.get(asset_name)  # I3: a dict lookup; unknown names raise, nothing written
         partition_key = partition_keys.encode(partition)
-        step = self.store.start_step(
-            run_id, asset.name, partition_key, code_version=asset.code_version, reclaim=reclaim
+        wanted = self._wanted(asset, partition)
+        # The claim and the lookup of the inputs go to the database together (one round trip).
+        step, found = self.store.start_step_with_inputs(
+            run_id,
+            asset.name,
+            partition_key,
+            code_version=asset.code_version,
+            reclaim=reclaim,
+            wanted=[(inp.asset, key) for inp in asset.inputs for _, key in wanted[inp.name]],
         )
         if step is None:
             return self._unstartable(run_id, asset.name, partition_key)
-        return self._run_claimed(asset, [(step, partition)], scope, skip_on_failure)[0]
+        return self._run_claimed(asset, [(step, partition)], scope, skip_on_failure, found=found)[0]
 
     def run_batch(
         self,
@@ -256,13 +264,16 @@ class StepRunner:
         work: Sequence[tuple[records.Materialization, partition_keys.PartitionValue | None]],
         scope: resources.ResourceScope,
         skip_on_failure: SkipList,
+        *,
+        found: Found | None = None,
     ) -> list[StepOutcome]:
-        """Execute claimed steps; record failures one by one and successes together."""
+        """Execute claimed steps; record failures one by one and successes together. ``found``:
+        the inputs of a single step, already looked up with its claim."""
         outcomes: list[StepOutcome] = []
         done: list[tuple[records.Materialization, Executed]] = []
         for step, partition in work:
             try:
-                executed = self._execute(step, asset, partition, scope)
+                executed = self._execute(step, asset, partition, scope, found=found)
                 if self.after_store is not None:
                     self.after_store(step, executed.ref)
             except approval_types.ApprovalPending as pending:
@@ -348,9 +359,11 @@ class StepRunner:
         asset: definitions.AssetDef,
         partition: partition_keys.PartitionValue | None,
         scope: resources.ResourceScope,
+        *,
+        found: Found | None = None,
     ) -> Executed:
         """Steps 3 to 5: inputs, resources, the function, the output (stored or prepared)."""
-        kwargs, lineage = self._load_inputs(step, asset, partition)
+        kwargs, lineage = self._load_inputs(step, asset, partition, found=found)
         ctx = context_mod.AssetContext(
             asset=asset.name,
             partition=partition,
@@ -400,19 +413,28 @@ class StepRunner:
                 f"IO manager {key!r} is not configured", asset=asset, retryable=False
             ) from None
 
+    def _wanted(
+        self, asset: definitions.AssetDef, partition: partition_keys.PartitionValue | None
+    ) -> dict[str, list[tuple[partition_keys.PartitionValue | None, str]]]:
+        """Per input: the upstream partitions it reads, with their keys."""
+        wanted: dict[str, list[tuple[partition_keys.PartitionValue | None, str]]] = {}
+        for inp in asset.inputs:
+            values = planning.step_partitions(asset, self.defs.get(inp.asset), partition)
+            wanted[inp.name] = [(v, partition_keys.encode(v)) for v in values]
+        return wanted
+
     def _load_inputs(
         self,
         step: records.Materialization,
         asset: definitions.AssetDef,
         partition: partition_keys.PartitionValue | None,
+        *,
+        found: Found | None = None,
     ) -> tuple[dict[str, object], list[tuple[int, str]]]:
-        wanted: dict[str, list[tuple[partition_keys.PartitionValue | None, str]]] = {}
-        for inp in asset.inputs:
-            upstream = self.defs.get(inp.asset)
-            values = planning.step_partitions(asset, upstream, partition)
-            wanted[inp.name] = [(v, partition_keys.encode(v)) for v in values]
-        keys = [(inp.asset, key) for inp in asset.inputs for _, key in wanted[inp.name]]
-        found = self.store.find_inputs(step.run_id, keys)
+        wanted = self._wanted(asset, partition)
+        if found is None:
+            keys = [(inp.asset, key) for inp in asset.inputs for _, key in wanted[inp.name]]
+            found = self.store.find_inputs(step.run_id, keys)
         kwargs: dict[str, object] = {}
         lineage: list[tuple[int, str]] = []
         for inp in asset.inputs:

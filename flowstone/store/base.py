@@ -95,6 +95,23 @@ class Store(ABC):
         :meth:`get_step`).
         """
 
+    def start_step_with_inputs(
+        self,
+        run_id: str,
+        asset: str,
+        partition_key: str,
+        *,
+        wanted: Sequence[StepKey],
+        code_version: str | None = None,
+        reclaim: bool = False,
+        now: datetime | None = None,
+    ) -> tuple[records.Materialization | None, dict[StepKey, tuple[records.Materialization, bool]]]:
+        """:meth:`start_step` and :meth:`find_inputs` together (a store may send them at once)."""
+        step = self.start_step(
+            run_id, asset, partition_key, code_version=code_version, reclaim=reclaim, now=now
+        )
+        return step, (self.find_inputs(run_id, wanted) if step is not None else {})
+
     def start_steps(
         self,
         run_id: str,

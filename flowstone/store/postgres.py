@@ -38,6 +38,10 @@ Row = dict[str, Any]
 Conn = psycopg.Connection[Row]
 
 
+def _assets_keys(wanted: Sequence[base.StepKey]) -> dict[str, list[str]]:
+    return {"assets": [a for a, _ in wanted], "keys": [k for _, k in wanted]}
+
+
 class PostgresStore(base.Store):
     """Metadata in Postgres through a small connection pool (autocommit; explicit transactions)."""
 
@@ -48,6 +52,7 @@ class PostgresStore(base.Store):
         self._lock = threading.Lock()
         self._max = max(1, max_connections)
         self._pool: psycopg_pool.ConnectionPool[Conn] | None = None
+        self._prefetch = threading.local()  # outputs fetched with a step's inputs, per thread
 
     def _get_pool(self) -> psycopg_pool.ConnectionPool[Conn]:
         with self._lock:
@@ -212,6 +217,52 @@ class PostgresStore(base.Store):
         )
         return materialization_from_row(row) if row else None
 
+    def start_step_with_inputs(
+        self,
+        run_id: str,
+        asset: str,
+        partition_key: str,
+        *,
+        wanted: Sequence[base.StepKey],
+        code_version: str | None = None,
+        reclaim: bool = False,
+        now: datetime | None = None,
+    ) -> tuple[records.Materialization | None, dict[base.StepKey, tuple[records.Materialization, bool]]]:
+        """The claim and the input lookup in one pipelined round trip; the stored outputs of the
+        inputs (Postgres IO manager) come along and are kept for this thread's next loads."""
+        run_key = run_uuid(run_id)
+        with translate_errors("start step"), self.connection() as conn, conn.pipeline():
+            claim = conn.execute(
+                Q("materialization_start"),
+                {
+                    "run_id": run_key,
+                    "asset": asset,
+                    "partition_key": partition_key,
+                    "code_version": code_version,
+                    "reclaim": reclaim,
+                    "now": now,
+                },
+            )
+            inputs = (
+                conn.execute(Q("materialization_inputs"), {"run_id": run_key, **_assets_keys(wanted)})
+                if wanted
+                else None
+            )
+            row = claim.fetchone()
+            rows = inputs.fetchall() if inputs is not None else []
+        return (materialization_from_row(row) if row else None), self._found(rows)
+
+    def _found(self, rows: Sequence[Row]) -> dict[base.StepKey, tuple[records.Materialization, bool]]:
+        prefetched = {
+            r["id"]: (r["output_format"], r["output_value"], r["output_data"])
+            for r in rows
+            if r["output_format"]
+        }
+        self._prefetch.outputs = prefetched
+        return {
+            (r["asset"], r["partition_key"]): (materialization_from_row(r), bool(r["in_run"])) for r in rows
+        }
+
     def get_step(self, run_id: str, asset: str, partition_key: str) -> records.Materialization | None:
         row = self._one(
             "read step",
@@ -229,15 +280,10 @@ class PostgresStore(base.Store):
     ) -> dict[base.StepKey, tuple[records.Materialization, bool]]:
         if not wanted:
             return {}
-        assets, keys = keys_of(wanted)
         rows = self._all(
-            "find inputs",
-            "materialization_inputs",
-            {"run_id": run_uuid(run_id), "assets": assets, "keys": keys},
+            "find inputs", "materialization_inputs", {"run_id": run_uuid(run_id), **_assets_keys(wanted)}
         )
-        return {
-            (r["asset"], r["partition_key"]): (materialization_from_row(r), bool(r["in_run"])) for r in rows
-        }
+        return self._found(rows)
 
     def succeed_step(
         self,
@@ -358,7 +404,13 @@ class PostgresStore(base.Store):
     # -- outputs of the Postgres IO manager ---------------------------------------------------
 
     def read_output(self, materialization_id: int) -> tuple[str, object, bytes | None] | None:
-        """(format, JSON value, bytes) of a stored output, or ``None``."""
+        """(format, JSON value, bytes) of a stored output, or ``None``. Outputs fetched with the
+        inputs of this thread's current step are served without another round trip (outputs are
+        immutable while their row is the one read)."""
+        prefetched: dict[int, tuple[str, object, bytes | None]] = getattr(self._prefetch, "outputs", {})
+        hit = prefetched.pop(materialization_id, None)
+        if hit is not None:
+            return hit
         row = self._one("read output", "output_get", {"id": materialization_id})
         if row is None:
             return None

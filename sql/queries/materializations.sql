@@ -59,11 +59,14 @@ SELECT * FROM flowstone_materializations WHERE id = %(id)s;
 
 -- name: materialization_inputs
 -- Returns, per requested (asset, partition_key), this run's row if the run has one (any status),
--- else the latest succeeded row (finished_at DESC, id DESC).
-SELECT DISTINCT ON (m.asset, m.partition_key) m.*, (m.run_id = %(run_id)s) AS in_run
+-- else the latest succeeded row (finished_at DESC, id DESC), with its stored output when the
+-- Postgres IO manager holds it (output_format NULL otherwise).
+SELECT DISTINCT ON (m.asset, m.partition_key) m.*, (m.run_id = %(run_id)s) AS in_run,
+       o.format AS output_format, o.value AS output_value, o.data AS output_data
 FROM flowstone_materializations AS m
 JOIN unnest(%(assets)s::text[], %(keys)s::text[]) AS want(asset, partition_key)
   ON m.asset = want.asset AND m.partition_key = want.partition_key
+LEFT JOIN flowstone_outputs AS o ON o.materialization_id = m.id AND m.status = 'succeeded'
 WHERE m.run_id = %(run_id)s OR m.status = 'succeeded'
 ORDER BY m.asset, m.partition_key, (m.run_id = %(run_id)s) DESC, m.finished_at DESC NULLS LAST, m.id DESC;
 
