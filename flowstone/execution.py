@@ -205,36 +205,6 @@ class StepRunner:
             return self._unstartable(run_id, asset.name, partition_key)
         return self._run_claimed(asset, [(step, partition)], scope, skip_on_failure, found=found)[0]
 
-    def run_batch(
-        self,
-        run_id: str,
-        asset_name: str,
-        partitions: Sequence[partition_keys.PartitionValue | None],
-        *,
-        scope: resources.ResourceScope,
-        reclaim: bool = False,
-    ) -> list[StepOutcome]:
-        """Run several steps of one asset (a job of a bulk backfill): one claim for all, each
-        function call on its own, one success transaction for all that succeeded. Each step is
-        still recorded individually; a failure is recorded for its step alone."""
-        asset = self.defs.get(asset_name)
-        keys = [partition_keys.encode(p) for p in partitions]
-        claimed = self.store.start_steps(
-            run_id, asset.name, keys, code_version=asset.code_version, reclaim=reclaim
-        )
-        outcomes: dict[str, StepOutcome] = {}
-        work: list[tuple[records.Materialization, partition_keys.PartitionValue | None]] = []
-        for partition, key in zip(partitions, keys, strict=True):
-            step = claimed.get(key)
-            if step is None:
-                outcomes[key] = self._unstartable(run_id, asset.name, key)
-            else:
-                work.append((step, partition))
-        for outcome in self._run_claimed(asset, work, scope, ()):
-            if outcome.record is not None:
-                outcomes[outcome.record.partition_key] = outcome
-        return [outcomes[k] for k in keys if k in outcomes]
-
     def run_claimed(
         self,
         asset: definitions.AssetDef,

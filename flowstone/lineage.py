@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from flowstone import definitions, errors, partition_keys
+from flowstone.graph import AssetGraph
 from flowstone.store import base as store_base
 from flowstone.store import records
 
@@ -149,11 +150,8 @@ class Lineage:
         return rows
 
 
-def _distance(graph: object, source: str, target: str) -> int:
+def _distance(graph: AssetGraph, source: str, target: str) -> int:
     """Shortest number of edges from ``source`` down to ``target``."""
-    from flowstone.graph import AssetGraph  # noqa: PLC0415 - typing only; avoids a cycle in docs
-
-    assert isinstance(graph, AssetGraph)  # noqa: S101 - Definitions.graph is always an AssetGraph
     depth = 1
     frontier = graph.downstream(source, depth=1)
     seen = set(frontier)

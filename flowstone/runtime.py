@@ -468,6 +468,7 @@ class FlowStone:
         deleted: dict[str, int] = {}
         skipped: list[str] = []
         postgres_ids: list[int] = []
+        collected: list[int] = []
         for candidate in candidates:
             key = str(candidate.output_ref.get("manager", ""))
             manager = self.io_managers.get(key)  # a dict lookup of a stored name (I3)
@@ -479,21 +480,22 @@ class FlowStone:
             elif isinstance(manager, PostgresIOManager) and manager.mode == "rows":
                 # A rows table holds only the latest output of a partition: older versions were
                 # replaced when the newer one committed. Record them as collected.
-                self.store.mark_outputs_deleted([candidate.materialization_id])
+                collected.append(candidate.materialization_id)
                 deleted[key] = deleted.get(key, 0) + 1
             elif isinstance(manager, PostgresIOManager):
                 postgres_ids.append(candidate.materialization_id)
             else:
                 manager.delete(io_base.OutputRef.model_validate(candidate.output_ref))
-                self.store.mark_outputs_deleted([candidate.materialization_id])
+                collected.append(candidate.materialization_id)
                 deleted[key] = deleted.get(key, 0) + 1
         if postgres_ids:
             removed = set(self.store.delete_postgres_outputs(postgres_ids))
-            self.store.mark_outputs_deleted(sorted(removed))
+            collected.extend(sorted(removed))
             for candidate in candidates:
                 if candidate.materialization_id in removed:
                     key = str(candidate.output_ref["manager"])
                     deleted[key] = deleted.get(key, 0) + 1
+        self.store.mark_outputs_deleted(collected)  # one statement for the whole pass
         return GcReport(planned=len(candidates), deleted=deleted, skipped=skipped)
 
     # -- reading ------------------------------------------------------------------------------

@@ -112,24 +112,6 @@ class Store(ABC):
         )
         return step, (self.find_inputs(run_id, wanted) if step is not None else {})
 
-    def start_steps(
-        self,
-        run_id: str,
-        asset: str,
-        partition_keys: Sequence[str],
-        *,
-        code_version: str | None = None,
-        reclaim: bool = False,
-        now: datetime | None = None,
-    ) -> dict[str, records.Materialization]:
-        """Claim several steps of one asset (a bulk job); returns the claimed rows by key."""
-        claimed = {}
-        for key in dict.fromkeys(partition_keys):
-            row = self.start_step(run_id, asset, key, code_version=code_version, reclaim=reclaim, now=now)
-            if row is not None:
-                claimed[key] = row
-        return claimed
-
     @abstractmethod
     def get_step(self, run_id: str, asset: str, partition_key: str) -> records.Materialization | None:
         """The step row of (run, asset, partition), or ``None``."""

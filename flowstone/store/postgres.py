@@ -374,35 +374,6 @@ class PostgresStore(base.Store):
             with translate_errors("record gc"), self.connection() as conn:
                 conn.execute(Q("output_mark_deleted"), {"ids": list(ids), "now": now})
 
-    def start_steps(
-        self,
-        run_id: str,
-        asset: str,
-        partition_keys: Sequence[str],
-        *,
-        code_version: str | None = None,
-        reclaim: bool = False,
-        now: datetime | None = None,
-    ) -> dict[str, records.Materialization]:
-        """Claim several steps of one asset in one statement (asynchronous commit)."""
-        if not partition_keys:
-            return {}
-        rows = self._all(
-            "start steps",
-            "materialization_start_batch",
-            {
-                "run_id": run_uuid(run_id),
-                "asset": asset,
-                "keys": list(dict.fromkeys(partition_keys)),
-                "code_version": code_version,
-                "reclaim": reclaim,
-                "now": now,
-            },
-        )
-        return {r["partition_key"]: materialization_from_row(r) for r in rows}
-
-    # -- outputs of the Postgres IO manager ---------------------------------------------------
-
     def read_output(self, materialization_id: int) -> tuple[str, object, bytes | None] | None:
         """(format, JSON value, bytes) of a stored output, or ``None``. Outputs fetched with the
         inputs of this thread's current step are served without another round trip (outputs are
@@ -431,22 +402,28 @@ class PostgresStore(base.Store):
         now: datetime | None = None,
     ) -> records.Materialization | None:
         with translate_errors("record failure"), self.connection() as conn, conn.transaction():
-            row = conn.execute(
-                Q("materialization_fail"),
-                {
-                    "id": step.id,
-                    "attempt": step.attempt,
-                    "error": Jsonb(dict(error)),
-                    "actor": actor,
-                    "now": now,
-                },
-            ).fetchone()
-            if row is None:
+            failed = self._fail_on(conn, step, error=error, actor=actor, now=now)
+            if failed is None:
                 return None
-            failed = materialization_from_row(row)
             if skip:
                 self._skip_on(conn, step.run_id, skip, error=base.skip_error(failed), now=now)
             return failed
+
+    @staticmethod
+    def _fail_on(
+        conn: Conn,
+        step: records.Materialization,
+        *,
+        error: Mapping[str, Any],
+        actor: str,
+        now: datetime | None,
+    ) -> records.Materialization | None:
+        """The failure statement (``failed`` + audit) on ``conn``; ``None`` if the attempt lost the step."""
+        row = conn.execute(
+            Q("materialization_fail"),
+            {"id": step.id, "attempt": step.attempt, "error": Jsonb(dict(error)), "actor": actor, "now": now},
+        ).fetchone()
+        return materialization_from_row(row) if row else None
 
     def _skip_on(
         self,

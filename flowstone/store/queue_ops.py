@@ -241,19 +241,9 @@ class PostgresQueueStore(PostgresStore):
     ) -> records.Materialization | None:
         """One transaction: ``failed`` + audit, every step reachable from it ``skipped``, run status."""
         with self._tx("record failure") as conn:
-            row = conn.execute(
-                Q("materialization_fail"),
-                {
-                    "id": step.id,
-                    "attempt": step.attempt,
-                    "error": Jsonb(dict(error)),
-                    "actor": actor,
-                    "now": now,
-                },
-            ).fetchone()
-            if row is None:
+            failed = self._fail_on(conn, step, error=error, actor=actor, now=now)
+            if failed is None:
                 return None
-            failed = materialization_from_row(row)
             self._skip_reachable(conn, failed, now)
             self._finish(conn, step.run_id, actor, now)
             return failed

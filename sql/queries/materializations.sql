@@ -28,25 +28,6 @@ SET status       = 'running',
 WHERE m.status IN ('pending', 'queued') OR (m.status = 'running' AND %(reclaim)s)
 RETURNING m.*;
 
--- name: materialization_start_batch
--- Claims several steps of one asset in a run at once (a job of a bulk backfill); returns the rows
--- claimed (attempt incremented). Asynchronous commit, as materialization_start.
-INSERT INTO flowstone_materializations AS m (run_id, asset, partition_key, status, attempt,
-                                             started_at, created_at, code_version)
-SELECT %(run_id)s::uuid, %(asset)s::text, k.partition_key, 'running', 1,
-       coalesce(%(now)s::timestamptz, now()), coalesce(%(now)s::timestamptz, now()),
-       %(code_version)s::text
-FROM unnest(%(keys)s::text[]) AS k(partition_key),
-     (SELECT set_config('synchronous_commit', 'off', true)) AS cfg
-ON CONFLICT ON CONSTRAINT flowstone_materializations_identity_key DO UPDATE
-SET status       = 'running',
-    attempt      = m.attempt + 1,
-    started_at   = EXCLUDED.started_at,
-    finished_at  = NULL,
-    code_version = EXCLUDED.code_version
-WHERE m.status IN ('pending', 'queued') OR (m.status = 'running' AND %(reclaim)s)
-RETURNING m.*;
-
 -- name: materialization_get_step
 -- Returns the step row of (run, asset, partition), or nothing.
 SELECT *
