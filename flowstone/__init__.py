@@ -19,7 +19,7 @@ Declare assets with :func:`asset`, register them in :class:`Definitions`, and ru
 
 from flowstone._version import __version__
 from flowstone.approval_types import ApprovalDecision, ApprovalGate
-from flowstone.context import AssetContext, build_asset_context
+from flowstone.context import AssetContext
 from flowstone.definitions import AssetDef, Definitions, RetryPolicy, asset
 from flowstone.errors import (
     ApprovalAlreadyDecidedError,
@@ -77,7 +77,9 @@ from flowstone.schedules import (
     SensorContext,
     sensor,
 )
+from flowstone.status import ApprovalStatus, RunKind, RunStatus, StepStatus
 from flowstone.store.records import Approval, Materialization, Run
+from flowstone.testing import build_asset_context
 
 __all__ = [
     "AllPartitions",
@@ -88,6 +90,7 @@ __all__ = [
     "ApprovalNotFoundError",
     "ApprovalPendingError",
     "ApprovalRejectedError",
+    "ApprovalStatus",
     "ApprovalTimedOutError",
     "AssetContext",
     "AssetDef",
@@ -135,12 +138,15 @@ __all__ = [
     "RunConfig",
     "RunConfigMissingError",
     "RunHandle",
+    "RunKind",
     "RunRequest",
     "RunResult",
+    "RunStatus",
     "Schedule",
     "Sensor",
     "SensorContext",
     "StaticPartitions",
+    "StepStatus",
     "StoreError",
     "TimeWindow",
     "TimeWindowOffset",

@@ -12,14 +12,10 @@ from __future__ import annotations
 
 import builtins
 from datetime import datetime
-from typing import TYPE_CHECKING
 
-from flowstone import errors
+from flowstone import errors, services
 from flowstone.store import records
-from flowstone.store.approval_ops import SYSTEM_ACTOR
-
-if TYPE_CHECKING:
-    from flowstone.runtime import FlowStone
+from flowstone.store.decisions import SYSTEM_ACTOR
 
 __all__ = ["SYSTEM_ACTOR", "Approvals"]
 
@@ -27,16 +23,16 @@ __all__ = ["SYSTEM_ACTOR", "Approvals"]
 class Approvals:
     """The approvals of one runtime's database."""
 
-    def __init__(self, runtime: FlowStone) -> None:
-        self._runtime = runtime
+    def __init__(self, svc: services.Services) -> None:
+        self._svc = svc
 
-    def list(self, status: str | None = "pending", *, limit: int = 100) -> list[records.Approval]:
+    def list(self, status: str | None = "pending", *, limit: int = 100) -> builtins.list[records.Approval]:
         """Approvals with ``status`` (``None``: all), oldest request first."""
-        return self._runtime.queue_store().list_approvals(status=status, limit=limit)
+        return self._svc.postgres("approvals").list_approvals(status=status, limit=limit)
 
     def get(self, approval_id: int) -> records.Approval:
         """One approval; ``ApprovalNotFoundError`` if there is none with this id."""
-        approval = self._runtime.queue_store().get_approval(approval_id)
+        approval = self._svc.postgres("approvals").get_approval(approval_id)
         if approval is None:
             raise errors.ApprovalNotFoundError(f"there is no approval {approval_id}")
         return approval
@@ -54,16 +50,15 @@ class Approvals:
             raise errors.ConfigurationError("a decision needs the name of who decides: by='alice'")
         if by == SYSTEM_ACTOR:
             raise errors.NotAllowedError(f"{SYSTEM_ACTOR!r} is reserved for timeouts")
-        store = self._runtime.queue_store()
-        return store.decide_approval(
+        return self._svc.postgres("approvals").decide_approval(
             approval_id,
             "approve" if decision == "approve" else "reject",
             by=by,
             reason=reason,
-            enqueue=self._runtime.enqueuer(),
+            jobs=self._svc.jobs,
         )
 
     def expire_due(self, *, now: datetime | None = None) -> builtins.list[records.Approval]:
         """Apply ``on_timeout`` to the pending approvals due at ``now`` (default: the database
         clock), as the actor ``system``; returns the approvals decided."""
-        return self._runtime.queue_store().expire_due_approvals(enqueue=self._runtime.enqueuer(), now=now)
+        return self._svc.postgres("approvals").expire_due_approvals(jobs=self._svc.jobs, now=now)

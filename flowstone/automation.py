@@ -15,13 +15,11 @@ import builtins
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from flowstone import errors, partition_keys, queue, schedules
-from flowstone.store import automation_ops as ops
-
-if TYPE_CHECKING:
-    from flowstone.runtime import FlowStone
+from flowstone import definitions, errors, partition_keys, results, schedules, services
+from flowstone.queue import client
+from flowstone.store import automation as ops
 
 __all__ = ["ScheduleStatus", "Schedules", "SensorStatus", "Sensors", "validate"]
 
@@ -38,11 +36,11 @@ def _now(now: datetime | None) -> datetime:
     return now or datetime.now(UTC)
 
 
-def validate(runtime: FlowStone) -> None:
+def validate(defs: definitions.Definitions) -> None:
     """Check the Definitions' schedules and sensors: types, unique names, valid selections."""
     problems: builtins.list[str] = []
     seen: set[str] = set()
-    for item in [*runtime.defs.schedules, *runtime.defs.sensors]:
+    for item in [*defs.schedules, *defs.sensors]:
         if not isinstance(item, schedules.Schedule | schedules.Sensor):
             problems.append(f"{item!r} is neither fs.Schedule nor a sensor")
             continue
@@ -50,7 +48,7 @@ def validate(runtime: FlowStone) -> None:
             problems.append(f"two schedules/sensors are named {item.name!r}")
         seen.add(item.name)
         try:
-            if not runtime.defs.graph.select(item.selection):
+            if not defs.graph.select(item.selection):
                 problems.append(f"{item.name!r} selects no asset")
         except errors.FlowStoneError as exc:
             problems.append(f"{item.name!r}: {exc.message}")
@@ -75,9 +73,9 @@ class ScheduleStatus:
 class Schedules:
     """``runtime.schedules``: pause, resume, list, and evaluate the Definitions' schedules."""
 
-    def __init__(self, runtime: FlowStone) -> None:
-        self._runtime = runtime
-        self._by_name = {s.name: s for s in runtime.defs.schedules if isinstance(s, schedules.Schedule)}
+    def __init__(self, svc: services.Services) -> None:
+        self._svc = svc
+        self._by_name = {s.name: s for s in svc.defs.schedules if isinstance(s, schedules.Schedule)}
 
     def get(self, name: str) -> schedules.Schedule:
         """The schedule of this name (a dict lookup, I3)."""
@@ -98,17 +96,17 @@ class Schedules:
 
     def _set_paused(self, name: str, *, paused: bool, by: str | None) -> ScheduleStatus:
         self.get(name)
-        store = self._runtime.queue_store()
+        store = self._svc.postgres("schedules")
         with store.transaction("pause schedule") as conn:
-            ops.set_paused(conn, name, paused=paused, by=by or self._runtime.actor, now=None)
+            ops.schedule_state_set_paused(conn, name, paused=paused, by=by or self._svc.actor, now=None)
             if not paused:  # resuming skips what was missed while paused
-                ops.advance_schedule(conn, name, datetime.now(UTC), None)
+                ops.schedule_state_advance(conn, name, datetime.now(UTC), None)
         return next(s for s in self.list() if s.name == name)
 
     def list(self, *, now: datetime | None = None) -> builtins.list[ScheduleStatus]:
         """Every schedule of the Definitions with its persisted state and next tick."""
-        with self._runtime.queue_store().transaction("list schedules") as conn:
-            rows = {r["name"]: r for r in ops.list_schedules(conn)}
+        with self._svc.postgres("schedules").transaction("list schedules") as conn:
+            rows = {r["name"]: r for r in ops.schedule_state_list(conn)}
         at = _now(now)
         result = []
         for schedule in self._by_name.values():
@@ -153,11 +151,12 @@ class Schedules:
     def _evaluate(
         self, schedule: schedules.Schedule, at: datetime, now: datetime | None
     ) -> builtins.list[str]:
-        runtime = self._runtime
-        store = runtime.queue_store()
+        svc = self._svc
+        store = svc.postgres("schedules")
         runs: builtins.list[str] = []
         with store.transaction(f"evaluate schedule {schedule.name}") as conn:
-            state = ops.claim_schedule(conn, schedule.name, now)
+            ops.schedule_state_ensure(conn, schedule.name, now)
+            state = ops.schedule_state_claim(conn, schedule.name)
             if state is None or state["paused"]:
                 return runs  # another evaluator holds it, or it is paused
             last = state["last_tick_at"]
@@ -166,21 +165,21 @@ class Schedules:
             after = max(last, earliest) if last is not None else at - min(schedule.max_lateness, FIRST_GRACE)
             due = schedule.ticks_between(after, at)[-MAX_TICKS_PER_EVALUATION:]
             for tick in due:
-                if not ops.record_tick(conn, schedule.name, tick, now):
+                if not ops.schedule_tick_insert(conn, schedule.name, tick, now):
                     continue  # fired before (I7-style identity: one run per tick)
-                partition = schedule.partition_for(tick, runtime.defs)
-                handle = queue.submit(
-                    runtime,
+                partition = schedule.partition_for(tick, svc.defs)
+                handle = client.submit(
+                    svc,
                     schedule.selection,
                     [partition],
                     with_upstream=False,
-                    config=runtime.run_config(schedule.run_config),
+                    config=results.RunConfig.coerce(schedule.run_config),
                     tags={"schedule": schedule.name, "tick": tick.isoformat()},
                     conn=conn,
                 )
-                ops.link_tick(conn, schedule.name, tick, handle.run_id)
+                ops.schedule_tick_set_run(conn, schedule.name, tick, handle.run_id)
                 runs.append(handle.run_id)
-            ops.advance_schedule(conn, schedule.name, max([at, *(due or [])]), now)
+            ops.schedule_state_advance(conn, schedule.name, max([at, *(due or [])]), now)
         return runs
 
 
@@ -200,14 +199,14 @@ class SensorStatus:
 class Sensors:
     """``runtime.sensors``: list and evaluate the Definitions' sensors."""
 
-    def __init__(self, runtime: FlowStone) -> None:
-        self._runtime = runtime
-        self._by_name = {s.name: s for s in runtime.defs.sensors if isinstance(s, schedules.Sensor)}
+    def __init__(self, svc: services.Services) -> None:
+        self._svc = svc
+        self._by_name = {s.name: s for s in svc.defs.sensors if isinstance(s, schedules.Sensor)}
 
     def list(self) -> builtins.list[SensorStatus]:
         """Every sensor with its durable state."""
-        with self._runtime.queue_store().transaction("list sensors") as conn:
-            rows = {r["name"]: r for r in ops.list_sensors(conn)}
+        with self._svc.postgres("sensors").transaction("list sensors") as conn:
+            rows = {r["name"]: r for r in ops.sensor_state_list(conn)}
         return [
             SensorStatus(
                 name=s.name,
@@ -239,23 +238,24 @@ class Sensors:
     def _missing(
         self, asset: str, *, now: datetime, limit: int
     ) -> builtins.list[partition_keys.PartitionValue]:
-        definition = self._runtime.defs.get(asset)
+        definition = self._svc.defs.get(asset)
         if definition.partitions is None:
             raise errors.ConfigurationError(f"asset {asset!r} is not partitioned")
         values = definition.partitions.keys(now=now)
         keys = [partition_keys.encode(v) for v in values]
-        done = self._runtime.store.covered_keys(asset, keys)
+        done = self._svc.store.covered_keys(asset, keys)
         missing = [v for v, k in zip(values, keys, strict=True) if k not in done]
         return list(reversed(missing))[:limit]
 
     def _evaluate(
         self, sensor: schedules.Sensor, at: datetime, now: datetime | None, *, force: bool
     ) -> builtins.list[str]:
-        runtime = self._runtime
-        store = runtime.queue_store()
+        svc = self._svc
+        store = svc.postgres("sensors")
         runs: builtins.list[str] = []
         with store.transaction(f"evaluate sensor {sensor.name}") as conn:
-            state = ops.claim_sensor(conn, sensor.name, now)
+            ops.sensor_state_ensure(conn, sensor.name, now)
+            state = ops.sensor_state_claim(conn, sensor.name)
             if state is None:
                 return runs  # another evaluator holds it
             last = state["last_evaluated_at"]
@@ -271,21 +271,21 @@ class Sensors:
             try:
                 with store.transaction(f"submit for sensor {sensor.name}", conn):
                     for request in sensor.evaluate(context):
-                        if request.key is not None and not ops.record_sensor_request(
+                        if request.key is not None and not ops.sensor_request_insert(
                             conn, sensor.name, request.key, now
                         ):
                             continue  # requested before: a replay never submits twice
-                        handle = queue.submit(
-                            runtime,
+                        handle = client.submit(
+                            svc,
                             sensor.selection,
                             [request.partition],
                             with_upstream=False,
-                            config=runtime.run_config(request.run_config),
+                            config=results.RunConfig.coerce(request.run_config),
                             tags={"sensor": sensor.name, **dict(request.tags)},
                             conn=conn,
                         )
                         if request.key is not None:
-                            ops.link_sensor_request(conn, sensor.name, request.key, handle.run_id)
+                            ops.sensor_request_set_run(conn, sensor.name, request.key, handle.run_id)
                         runs.append(handle.run_id)
             except Exception as exc:  # noqa: BLE001 - a sensor's failure is recorded, others go on
                 error = (
@@ -294,8 +294,8 @@ class Sensors:
                     else errors.ExecutionError.from_exception(exc)
                 )
                 logger.warning("sensor %s failed: %s", sensor.name, error)
-                ops.record_sensor_error(conn, sensor.name, error.to_dict(), now)
+                ops.sensor_state_record_error(conn, sensor.name, error.to_dict(), now)
                 return []
             cursor = context._new_cursor if context._cursor_set else state["cursor"]
-            ops.record_sensor(conn, sensor.name, cursor, now)
+            ops.sensor_state_record(conn, sensor.name, cursor, now)
         return runs

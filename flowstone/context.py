@@ -1,8 +1,8 @@
 """What an asset function sees of its run: :class:`AssetContext`.
 
 An asset receives the context when it has a parameter named ``context`` or annotated
-``AssetContext``. The step runner builds one per attempt; :func:`build_asset_context` builds one for
-unit tests of asset functions.
+``AssetContext``. The step runner builds one per attempt;
+:func:`flowstone.testing.build_asset_context` builds one for unit tests of asset functions.
 """
 
 from __future__ import annotations
@@ -12,11 +12,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from types import MappingProxyType
-from typing import cast
 
 from flowstone import approval_types, codec, errors, partition_keys, partitions
 
-__all__ = ["AssetContext", "asset_logger", "build_asset_context"]
+__all__ = ["AssetContext", "asset_logger"]
 
 
 def asset_logger(asset: str) -> logging.Logger:
@@ -151,40 +150,3 @@ class AssetContext:
                     run_id=self.run_id,
                 ) from exc
         self.metadata.update(merged)  # only once every value passed: a refused call adds nothing
-
-
-def build_asset_context(
-    asset: str = "test_asset",
-    *,
-    partition: object = None,
-    partition_definition: partitions.PartitionsDefinition | None = None,
-    resources: Mapping[str, object] | None = None,
-    run_id: str = "test-run",
-    attempt: int = 1,
-) -> AssetContext:
-    """An :class:`AssetContext` for calling an asset function directly, e.g. in a unit test.
-
-    With ``partition_definition`` the partition is validated and converted like the runner does
-    (``"2025-01-01"`` becomes ``date(2025, 1, 1)`` for daily partitions); without it, ``partition``
-    must already be a partition value. A partitioned definition needs a partition.
-    """
-    if partition_definition is not None:
-        if partition is None:
-            raise errors.InvalidPartitionError(
-                f"asset {asset!r} is partitioned by {partition_definition.describe()}; pass partition=...",
-                asset=asset,
-            )
-        value: partition_keys.PartitionValue | None = partition_definition.validate(partition, asset=asset)
-    else:
-        # encode() below refuses anything that is not a partition value, with a clear message.
-        value = cast("partition_keys.PartitionValue | None", partition)
-    return AssetContext(
-        asset=asset,
-        partition=value,
-        partition_key=partition_keys.encode(value),
-        run_id=run_id,
-        resources=resources or {},
-        log=asset_logger(asset),
-        partition_definition=partition_definition,
-        attempt=attempt,
-    )

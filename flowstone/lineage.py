@@ -58,7 +58,7 @@ def _node(row: records.LineageRow) -> LineageNode:
         partition_key=row.partition_key,
         materialization_id=row.id,
         run_id=row.run_id,
-        status=row.status,
+        status=row.status.value,  # plain strings in query results (I3), not the enum
         finished_at=row.finished_at,
         via_materialization_id=row.via_id,
         input_name=row.input_name,
@@ -143,7 +143,7 @@ class Lineage:
                         asset=name,
                         partition_key=key,
                         latest_materialization_id=latest.id if latest else None,
-                        latest_status=latest.status if latest else None,
+                        latest_status=latest.status.value if latest else None,
                         read_start=read_start,
                     )
                 )

@@ -64,6 +64,18 @@ class Plan:
             for s in self.steps
         ]
 
+    def edges(self) -> list[tuple[StepKey, StepKey]]:
+        """Every step-level edge: ((upstream asset, key), (asset, key))."""
+        return [(up, down) for down, ups in self.upstream.items() for up in sorted(ups)]
+
+    def ready(self) -> list[StepKey]:
+        """The steps with no upstream step in the plan: queued as soon as the run is created."""
+        return [s.key for s in self.steps if not self.upstream.get(s.key)]
+
+    def position(self, key: StepKey) -> int:
+        """The plan position of a step (its execution order in-process)."""
+        return self._position()[key]
+
     def descendants(self, key: StepKey) -> list[StepKey]:
         """Every step that (transitively) depends on ``key``, in plan order."""
         seen: set[StepKey] = set()

@@ -7,7 +7,7 @@ the queue reads ``RunConfig`` without importing the runtime.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +30,13 @@ class RunConfig(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
 
     resources: dict[str, dict[str, Any] | None] = pydantic.Field(default_factory=dict)
+
+    @classmethod
+    def coerce(cls, value: Mapping[str, Any] | RunConfig | None) -> RunConfig:
+        """Validate a run config given as a mapping, a ``RunConfig`` or ``None``."""
+        if isinstance(value, RunConfig):
+            return value
+        return cls.model_validate(value or {})
 
 
 @dataclass

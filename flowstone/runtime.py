@@ -1,13 +1,13 @@
-"""The ``FlowStone`` runtime users hold: it decides the store once (I9) and runs things.
+"""The ``FlowStone`` runtime users hold: it decides the store once (I9), builds the services value
+the lower layers receive, and runs things.
 
 ``materialize`` runs in the calling process and returns a :class:`RunResult` (I15);
-``backfill_sync`` materializes many partitions of one asset in-process, optionally in threads.
+``backfill_sync`` materializes many partitions of one asset in-process, optionally in threads;
+``submit`` and ``backfill`` enqueue for workers and return a :class:`RunHandle`.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
-import functools
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -16,16 +16,28 @@ from typing import Any, Literal
 import procrastinate
 
 from flowstone import approvals as approvals_mod
-from flowstone import automation, definitions, errors, execution, partition_keys, planning, queue, resources
+from flowstone import (
+    automation,
+    definitions,
+    errors,
+    execution,
+    local,
+    partition_keys,
+    planning,
+    resources,
+    retention,
+    services,
+)
 from flowstone import lineage as lineage_mod
 from flowstone import settings as settings_mod
 from flowstone.io import base as io_base
 from flowstone.io.memory import MemoryIOManager
 from flowstone.io.postgres import PostgresIOManager
+from flowstone.queue import client, worker
 from flowstone.results import BackfillResult, GcReport, RunConfig, RunResult
+from flowstone.status import RunKind, StepStatus
 from flowstone.store import backend, migrations, records
 from flowstone.store import base as store_base
-from flowstone.store.approval_ops import PostgresFlowStore
 from flowstone.store.memory import MemoryStore
 from flowstone.store.postgres import PostgresStore
 
@@ -65,6 +77,8 @@ class FlowStone:
         self.actor = actor or self.settings.resolved_actor()
         self.database_url: str | None = None
         self.store, default_io = self._decide_store(database_url, store, max_connections)
+        if isinstance(self.store, PostgresStore) and self.database_url is None:
+            self.database_url = self.store.url
         self.io_managers: dict[str, io_base.IOManager] = {"default": default_io, **defs.io_managers}
         for key, manager in self.io_managers.items():
             if isinstance(manager, PostgresIOManager):
@@ -75,19 +89,25 @@ class FlowStone:
                     )
                 manager.bind(self.store)
                 manager.validate_assets([a.name for a in defs.assets.values() if a.io_manager == key])
+        automation.validate(defs)
+        self.services = services.Services(
+            defs=defs,
+            store=self.store,
+            io_managers=self.io_managers,
+            actor=self.actor,
+            jobs=client.Enqueuer(defs, self.database_url) if self.database_url is not None else None,
+            options=services.QueueOptions(
+                recovery_interval_s=recovery_interval_s,
+                stalled_after_s=stalled_after_s,
+                heartbeat_interval_s=heartbeat_interval_s,
+                worker_pool_size=worker_pool_size,
+                automation_interval_s=automation_interval_s,
+            ),
+        )
         self.lineage = lineage_mod.Lineage(defs, self.store)
-        self.approvals = approvals_mod.Approvals(self)
-        automation.validate(self)
-        self.schedules = automation.Schedules(self)
-        self.sensors = automation.Sensors(self)
-        self._queue_options = {
-            "recovery_interval_s": recovery_interval_s,
-            "stalled_after_s": stalled_after_s,
-            "heartbeat_interval_s": heartbeat_interval_s,
-            "worker_pool_size": worker_pool_size,
-            "automation_interval_s": automation_interval_s,
-        }
-        self._enqueuer: queue.Enqueuer | None = None
+        self.approvals = approvals_mod.Approvals(self.services)
+        self.schedules = automation.Schedules(self.services)
+        self.sensors = automation.Sensors(self.services)
         self._blueprint: procrastinate.Blueprint | None = None
         self._app: procrastinate.App | None = None
 
@@ -117,7 +137,7 @@ class FlowStone:
                     f"the database has {len(todo)} FlowStone migration(s) to apply "
                     f"({', '.join(todo)}): run `flowstone db upgrade`"
                 )
-        return PostgresFlowStore(target.url, max_connections=max_connections), PostgresIOManager()
+        return PostgresStore(target.url, max_connections=max_connections), PostgresIOManager()
 
     # -- the queue ----------------------------------------------------------------------------
 
@@ -129,31 +149,12 @@ class FlowStone:
             )
         return self.database_url
 
-    def queue_store(self) -> PostgresFlowStore:
-        """The store, as the queue uses it (Postgres only)."""
-        if not isinstance(self.store, PostgresFlowStore):
-            raise errors.ConfigurationError(
-                "the durable queue needs the Postgres store: create FlowStone without store='memory'"
-            )
-        return self.store
-
-    def enqueuer(self) -> queue.Enqueuer:
-        """Defers FlowStone jobs inside FlowStone's transactions."""
-        if self._enqueuer is None:
-            self._enqueuer = queue.Enqueuer(self.defs, self.require_database_url())
-        return self._enqueuer
-
     @property
     def blueprint(self) -> procrastinate.Blueprint:
         """FlowStone's Procrastinate tasks; add them to your own App with
         ``app.add_tasks_from(runtime.blueprint, namespace="flowstone")``."""
         if self._blueprint is None:
-            self._blueprint = queue.build_blueprint(
-                self,
-                recovery_interval_s=int(self._queue_options["recovery_interval_s"]),
-                stalled_after_s=float(self._queue_options["stalled_after_s"]),
-                automation_interval_s=int(self._queue_options["automation_interval_s"]),
-            )
+            self._blueprint = worker.build_blueprint(self.services)
         return self._blueprint
 
     @property
@@ -161,14 +162,7 @@ class FlowStone:
         """A ready ``procrastinate.App`` with FlowStone's tasks: expose it as ``app`` in your module
         and run ``procrastinate --app=mypkg.pipeline.app worker``."""
         if self._app is None:
-            self._app = queue.build_app(
-                self,
-                pool_size=int(self._queue_options["worker_pool_size"]),
-                worker_defaults={
-                    "update_heartbeat_interval": self._queue_options["heartbeat_interval_s"],
-                    "stalled_worker_timeout": self._queue_options["stalled_after_s"],
-                },
-            )
+            self._app = worker.build_app(self.services, self.require_database_url(), self.blueprint)
         return self._app
 
     def submit(
@@ -179,15 +173,21 @@ class FlowStone:
         with_upstream: bool = False,
         run_config: Mapping[str, Any] | RunConfig | None = None,
         tags: Mapping[str, str] | None = None,
-    ) -> queue.RunHandle:
+    ) -> client.RunHandle:
         """Enqueue a run of ``selection`` (for each of ``partitions``) and return at once (I15).
 
         The run, its steps and the jobs of its ready steps are written in one transaction; workers
         run the steps, each enqueueing its downstream steps when they become ready.
         """
-        config = self._config(run_config)
         names = selection if isinstance(selection, str) else list(selection)
-        return queue.submit(self, names, partitions, with_upstream=with_upstream, config=config, tags=tags)
+        return client.submit(
+            self.services,
+            names,
+            partitions,
+            with_upstream=with_upstream,
+            config=RunConfig.coerce(run_config),
+            tags=tags,
+        )
 
     def backfill(
         self,
@@ -200,39 +200,30 @@ class FlowStone:
         partitions_per_job: int = 1,
         run_config: Mapping[str, Any] | RunConfig | None = None,
         progress: Progress | None = None,
-    ) -> queue.RunHandle:
+    ) -> client.RunHandle:
         """Enqueue the missing partitions of ``asset`` (all, a list, or ``start``..``end``
         inclusive) and return at once; partitions whose latest is succeeded are skipped unless
         ``force``. ``partitions_per_job`` partitions share one job (each recorded on its own)."""
-        definition = self.defs.get(asset)
-        if definition.partitions is None:
-            raise errors.InvalidPartitionError(f"asset {asset!r} is not partitioned", asset=asset)
-        values = self._backfill_values(definition, partitions, start, end)
-        return queue.backfill(
-            self,
+        values = self._backfill_values(asset, partitions, start, end)
+        return client.backfill(
+            self.services,
             asset,
             values,
             force=force,
             partitions_per_job=partitions_per_job,
-            config=self._config(run_config),
+            config=RunConfig.coerce(run_config),
             progress=progress,
         )
 
-    def run(self, run_id: str) -> queue.RunHandle:
+    def run(self, run_id: str) -> client.RunHandle:
         """A handle on an existing run (e.g. from another process)."""
-        handle = queue.RunHandle(self, run_id)
+        handle = client.RunHandle(self.services, run_id)
         handle.run()  # raises if it does not exist
         return handle
 
     def run_config(self, run_config: Mapping[str, Any] | RunConfig | None) -> RunConfig:
         """Validate a run config (a mapping, a RunConfig or ``None``)."""
-        return self._config(run_config)
-
-    @staticmethod
-    def _config(run_config: Mapping[str, Any] | RunConfig | None) -> RunConfig:
-        if isinstance(run_config, RunConfig):
-            return run_config
-        return RunConfig.model_validate(run_config or {})
+        return RunConfig.coerce(run_config)
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -246,58 +237,7 @@ class FlowStone:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    # -- running ------------------------------------------------------------------------------
-
-    def _runner(self, after_store: execution.AfterStoreHook | None = None) -> execution.StepRunner:
-        defer_timeout = self.enqueuer().defer_timeout if self.database_url is not None else None
-        return execution.StepRunner(
-            self.defs,
-            self.store,
-            self.io_managers,
-            actor=self.actor,
-            after_store=after_store,
-            completion=execution.SyncCompletion(self.store, defer_timeout=defer_timeout),
-        )
-
-    def _run_plan(
-        self,
-        run_id: str,
-        plan: planning.Plan,
-        config: RunConfig,
-        result: RunResult,
-        *,
-        runnable: set[tuple[str, str]] | None = None,
-        blocked: set[tuple[str, str]] | None = None,
-        after_store: execution.AfterStoreHook | None = None,
-    ) -> RunResult:
-        """Run the plan's steps in order in this process; a step that does not succeed blocks
-        its descendants (failure: recorded ``skipped``; waiting for approval: left pending)."""
-        runner = self._runner(after_store)
-        blocked = set(blocked or ())
-        with resources.ResourceScope(self.defs.resources, config.resources) as scope:
-            for step in plan.steps:
-                if step.key in blocked or (runnable is not None and step.key not in runnable):
-                    continue
-                outcome = runner.run_step(
-                    run_id,
-                    step.asset,
-                    step.partition,
-                    scope=scope,
-                    skip_on_failure=functools.partial(plan.descendants, step.key),
-                )
-                if outcome.succeeded:
-                    result.values[step.key] = outcome.value
-                    continue
-                blocked.update(plan.descendants(step.key))
-                if outcome.waiting:
-                    result.waiting.append(step.key)
-                elif outcome.error is not None:
-                    result.errors[step.key] = outcome.error
-        finished = self.store.finish_run(run_id, actor=self.actor)
-        run = finished or self.store.get_run(run_id)
-        result.status = run.status if run else "running"
-        result.steps = self.store.run_steps(run_id)
-        return result
+    # -- running in this process ------------------------------------------------------------------
 
     def materialize(
         self,
@@ -315,26 +255,26 @@ class FlowStone:
         Steps run in topological order; the downstream of a failed step is ``skipped``. With
         ``raise_on_error`` the first error is raised after the run is recorded.
         """
-        config = (
-            run_config if isinstance(run_config, RunConfig) else RunConfig.model_validate(run_config or {})
-        )
+        config = RunConfig.coerce(run_config)
         plan = planning.build_plan(self.defs, selection, partition, with_upstream=with_upstream)
         resources.ResourceScope(self.defs.resources, config.resources)  # refuses unknown names now
         run_id = str(uuid.uuid4())
         self.store.create_run(
             records.NewRun(
                 run_id=run_id,
-                kind="materialize",
+                kind=RunKind.MATERIALIZE,
                 selection=plan.selection,
                 requested_by=self.actor,
                 config=config.model_dump(mode="json", exclude_defaults=True),
                 tags=dict(tags or {}),
             ),
             plan.planned({name: self.defs.get(name).code_version for name in self.defs}),
-            edges=[(up, down) for down, ups in plan.upstream.items() for up in sorted(ups)],
+            edges=plan.edges(),
         )
         result = RunResult(run_id=run_id, status="running", steps=[], key_of=self.partition_key)
-        self._run_plan(run_id, plan, config, result, after_store=_after_store)
+        order = {step.key: i for i, step in enumerate(plan.steps)}
+        executor = local.LocalExecutor(self.services, after_store=_after_store)
+        executor.run(run_id, plan.ready(), order=order, config=config, result=result)
         if raise_on_error:
             result.unwrap()
         return result
@@ -345,31 +285,22 @@ class FlowStone:
         run = self.store.get_run(run_id)
         if run is None:
             raise errors.FlowStoneError(f"run {run_id} does not exist", run_id=run_id)
-        if run.kind != "materialize":
+        if run.kind != RunKind.MATERIALIZE:
             raise errors.ConfigurationError(
                 f"run {run_id} is a queued run ({run.kind}): workers continue it", run_id=run_id
             )
         rows = self.store.run_steps(run_id)
-        order = {name: i for i, name in enumerate(self.defs.graph.topological_order())}
-        rows.sort(key=lambda r: (order.get(r.asset, len(order)), r.partition_key))
-        plan = planning.Plan(
-            selection=run.selection,
-            steps=[planning.Step(r.asset, r.partition, r.partition_key) for r in rows],
-        )
-        for up, down in self.store.step_edges(run_id):
-            plan.upstream.setdefault(down, set()).add(up)
-            plan.downstream.setdefault(up, set()).add(down)
-        status = {(r.asset, r.partition_key): r.status for r in rows}
-        runnable = {k for k, st in status.items() if st in ("pending", "queued")}
-        blocked = {
-            d
-            for k, st in status.items()
-            if st not in ("succeeded", "pending", "queued")
-            for d in plan.descendants(k)
-        }
-        config = RunConfig.model_validate(run.config)
+        position = {name: i for i, name in enumerate(self.defs.graph.topological_order())}
+        rows.sort(key=lambda r: (position.get(r.asset, len(position)), r.partition_key))
+        order = {(r.asset, r.partition_key): i for i, r in enumerate(rows)}
+        ready = [
+            (r.asset, r.partition_key)
+            for r in rows
+            if r.status == StepStatus.QUEUED or (r.status == StepStatus.PENDING and r.pending_upstream == 0)
+        ]
         result = RunResult(run_id=run_id, status=run.status, steps=[], key_of=self.partition_key)
-        self._run_plan(run_id, plan, config, result, runnable=runnable, blocked=blocked)
+        executor = local.LocalExecutor(self.services)
+        executor.run(run_id, ready, order=order, config=RunConfig.model_validate(run.config), result=result)
         if raise_on_error:
             result.unwrap()
         return result
@@ -389,73 +320,54 @@ class FlowStone:
         """Materialize the missing partitions of ``asset`` in this process (threads when
         ``max_workers > 1``). Partitions whose latest is succeeded are skipped unless ``force``."""
         definition = self.defs.get(asset)
-        if definition.partitions is None:
-            raise errors.InvalidPartitionError(f"asset {asset!r} is not partitioned", asset=asset)
-        values = self._backfill_values(definition, partitions, start, end)
-        keys = [partition_keys.encode(v) for v in values]
+        values = self._backfill_values(asset, partitions, start, end)
+        keys = list(dict.fromkeys(partition_keys.encode(v) for v in values))
         done = set() if force else self.store.succeeded_keys(asset, keys)
-        todo = [v for v, k in zip(values, keys, strict=True) if k not in done]
+        todo = [(asset, k) for k in keys if k not in done]
         if not todo:
             return BackfillResult(run_id=None, succeeded=0, failed=0, skipped=len(values))
-        config = (
-            run_config if isinstance(run_config, RunConfig) else RunConfig.model_validate(run_config or {})
-        )
+        config = RunConfig.coerce(run_config)
         run_id = str(uuid.uuid4())
         self.store.create_run(
             records.NewRun(
                 run_id=run_id,
-                kind="backfill",
+                kind=RunKind.BACKFILL,
                 selection=(asset,),
                 requested_by=self.actor,
                 config=config.model_dump(mode="json", exclude_defaults=True),
                 tags={"backfill": "sync"},
             ),
-            [records.PlannedStep(asset, partition_keys.encode(v), 0, definition.code_version) for v in todo],
+            [records.PlannedStep(asset, key, 0, definition.code_version) for _, key in todo],
         )
-        runner = self._runner()
-        counts = {"succeeded": 0, "failed": 0}
-        failures: dict[str, errors.FlowStoneError] = {}
-        with resources.ResourceScope(self.defs.resources, config.resources) as scope:
-
-            def one(value: partition_keys.PartitionValue | None) -> execution.StepOutcome:
-                return runner.run_step(run_id, asset, value, scope=scope)
-
-            workers = max(1, max_workers)
-            with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-                for finished, outcome in enumerate(pool.map(one, todo), start=1):
-                    if outcome.succeeded:
-                        counts["succeeded"] += 1
-                    else:
-                        counts["failed"] += 1
-                        if outcome.error is not None and outcome.record is not None:
-                            failures[outcome.record.partition_key] = outcome.error
-                    if progress is not None:
-                        progress(finished, len(todo))
-        self.store.finish_run(run_id, actor=self.actor)
+        outcomes = local.LocalExecutor(self.services).run_parallel(
+            run_id, todo, config=config, max_workers=max_workers, progress=progress
+        )
+        failures = {
+            key: o.error for (_, key), o in outcomes.items() if not o.succeeded and o.error is not None
+        }
+        succeeded = sum(o.succeeded for o in outcomes.values())
         return BackfillResult(
             run_id=run_id,
-            succeeded=counts["succeeded"],
-            failed=counts["failed"],
+            succeeded=succeeded,
+            failed=len(todo) - succeeded,
             skipped=len(values) - len(todo),
             errors=failures,
         )
 
-    @staticmethod
     def _backfill_values(
-        definition: definitions.AssetDef,
-        partitions: Sequence[object] | None,
-        start: object,
-        end: object,
+        self, asset: str, partitions: Sequence[object] | None, start: object, end: object
     ) -> list[partition_keys.PartitionValue]:
-        assert definition.partitions is not None  # noqa: S101 - checked by the caller
+        definition = self.defs.get(asset)
+        if definition.partitions is None:
+            raise errors.InvalidPartitionError(f"asset {asset!r} is not partitioned", asset=asset)
         if partitions is not None:
-            return [definition.partitions.validate(p, asset=definition.name) for p in partitions]
+            return [definition.partitions.validate(p, asset=asset) for p in partitions]
         if start is not None or end is not None:
             if start is None or end is None:
                 raise errors.InvalidPartitionError(
-                    "a backfill range needs both start and end (inclusive)", asset=definition.name
+                    "a backfill range needs both start and end (inclusive)", asset=asset
                 )
-            return definition.partitions.key_range(start, end, asset=definition.name)
+            return definition.partitions.key_range(start, end, asset=asset)
         return definition.partitions.keys()
 
     # -- retention ----------------------------------------------------------------------------
@@ -464,39 +376,7 @@ class FlowStone:
         """Delete output versions no longer referenced by the latest ``keep_last`` succeeded
         materializations of each asset and partition (Postgres and filesystem IO managers). The
         version ``latest()`` returns is never touched; runs still in flight are left alone."""
-        candidates = self.store.gc_candidates(keep_last)
-        deleted: dict[str, int] = {}
-        skipped: list[str] = []
-        postgres_ids: list[int] = []
-        collected: list[int] = []
-        for candidate in candidates:
-            key = str(candidate.output_ref.get("manager", ""))
-            manager = self.io_managers.get(key)  # a dict lookup of a stored name (I3)
-            if manager is None:
-                skipped.append(f"#{candidate.materialization_id}: IO manager {key!r} is not configured")
-                continue
-            if dry_run:
-                deleted[key] = deleted.get(key, 0) + 1
-            elif isinstance(manager, PostgresIOManager) and manager.mode == "rows":
-                # A rows table holds only the latest output of a partition: older versions were
-                # replaced when the newer one committed. Record them as collected.
-                collected.append(candidate.materialization_id)
-                deleted[key] = deleted.get(key, 0) + 1
-            elif isinstance(manager, PostgresIOManager):
-                postgres_ids.append(candidate.materialization_id)
-            else:
-                manager.delete(io_base.OutputRef.model_validate(candidate.output_ref))
-                collected.append(candidate.materialization_id)
-                deleted[key] = deleted.get(key, 0) + 1
-        if postgres_ids:
-            removed = set(self.store.delete_postgres_outputs(postgres_ids))
-            collected.extend(sorted(removed))
-            for candidate in candidates:
-                if candidate.materialization_id in removed:
-                    key = str(candidate.output_ref["manager"])
-                    deleted[key] = deleted.get(key, 0) + 1
-        self.store.mark_outputs_deleted(collected)  # one statement for the whole pass
-        return GcReport(planned=len(candidates), deleted=deleted, skipped=skipped)
+        return retention.gc(self.services, keep_last, dry_run=dry_run)
 
     # -- reading ------------------------------------------------------------------------------
 

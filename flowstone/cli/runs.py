@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import time
+from collections.abc import Mapping
 from typing import Any
 
 from flowstone import errors
-from flowstone import queue as queue_mod
 from flowstone.cli import common
+from flowstone.queue import client, jobs
+from flowstone.status import RunStatus
 from flowstone.store import records
 
 
@@ -31,25 +32,25 @@ def _cmd_materialize(args: argparse.Namespace) -> int:
         return 0 if result.success else 1
 
 
-def _wait_for(handle: queue_mod.RunHandle, *, quiet: bool, timeout: float | None) -> int:
+def _wait_for(handle: client.RunHandle, *, quiet: bool, timeout: float | None) -> int:
     """Show a run's progress until it is terminal; exit status 0 only if it succeeded."""
     bar = None if quiet else common.ProgressBar(f"run {handle.run_id[:8]}")
-    deadline = None if timeout is None else time.monotonic() + timeout
-    while True:
-        run = handle.run()
-        counts = handle.status()
+
+    def show(run: records.Run, counts: Mapping[str, int]) -> None:
+        del run
         total = sum(counts.values())
-        finished = sum(n for status, n in counts.items() if status in records.TERMINAL)
         if bar is not None and total:
-            bar(finished, total)
-        if run.status in records.RUN_TERMINAL or run.status == "waiting_approval":
-            summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
-            common.out(f"run {handle.run_id}: {run.status} ({summary or 'no steps'})")
-            return 0 if run.status == "succeeded" else 1
-        if deadline is not None and time.monotonic() > deadline:
-            common.err(f"run {handle.run_id} is still {run.status} after {timeout}s (it goes on)")
-            return 1
-        time.sleep(0.25)
+            bar(client.finished_steps(counts), total)
+
+    try:
+        run = handle.wait(timeout, poll_interval_s=0.25, progress=show)
+    except TimeoutError:
+        common.err(f"run {handle.run_id} is still {handle.run().status} after {timeout}s (it goes on)")
+        return 1
+    counts = handle.status()
+    summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+    common.out(f"run {handle.run_id}: {run.status} ({summary or 'no steps'})")
+    return 0 if run.status == RunStatus.SUCCEEDED else 1
 
 
 def _cmd_submit(args: argparse.Namespace) -> int:
@@ -116,7 +117,7 @@ def _cmd_runs(args: argparse.Namespace) -> int:
     with common.open_runtime(args) as rt:
         common.out(f"{'RUN':<36}  {'KIND':<11} {'STATUS':<16} {'CREATED (UTC)':<19}  STEPS")
         for run in rt.store.list_runs(limit=args.limit):
-            counts = rt.queue_store().step_counts(run.run_id) if rt.database_url else {}
+            counts = rt.store.step_counts(run.run_id)
             steps = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
             created = run.created_at.strftime("%Y-%m-%d %H:%M:%S")
             common.out(f"{run.run_id:<36}  {run.kind:<11} {run.status:<16} {created:<19}  {steps}")
@@ -131,9 +132,9 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     )
     runtime = common.open_runtime(args)
     queues = [q.strip() for q in args.queues.split(",") if q.strip()] if args.queues else None
-    if queues is not None and queue_mod.DEFAULT_QUEUE not in queues:
+    if queues is not None and jobs.DEFAULT_QUEUE not in queues:
         common.err(
-            f"warning: this worker does not take queue {queue_mod.DEFAULT_QUEUE!r}, where FlowStone's "
+            f"warning: this worker does not take queue {jobs.DEFAULT_QUEUE!r}, where FlowStone's "
             "recovery, approval-timeout and schedule tasks run: make sure another worker does"
         )
     common.err(

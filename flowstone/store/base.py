@@ -1,8 +1,17 @@
-"""The store interface: every read and write of FlowStone's metadata goes through one of these methods.
+"""The store contract: every read and write of FlowStone's metadata goes through one of these methods.
 
 Two implementations share one contract test suite (``tests/integration/test_store_contract.py``):
 :class:`flowstone.store.postgres.PostgresStore` (named queries, the source of truth) and
-:class:`flowstone.store.memory.MemoryStore` (same semantics, for tests and notebooks).
+:class:`flowstone.store.memory.MemoryStore` (the same state machine in a process, for tests and
+notebooks). The contract holds only what both implement; what only Postgres has (the job queue's
+cancel and recovery, approval decisions, schedule state, stored outputs) lives on the Postgres
+store alone.
+
+The step state machine (docs/design/consistency.md) is the same for in-process and queued runs:
+``create_run`` plans steps ``pending`` and moves the ready ones to ``queued``; :meth:`Store.claim`
+moves the steps of one unit of work to ``running``; :meth:`Store.complete_steps` records successes
+and releases their downstream steps (fan-in, I14); :meth:`Store.fail_terminal` records a failure and
+skips what depends on it; every one of them finishes the run when its last step ends.
 
 Times: every writer takes ``now`` (default: the database's clock) so tests control time without
 mocking (STYLE.md §7).
@@ -12,37 +21,78 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from flowstone import errors
+from flowstone import approval_types, errors
+from flowstone.io import base as io_base
+from flowstone.status import RunKind
 from flowstone.store import records
-from flowstone.store.outputs import GcCandidate
 
-if TYPE_CHECKING:
-    from flowstone.approval_types import ApprovalDecision, ApprovalRequest
-    from flowstone.io.base import PreparedOutput
-
-__all__ = ["StepKey", "Store", "Success", "skip_error"]
+__all__ = ["BatchItem", "Claim", "Completed", "JobQueue", "StepKey", "Store", "Success", "skip_error"]
 
 StepKey = tuple[str, str]
 """(asset, encoded partition key)."""
 
+BatchItem = tuple[str, str]
+"""(asset, batch_key): one unit of work (a queue job), named by the key its steps share."""
+
+Found = dict[StepKey, tuple[records.Materialization, bool]]
+"""Per wanted (asset, key): the row an input reads and whether it belongs to this run."""
+
+
+class JobQueue(Protocol):
+    """What the store's transactions need from the job queue: deferring and cancelling jobs on the
+    caller's connection, inside the caller's transaction (I1, I11). The queue package implements it
+    (:class:`flowstone.queue.client.Enqueuer`)."""
+
+    def defer_steps(self, conn: Any, run_id: str, items: Sequence[BatchItem]) -> list[int]:
+        """One job per item; returns the job ids in the order of ``items``."""
+        ...
+
+    def defer_timeout(self, conn: Any, run_id: str, asset: str, partition_key: str, at: datetime) -> int:
+        """The approval-timeout job of a step, scheduled at ``at``; returns its id."""
+        ...
+
+    def cancel_job(self, conn: Any, job_id: int) -> bool:
+        """Cancel a ``todo`` job; whether it was cancelled."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class Success:
-    """What recording one step's success needs (see :meth:`Store.succeed_step`)."""
+    """What recording one step's success needs (see :meth:`Store.complete_steps`)."""
 
     step: records.Materialization
     output_ref: Mapping[str, Any]
     metadata: Mapping[str, Any]
     lineage: Sequence[tuple[int, str]]
-    output: PreparedOutput | None = None
+    output: io_base.PreparedOutput | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """What :meth:`Store.claim` took: the steps now ``running`` (attempt + 1), the inputs looked up
+    with them, and the run's kind and config (``None`` when nothing was claimed)."""
+
+    steps: list[records.Materialization]
+    inputs: Found = field(default_factory=dict)
+    run_kind: RunKind | None = None
+    run_config: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Completed:
+    """What :meth:`Store.complete_steps` recorded: per item the succeeded row (``None`` when that
+    attempt lost its step), and the units of work its successes made ready."""
+
+    rows: list[records.Materialization | None]
+    released: list[BatchItem] = field(default_factory=list)
 
 
 class Store(ABC):
-    """Metadata store: runs, materializations, lineage, audit."""
+    """Metadata store: runs, steps and their state machine, lineage, audit."""
 
     kind: str = "abstract"
 
@@ -55,10 +105,13 @@ class Store(ABC):
         steps: Sequence[records.PlannedStep],
         *,
         edges: Sequence[tuple[StepKey, StepKey]] = (),
+        ready: Sequence[StepKey] = (),
+        jobs: JobQueue | None = None,
         now: datetime | None = None,
     ) -> records.Run:
-        """In one transaction: insert the run, plan its steps (``pending``) and their edges
-        ((upstream asset, key), (asset, key)), audit ``run.requested``."""
+        """In one transaction: insert the run, plan its steps (``pending``, each its own batch) and
+        their edges ((upstream asset, key), (asset, key)), audit ``run.requested``, and move the
+        ``ready`` steps to ``queued`` (deferring their jobs with ``jobs``)."""
 
     @abstractmethod
     def get_run(self, run_id: str) -> records.Run | None:
@@ -72,12 +125,41 @@ class Store(ABC):
     def finish_run(self, run_id: str, *, actor: str, now: datetime | None = None) -> records.Run | None:
         """Recompute the run's status from its steps; audit ``run.finished`` when it became terminal.
 
-        Returns the run when its status changed, else ``None``.
+        Returns the run when its status changed, else ``None``. The one place a run finishes: the
+        step transactions below call the same code.
         """
 
-    # -- steps --------------------------------------------------------------------------------
+    @abstractmethod
+    def run_steps(self, run_id: str) -> list[records.Materialization]:
+        """Every step of the run, in id order."""
 
     @abstractmethod
+    def step_edges(self, run_id: str) -> list[tuple[StepKey, StepKey]]:
+        """The step-level edges of a run: ((upstream asset, key), (asset, key))."""
+
+    @abstractmethod
+    def step_counts(self, run_id: str) -> dict[str, int]:
+        """Number of steps of a run by status."""
+
+    # -- the step state machine ---------------------------------------------------------------
+
+    @abstractmethod
+    def claim(
+        self,
+        run_id: str,
+        asset: str,
+        batch_key: str,
+        *,
+        wanted: Sequence[StepKey] = (),
+        code_version: str | None = None,
+        reclaim: bool = False,
+        now: datetime | None = None,
+    ) -> Claim:
+        """Claim the steps of one unit of work (those of ``asset`` whose batch key is ``batch_key``,
+        and the step ``batch_key`` itself, created when absent): ``pending``/``queued`` (or
+        ``running`` with ``reclaim``) → ``running``, attempt + 1. The inputs ``wanted`` are looked up
+        in the same round trip (see :meth:`find_inputs`)."""
+
     def start_step(
         self,
         run_id: str,
@@ -88,29 +170,10 @@ class Store(ABC):
         reclaim: bool = False,
         now: datetime | None = None,
     ) -> records.Materialization | None:
-        """Claim a step: ``pending``/``queued`` (or absent) → ``running``, attempt + 1 (an upsert).
-
-        ``reclaim`` also takes over a ``running`` row (a redelivered job whose worker died).
-        Returns ``None`` when the step's status does not allow starting (read it with
-        :meth:`get_step`).
-        """
-
-    def start_step_with_inputs(
-        self,
-        run_id: str,
-        asset: str,
-        partition_key: str,
-        *,
-        wanted: Sequence[StepKey],
-        code_version: str | None = None,
-        reclaim: bool = False,
-        now: datetime | None = None,
-    ) -> tuple[records.Materialization | None, dict[StepKey, tuple[records.Materialization, bool]]]:
-        """:meth:`start_step` and :meth:`find_inputs` together (a store may send them at once)."""
-        step = self.start_step(
-            run_id, asset, partition_key, code_version=code_version, reclaim=reclaim, now=now
-        )
-        return step, (self.find_inputs(run_id, wanted) if step is not None else {})
+        """Claim one step (:meth:`claim` of its own batch); ``None`` when its status does not allow
+        starting (read it with :meth:`get_step`)."""
+        claim = self.claim(run_id, asset, partition_key, code_version=code_version, reclaim=reclaim, now=now)
+        return next((s for s in claim.steps if s.partition_key == partition_key), None)
 
     @abstractmethod
     def get_step(self, run_id: str, asset: str, partition_key: str) -> records.Materialization | None:
@@ -121,9 +184,7 @@ class Store(ABC):
         """The row with this id, or ``None``."""
 
     @abstractmethod
-    def find_inputs(
-        self, run_id: str, wanted: Sequence[StepKey]
-    ) -> dict[StepKey, tuple[records.Materialization, bool]]:
+    def find_inputs(self, run_id: str, wanted: Sequence[StepKey]) -> Found:
         """For each wanted (asset, key): this run's row if it has one (any status, flag ``True``),
         else the latest succeeded row (flag ``False``). Missing keys have no entry."""
 
@@ -136,12 +197,28 @@ class Store(ABC):
         metadata: Mapping[str, Any],
         lineage: Sequence[tuple[int, str]],
         actor: str,
-        output: PreparedOutput | None = None,
+        output: io_base.PreparedOutput | None = None,
         now: datetime | None = None,
     ) -> records.Materialization | None:
-        """In one transaction: ``running`` → ``succeeded`` for this attempt, lineage edges
-        (upstream id, input name), audit event, and the output of a transactional IO manager (I11).
-        ``None`` if the attempt lost the step."""
+        """The success statement alone: ``running`` → ``succeeded`` for this attempt, its lineage
+        edges, audit event and the output of a transactional IO manager, in one transaction (I11).
+        ``None`` if the attempt lost the step. Runs use :meth:`complete_steps`, which adds the
+        fan-in and the run's status to the same transaction."""
+
+    @abstractmethod
+    def complete_steps(
+        self,
+        items: Sequence[Success],
+        *,
+        actor: str,
+        jobs: JobQueue | None = None,
+        release: bool = True,
+        now: datetime | None = None,
+    ) -> Completed:
+        """One transaction (I11, I14) for successes of one run: each success (see
+        :meth:`succeed_step`), the fan-in of their downstream steps (``release``; a step whose
+        last upstream succeeded becomes ``queued``, its job deferred with ``jobs`` when given) and
+        the run's status."""
 
     @abstractmethod
     def fail_step(
@@ -157,6 +234,30 @@ class Store(ABC):
         not-yet-started steps of the run → ``skipped``. ``None`` if the attempt lost the step."""
 
     @abstractmethod
+    def fail_terminal(
+        self,
+        step: records.Materialization,
+        *,
+        error: Mapping[str, Any],
+        actor: str,
+        now: datetime | None = None,
+    ) -> records.Materialization | None:
+        """One transaction: ``failed`` + audit, every not-yet-started step reachable from it through
+        the run's step edges ``skipped``, the run's status (I12). ``None`` if the attempt lost it."""
+
+    @abstractmethod
+    def retry_later(
+        self,
+        step: records.Materialization,
+        *,
+        error: Mapping[str, Any],
+        retry_in_s: float,
+        actor: str,
+        now: datetime | None = None,
+    ) -> records.Materialization | None:
+        """``running`` → ``queued`` keeping attempt and the error, audited (its job runs again)."""
+
+    @abstractmethod
     def skip_steps(
         self,
         run_id: str,
@@ -167,13 +268,25 @@ class Store(ABC):
     ) -> list[records.Materialization]:
         """Mark not-yet-started steps ``skipped``; returns the rows that changed."""
 
-    @abstractmethod
-    def run_steps(self, run_id: str) -> list[records.Materialization]:
-        """Every step of the run, in id order."""
+    # -- approvals ------------------------------------------------------------------------------
 
     @abstractmethod
-    def step_edges(self, run_id: str) -> list[tuple[StepKey, StepKey]]:
-        """The step-level edges of a run: ((upstream asset, key), (asset, key))."""
+    def request_approval(
+        self,
+        step: records.Materialization,
+        request: approval_types.ApprovalRequest,
+        *,
+        actor: str,
+        jobs: JobQueue | None,
+        now: datetime | None = None,
+    ) -> records.Materialization | None:
+        """One transaction: the step waits for approval (I13), its request is recorded once, the
+        timeout job is deferred, the run's status. A store without approvals refuses clearly."""
+
+    @abstractmethod
+    def approval_decision(self, materialization_id: int) -> approval_types.ApprovalDecision | None:
+        """The decision on a materialization's approval (``None``: none yet, or pending); raises
+        :class:`~flowstone.errors.ApprovalRejectedError` for a rejected or expired one."""
 
     # -- queries ------------------------------------------------------------------------------
 
@@ -232,63 +345,15 @@ class Store(ABC):
 
     # -- retention ------------------------------------------------------------------------------
 
-    def gc_candidates(self, keep_last: int) -> list[GcCandidate]:
+    @abstractmethod
+    def gc_candidates(self, keep_last: int) -> list[records.GcCandidate]:
         """Succeeded materializations beyond the latest ``keep_last`` per (asset, partition),
         ranked ``finished_at DESC, id DESC`` (never the one ``latest()`` returns), leaving out
         runs with unfinished steps."""
-        if isinstance(keep_last, bool) or not isinstance(keep_last, int) or keep_last < 1:
-            raise errors.ConfigurationError(f"keep_last must be an integer of at least 1, not {keep_last!r}")
-        active_runs = {
-            r.run_id for r in self.list_runs(limit=1_000_000) if r.status not in records.RUN_TERMINAL
-        }
-        found: list[GcCandidate] = []
-        for latest in self.latest_all():
-            succeeded = [
-                m
-                for m in self.history(latest.asset, latest.partition_key, limit=1_000_000)
-                if m.status == "succeeded" and m.output_ref is not None
-            ]
-            # Ranked among all succeeded rows (deleted ones included), as the SQL does.
-            succeeded.sort(key=lambda m: (m.finished_at, m.id), reverse=True)
-            found.extend(
-                GcCandidate(m.id, m.asset, m.partition_key, dict(m.output_ref or {}))
-                for m in reversed(succeeded[keep_last:])
-                if m.run_id not in active_runs and m.output_deleted_at is None
-            )
-        return found
-
-    def delete_postgres_outputs(self, ids: Sequence[int]) -> list[int]:
-        """Delete stored ``flowstone_outputs`` rows (Postgres only; nothing to do elsewhere)."""
-        del ids
-        return []
 
     @abstractmethod
     def mark_outputs_deleted(self, ids: Sequence[int], *, now: datetime | None = None) -> None:
         """Record that gc deleted the output versions of these materializations."""
-
-    # -- approvals (Postgres; the memory store has none) ------------------------------------------
-
-    def approval_decision(self, materialization_id: int) -> ApprovalDecision | None:
-        """The decision on a materialization's approval (``None``: none yet, or pending)."""
-        del materialization_id
-        return None
-
-    def request_approval(
-        self,
-        step: records.Materialization,
-        request: ApprovalRequest,
-        *,
-        actor: str,
-        defer_timeout: Any,
-        now: datetime | None = None,
-    ) -> records.Materialization | None:
-        """Record that a step waits for approval (Postgres stores only)."""
-        raise errors.ConfigurationError(
-            f"asset {step.asset!r} asks for approval, which needs the Postgres store (approvals are "
-            "rows people and timeouts decide on): create FlowStone without store='memory'",
-            asset=step.asset,
-            retryable=False,
-        )
 
     def close(self) -> None:  # noqa: B027 - optional hook, most stores hold nothing
         """Release connections."""
@@ -301,3 +366,12 @@ def skip_error(failed: records.Materialization) -> dict[str, Any]:
         run_id=failed.run_id,
         context={"upstream_asset": failed.asset, "upstream_partition_key": failed.partition_key},
     ).to_dict()
+
+
+def check_keep_last(keep_last: int) -> None:
+    """``keep_last`` is an integer of at least 1: the latest output is always kept."""
+    if isinstance(keep_last, bool) or not isinstance(keep_last, int) or keep_last < 1:
+        raise errors.ConfigurationError(
+            "keep_last must be an integer of at least 1 (the latest output is always kept), "
+            f"not {keep_last!r}"
+        )

@@ -1,41 +1,31 @@
-"""The memory store: the Postgres store's semantics in a process (tests, notebooks, quick runs).
+"""The memory store: the Postgres store's state machine in a process (tests, notebooks, quick runs).
 
-Append-only ids, the same guarded transitions, the same "latest" ordering (``finished_at DESC,
-id DESC``). One lock makes every method atomic, the analogue of the Postgres transactions. The
-contract suite (``tests/integration/test_store_contract.py``) runs against both stores.
+Append-only ids, the same guarded transitions, the same fan-in through step edges, the same
+"latest" ordering (``finished_at DESC, id DESC``). One lock makes every method atomic, the analogue
+of the Postgres transactions. The contract suite (``tests/integration/test_store_contract.py``)
+runs against both stores. Approvals need Postgres: this store refuses them clearly.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import itertools
-import threading
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from flowstone import errors
-from flowstone.store import base, records
-
-if TYPE_CHECKING:
-    from flowstone.io.base import PreparedOutput
+from flowstone import approval_types, errors
+from flowstone.io import base as io_base
+from flowstone.status import RUN_TERMINAL, STEP_IN_FLIGHT, RunStatus, StepStatus, run_status_of
+from flowstone.store import base, memory_tables, records
 
 __all__ = ["MemoryStore"]
+
+_NOT_STARTED = (StepStatus.PENDING, StepStatus.QUEUED)
 
 
 def _now(now: datetime | None) -> datetime:
     return now if now is not None else datetime.now(UTC)
-
-
-def _duration_ms(started: datetime | None, finished: datetime | None) -> float | None:
-    if started is None or finished is None:
-        return None
-    return (finished - started).total_seconds() * 1000
-
-
-def _latest_key(m: records.Materialization) -> tuple[datetime, int]:
-    assert m.finished_at is not None  # noqa: S101 - succeeded rows always have finished_at (schema CHECK)
-    return (m.finished_at, m.id)
 
 
 class MemoryStore(base.Store):
@@ -44,77 +34,42 @@ class MemoryStore(base.Store):
     kind = "memory"
 
     def __init__(self) -> None:
-        self._lock = threading.RLock()
-        self._ids = itertools.count(1)
+        self._t = memory_tables.Tables()
+        self._lock = self._t.lock
         self._audit_ids = itertools.count(1)
         self._runs: dict[str, records.Run] = {}
-        self._rows: dict[int, records.Materialization] = {}
-        self._by_step: dict[tuple[str, str, str], int] = {}  # (run, asset, key) -> id
-        self._by_asset_key: dict[base.StepKey, list[int]] = {}
-        self._lineage: dict[int, list[tuple[int, str]]] = {}  # reader -> [(upstream, input)]
-        self._readers: dict[int, list[tuple[int, str]]] = {}  # upstream -> [(reader, input)]
         self._audit: list[records.AuditEvent] = []
-        self._edges: dict[str, list[tuple[base.StepKey, base.StepKey]]] = {}
 
     # -- helpers ------------------------------------------------------------------------------
 
-    def _put(self, row: records.Materialization) -> records.Materialization:
-        self._rows[row.id] = row
-        return row
-
-    def _new_row(
-        self, run_id: str, asset: str, key: str, *, status: str, now: datetime, **extra: Any
-    ) -> records.Materialization:
-        row = records.Materialization(
-            id=next(self._ids),
-            run_id=run_id,
-            asset=asset,
-            partition_key=key,
-            status=status,
-            attempt=extra.get("attempt", 0),
-            pending_upstream=extra.get("pending_upstream", 0),
-            created_at=now,
-            queued_at=None,
-            started_at=extra.get("started_at"),
-            finished_at=None,
-            duration_ms=None,
-            error=None,
-            metadata={},
-            output_ref=None,
-            code_version=extra.get("code_version"),
-            job_id=None,
-        )
-        self._by_step[(run_id, asset, key)] = row.id
-        self._by_asset_key.setdefault((asset, key), []).append(row.id)
-        return self._put(row)
-
-    def _append_audit(
-        self,
-        event: str,
-        *,
-        actor: str,
-        now: datetime,
-        run_id: str | None = None,
-        materialization_id: int | None = None,
-        asset: str | None = None,
-        partition_key: str | None = None,
-        details: Mapping[str, Any] | None = None,
-    ) -> int:
+    def _append_audit(self, event: str, *, actor: str, now: datetime, **where: Any) -> int:
         audit_id = next(self._audit_ids)
+        details = dict(where.pop("details", None) or {})
         self._audit.append(
             records.AuditEvent(
                 id=audit_id,
                 at=now,
                 event=event,
                 actor=actor,
-                run_id=run_id,
-                materialization_id=materialization_id,
-                asset=asset,
-                partition_key=partition_key,
-                details=dict(details or {}),
+                details=details,
+                **{k: where.get(k) for k in ("run_id", "materialization_id", "asset", "partition_key")},
             )
         )
         return audit_id
+
+    def _audit_step(
+        self, event: str, row: records.Materialization, *, actor: str, now: datetime, **details: Any
+    ) -> None:
+        self._append_audit(
+            event,
+            actor=actor,
+            now=now,
+            run_id=row.run_id,
+            materialization_id=row.id,
+            asset=row.asset,
+            partition_key=row.partition_key,
+            details=details,
+        )
 
     # -- runs ---------------------------------------------------------------------------------
 
@@ -124,8 +79,12 @@ class MemoryStore(base.Store):
         steps: Sequence[records.PlannedStep],
         *,
         edges: Sequence[tuple[base.StepKey, base.StepKey]] = (),
+        ready: Sequence[base.StepKey] = (),
+        jobs: base.JobQueue | None = None,
         now: datetime | None = None,
     ) -> records.Run:
+        if jobs is not None:
+            raise errors.ConfigurationError("the memory store has no job queue: run in-process")
         at = _now(now)
         with self._lock:
             if run.run_id in self._runs:
@@ -146,14 +105,14 @@ class MemoryStore(base.Store):
                 finished_at=None,
             )
             self._runs[run.run_id] = created
-            self._edges[run.run_id] = list(edges)
+            self._t.edges[run.run_id] = list(edges)
             for step in steps:
-                if (run.run_id, step.asset, step.partition_key) not in self._by_step:
-                    self._new_row(
+                if (run.run_id, step.asset, step.partition_key) not in self._t.by_step:
+                    self._t.new_row(
                         run.run_id,
                         step.asset,
                         step.partition_key,
-                        status="pending",
+                        status=StepStatus.PENDING,
                         now=at,
                         pending_upstream=step.pending_upstream,
                         code_version=step.code_version,
@@ -165,6 +124,10 @@ class MemoryStore(base.Store):
                 run_id=run.run_id,
                 details={"kind": run.kind, "selection": list(run.selection), "steps": len(steps)},
             )
+            for asset, key in ready:
+                row_id = self._t.by_step.get((run.run_id, asset, key))
+                if row_id is not None and self._t.rows[row_id].status == StepStatus.PENDING:
+                    self._t.queue(self._t.rows[row_id], at)
             return created
 
     def get_run(self, run_id: str) -> records.Run | None:
@@ -178,109 +141,71 @@ class MemoryStore(base.Store):
             return runs[:limit]
 
     def finish_run(self, run_id: str, *, actor: str, now: datetime | None = None) -> records.Run | None:
-        at = _now(now)
         with self._lock:
-            run = self._runs.get(run_id)
-            if run is None or run.status in records.RUN_TERMINAL:
-                return None
-            statuses = [r.status for r in self._rows.values() if r.run_id == run_id]
-            if any(s in ("queued", "running") for s in statuses):
-                status = "running"
-            elif "waiting_approval" in statuses:
-                status = "waiting_approval"  # pending steps can only be waiting behind the gate
-            elif "pending" in statuses:
-                status = "running"
-            elif "cancelled" in statuses:
-                status = "cancelled"
-            elif any(s in {"failed", "rejected", "skipped"} for s in statuses):
-                status = "failed"
-            else:
-                status = "succeeded"
-            if status == run.status:
-                return None
-            terminal = status in records.RUN_TERMINAL
-            changed = dataclasses.replace(run, status=status, finished_at=at if terminal else None)
-            self._runs[run_id] = changed
-            if terminal:
-                self._append_audit(
-                    "run.finished", actor=actor, now=at, run_id=run_id, details={"status": status}
-                )
-            return changed
+            return self._finish(run_id, actor, _now(now))
 
-    # -- steps --------------------------------------------------------------------------------
+    def _finish(self, run_id: str, actor: str, at: datetime) -> records.Run | None:
+        """The run's status from its steps, as ``run_finish`` computes it."""
+        run = self._runs.get(run_id)
+        if run is None or run.status in RUN_TERMINAL:
+            return None
+        status = run_status_of({r.status for r in self._t.rows.values() if r.run_id == run_id})
+        if status == run.status:
+            return None
+        terminal = status in RUN_TERMINAL
+        changed = dataclasses.replace(run, status=status, finished_at=at if terminal else None)
+        self._runs[run_id] = changed
+        if terminal:
+            self._append_audit("run.finished", actor=actor, now=at, run_id=run_id, details={"status": status})
+        return changed
 
-    def start_step(
+    def step_edges(self, run_id: str) -> list[tuple[base.StepKey, base.StepKey]]:
+        with self._lock:
+            return list(self._t.edges.get(run_id, ()))
+
+    def step_counts(self, run_id: str) -> dict[str, int]:
+        with self._lock:
+            counts: dict[str, int] = {}
+            for row in self._t.rows.values():
+                if row.run_id == run_id:
+                    counts[row.status] = counts.get(row.status, 0) + 1
+            return dict(sorted(counts.items()))
+
+    # -- the step state machine ---------------------------------------------------------------
+
+    def claim(
         self,
         run_id: str,
         asset: str,
-        partition_key: str,
+        batch_key: str,
         *,
+        wanted: Sequence[base.StepKey] = (),
         code_version: str | None = None,
         reclaim: bool = False,
         now: datetime | None = None,
-    ) -> records.Materialization | None:
+    ) -> base.Claim:
         at = _now(now)
         with self._lock:
-            row_id = self._by_step.get((run_id, asset, partition_key))
-            if row_id is None:
-                return self._new_row(
-                    run_id,
-                    asset,
-                    partition_key,
-                    status="running",
-                    now=at,
-                    attempt=1,
-                    started_at=at,
-                    code_version=code_version,
+            run = self._runs.get(run_id)
+            if run is None:
+                return base.Claim(steps=[])
+            found = (
+                self._t.claim_row(
+                    run_id, asset, key, batch_key, code_version=code_version, reclaim=reclaim, at=at
                 )
-            row = self._rows[row_id]
-            if row.status in ("pending", "queued") or (row.status == "running" and reclaim):
-                return self._put(
-                    dataclasses.replace(
-                        row,
-                        status="running",
-                        attempt=row.attempt + 1,
-                        started_at=at,
-                        finished_at=None,
-                        duration_ms=None,
-                        code_version=code_version,
-                    )
-                )
-            return None
-
-    def get_step(self, run_id: str, asset: str, partition_key: str) -> records.Materialization | None:
-        with self._lock:
-            row_id = self._by_step.get((run_id, asset, partition_key))
-            return self._rows[row_id] if row_id is not None else None
-
-    def get_materialization(self, materialization_id: int) -> records.Materialization | None:
-        with self._lock:
-            return self._rows.get(materialization_id)
-
-    def find_inputs(
-        self, run_id: str, wanted: Sequence[base.StepKey]
-    ) -> dict[base.StepKey, tuple[records.Materialization, bool]]:
-        found: dict[base.StepKey, tuple[records.Materialization, bool]] = {}
-        with self._lock:
-            for asset, key in wanted:
-                row_id = self._by_step.get((run_id, asset, key))
-                if row_id is not None:
-                    found[(asset, key)] = (self._rows[row_id], True)
-                    continue
-                latest = self._latest(asset, key)
-                if latest is not None:
-                    found[(asset, key)] = (latest, False)
-        return found
-
-    def _transition(self, step: records.Materialization, **changes: Any) -> records.Materialization | None:
-        current = self._rows.get(step.id)
-        if current is None or current.status != "running" or current.attempt != step.attempt:
-            return None
-        updated = dataclasses.replace(current, **changes)
-        updated = dataclasses.replace(
-            updated, duration_ms=_duration_ms(updated.started_at, updated.finished_at)
-        )
-        return self._put(updated)
+                for key in self._t.batch_members(run_id, asset, batch_key)
+            )
+            claimed = [row for row in found if row is not None]
+            if not claimed:
+                return base.Claim(steps=[])
+            if run.status == RunStatus.QUEUED:
+                self._runs[run_id] = dataclasses.replace(run, status=RunStatus.RUNNING)
+            return base.Claim(
+                steps=claimed,
+                inputs=self._t.find_inputs(run_id, wanted),
+                run_kind=run.kind,
+                run_config=dict(run.config),
+            )
 
     def succeed_step(
         self,
@@ -290,7 +215,7 @@ class MemoryStore(base.Store):
         metadata: Mapping[str, Any],
         lineage: Sequence[tuple[int, str]],
         actor: str,
-        output: PreparedOutput | None = None,
+        output: io_base.PreparedOutput | None = None,
         now: datetime | None = None,
     ) -> records.Materialization | None:
         if output is not None:
@@ -300,15 +225,15 @@ class MemoryStore(base.Store):
         at = _now(now)
         with self._lock:
             for upstream_id, _ in lineage:  # the foreign key of flowstone_lineage
-                if upstream_id not in self._rows or upstream_id == step.id:
+                if upstream_id not in self._t.rows or upstream_id == step.id:
                     raise errors.StoreError(
                         f"record success: lineage names unknown materialization {upstream_id}",
                         retryable=False,
                         context={"constraint": "flowstone_lineage_upstream_materialization_id_fkey"},
                     )
-            done = self._transition(
+            done = self._t.transition(
                 step,
-                status="succeeded",
+                status=StepStatus.SUCCEEDED,
                 finished_at=at,
                 output_ref=dict(output_ref),
                 metadata=dict(metadata),
@@ -316,21 +241,57 @@ class MemoryStore(base.Store):
             )
             if done is None:
                 return None
-            edges = self._lineage.setdefault(done.id, [])
-            for upstream_id, input_name in lineage:
-                edges.append((upstream_id, input_name))
-                self._readers.setdefault(upstream_id, []).append((done.id, input_name))
-            self._append_audit(
-                "materialization.succeeded",
+            self._t.add_lineage(done.id, lineage)
+            self._audit_step("materialization.succeeded", done, actor=actor, now=at, attempt=done.attempt)
+            return done
+
+    def complete_steps(
+        self,
+        items: Sequence[base.Success],
+        *,
+        actor: str,
+        jobs: base.JobQueue | None = None,
+        release: bool = True,
+        now: datetime | None = None,
+    ) -> base.Completed:
+        if jobs is not None:
+            raise errors.ConfigurationError("the memory store has no job queue: run in-process")
+        if not items:
+            return base.Completed(rows=[])
+        at = _now(now)
+        with self._lock:
+            rows: list[records.Materialization | None] = []
+            released: list[base.BatchItem] = []
+            for item in items:
+                row = self.succeed_step(
+                    item.step,
+                    output_ref=item.output_ref,
+                    metadata=item.metadata,
+                    lineage=item.lineage,
+                    actor=actor,
+                    output=item.output,
+                    now=at,
+                )
+                rows.append(row)
+                if row is not None and release:
+                    released.extend(self._t.release(row, at))
+            self._finish(items[0].step.run_id, actor, at)
+            return base.Completed(rows=rows, released=released)
+
+    def _fail(
+        self, step: records.Materialization, error: Mapping[str, Any], actor: str, at: datetime
+    ) -> records.Materialization | None:
+        failed = self._t.transition(step, status=StepStatus.FAILED, finished_at=at, error=dict(error))
+        if failed is not None:
+            self._audit_step(
+                "materialization.failed",
+                failed,
                 actor=actor,
                 now=at,
-                run_id=done.run_id,
-                materialization_id=done.id,
-                asset=done.asset,
-                partition_key=done.partition_key,
-                details={"attempt": done.attempt},
+                attempt=failed.attempt,
+                error_type=error.get("type"),
             )
-            return done
+        return failed
 
     def fail_step(
         self,
@@ -343,22 +304,51 @@ class MemoryStore(base.Store):
     ) -> records.Materialization | None:
         at = _now(now)
         with self._lock:
-            failed = self._transition(step, status="failed", finished_at=at, error=dict(error))
-            if failed is None:
-                return None
-            self._append_audit(
-                "materialization.failed",
-                actor=actor,
-                now=at,
-                run_id=failed.run_id,
-                materialization_id=failed.id,
-                asset=failed.asset,
-                partition_key=failed.partition_key,
-                details={"attempt": failed.attempt, "error_type": error.get("type")},
-            )
-            if skip:
+            failed = self._fail(step, error, actor, at)
+            if failed is not None and skip:
                 self.skip_steps(failed.run_id, skip, error=base.skip_error(failed), now=at)
             return failed
+
+    def fail_terminal(
+        self,
+        step: records.Materialization,
+        *,
+        error: Mapping[str, Any],
+        actor: str,
+        now: datetime | None = None,
+    ) -> records.Materialization | None:
+        at = _now(now)
+        with self._lock:
+            failed = self._fail(step, error, actor, at)
+            if failed is None:
+                return None
+            self.skip_steps(failed.run_id, self._t.reachable(failed), error=base.skip_error(failed), now=at)
+            self._finish(failed.run_id, actor, at)
+            return failed
+
+    def retry_later(
+        self,
+        step: records.Materialization,
+        *,
+        error: Mapping[str, Any],
+        retry_in_s: float,
+        actor: str,
+        now: datetime | None = None,
+    ) -> records.Materialization | None:
+        at = _now(now)
+        with self._lock:
+            moved = self._t.transition(step, status=StepStatus.QUEUED, queued_at=at, error=dict(error))
+            if moved is not None:
+                self._audit_step(
+                    "materialization.retrying",
+                    moved,
+                    actor=actor,
+                    now=at,
+                    attempt=moved.attempt,
+                    retry_in_s=retry_in_s,
+                    error_type=error.get("type"),
+                )
+            return moved
 
     def skip_steps(
         self,
@@ -372,133 +362,93 @@ class MemoryStore(base.Store):
         skipped = []
         with self._lock:
             for asset, key in steps:
-                row_id = self._by_step.get((run_id, asset, key))
+                row_id = self._t.by_step.get((run_id, asset, key))
                 if row_id is None:
                     continue
-                row = self._rows[row_id]
-                if row.status in ("pending", "queued"):
-                    skipped.append(
-                        self._put(
-                            dataclasses.replace(row, status="skipped", finished_at=at, error=dict(error))
-                        )
+                row = self._t.rows[row_id]
+                if row.status in _NOT_STARTED:
+                    changed = dataclasses.replace(
+                        row, status=StepStatus.SKIPPED, finished_at=at, error=dict(error)
                     )
+                    skipped.append(self._t.put(changed))
         return skipped
 
-    def mark_outputs_deleted(self, ids: Sequence[int], *, now: datetime | None = None) -> None:
-        at = _now(now)
-        with self._lock:
-            for i in ids:
-                row = self._rows.get(i)
-                if row is not None and row.output_deleted_at is None:
-                    self._put(dataclasses.replace(row, output_deleted_at=at))
+    # -- approvals ------------------------------------------------------------------------------
 
-    def step_edges(self, run_id: str) -> list[tuple[base.StepKey, base.StepKey]]:
-        with self._lock:
-            return list(self._edges.get(run_id, ()))
+    def request_approval(
+        self,
+        step: records.Materialization,
+        request: approval_types.ApprovalRequest,
+        *,
+        actor: str,
+        jobs: base.JobQueue | None,
+        now: datetime | None = None,
+    ) -> records.Materialization | None:
+        raise errors.ConfigurationError(
+            f"asset {step.asset!r} asks for approval, which needs the Postgres store (approvals are "
+            "rows people and timeouts decide on): create FlowStone without store='memory'",
+            asset=step.asset,
+            retryable=False,
+        )
+
+    def approval_decision(self, materialization_id: int) -> approval_types.ApprovalDecision | None:
+        return None  # no approval can exist in this store
+
+    # -- queries, audit, retention --------------------------------------------------------------
 
     def run_steps(self, run_id: str) -> list[records.Materialization]:
         with self._lock:
-            return sorted((r for r in self._rows.values() if r.run_id == run_id), key=lambda r: r.id)
+            return self._t.run_steps(run_id)
 
-    # -- queries ------------------------------------------------------------------------------
+    def get_step(self, run_id: str, asset: str, partition_key: str) -> records.Materialization | None:
+        with self._lock:
+            return self._t.step(run_id, asset, partition_key)
 
-    def _latest(self, asset: str, key: str) -> records.Materialization | None:
-        succeeded = [
-            self._rows[i]
-            for i in self._by_asset_key.get((asset, key), ())
-            if self._rows[i].status == "succeeded"
-        ]
-        return max(succeeded, key=_latest_key) if succeeded else None
+    def get_materialization(self, materialization_id: int) -> records.Materialization | None:
+        with self._lock:
+            return self._t.rows.get(materialization_id)
+
+    def find_inputs(self, run_id: str, wanted: Sequence[base.StepKey]) -> base.Found:
+        with self._lock:
+            return self._t.find_inputs(run_id, wanted)
 
     def latest(self, asset: str, partition_key: str) -> records.Materialization | None:
         with self._lock:
-            return self._latest(asset, partition_key)
+            return self._t.latest(asset, partition_key)
 
     def latest_all(self, asset: str | None = None) -> list[records.Materialization]:
         with self._lock:
-            found = [
-                self._latest(a, k) for (a, k) in sorted(self._by_asset_key) if asset is None or a == asset
-            ]
-        return [m for m in found if m is not None]
+            return self._t.latest_all(asset)
 
     def newest_all(self, asset: str) -> list[records.Materialization]:
         with self._lock:
-            return [
-                self._rows[max(ids)]
-                for (a, _), ids in sorted(self._by_asset_key.items())
-                if a == asset and ids
-            ]
+            return self._t.newest_all(asset)
 
     def history(self, asset: str, partition_key: str, *, limit: int = 20) -> list[records.Materialization]:
         with self._lock:
-            ids = sorted(self._by_asset_key.get((asset, partition_key), ()), reverse=True)
-            return [self._rows[i] for i in ids[:limit]]
+            return self._t.history(asset, partition_key, limit)
 
     def succeeded_keys(self, asset: str, partition_keys: Sequence[str]) -> set[str]:
         with self._lock:
-            return {k for k in partition_keys if self._latest(asset, k) is not None}
+            return {k for k in partition_keys if self._t.latest(asset, k) is not None}
 
-    def _walk(
-        self, start: int, edges: Mapping[int, list[tuple[int, str]]], max_depth: int
-    ) -> list[records.LineageRow]:
-        """Breadth-first: each row once, at its nearest depth, reached from the smallest id on the
-        level below (the same answer as the SQL walk)."""
-        depth_of: dict[int, int] = {start: 0}
-        via_of: dict[int, tuple[int, str]] = {}
-        frontier = [start]
-        depth = 0
-        while frontier and depth < max_depth:
-            depth += 1
-            reached: dict[int, tuple[int, str]] = {}
-            for node in frontier:
-                for other, name in edges.get(node, ()):
-                    if other not in depth_of:
-                        best = reached.get(other)
-                        reached[other] = min(best, (node, name)) if best else (node, name)
-            for other, parent in reached.items():
-                depth_of[other] = depth
-                via_of[other] = parent
-            frontier = sorted(reached)
-        found: list[records.LineageRow] = []
-        for node, node_depth in depth_of.items():
-            if node == start:
-                continue
-            via_id, input_name = via_of[node]
-            row = self._rows[node]
-            found.append(
-                records.LineageRow(
-                    depth=node_depth,
-                    via_id=via_id,
-                    input_name=input_name,
-                    id=row.id,
-                    run_id=row.run_id,
-                    asset=row.asset,
-                    partition_key=row.partition_key,
-                    status=row.status,
-                    finished_at=row.finished_at,
-                )
-            )
-        found.sort(key=lambda r: (r.depth, r.asset, r.partition_key, r.id))
-        return found
+    def lineage_upstream(self, materialization_id: int, *, max_depth: int) -> list[records.LineageRow]:
+        with self._lock:
+            return self._t.walk(materialization_id, upstream=True, max_depth=max_depth)
+
+    def lineage_downstream(self, materialization_id: int, *, max_depth: int) -> list[records.LineageRow]:
+        with self._lock:
+            return self._t.walk(materialization_id, upstream=False, max_depth=max_depth)
 
     def covered_keys(self, asset: str, partition_keys: Sequence[str]) -> set[str]:
-        covered = {"succeeded", "pending", "queued", "running", "waiting_approval"}
         with self._lock:
             return {
                 k
                 for k in partition_keys
-                if any(self._rows[i].status in covered for i in self._by_asset_key.get((asset, k), ()))
+                if any(
+                    self._t.rows[i].status in STEP_IN_FLIGHT for i in self._t.by_asset_key.get((asset, k), ())
+                )
             }
-
-    def lineage_upstream(self, materialization_id: int, *, max_depth: int) -> list[records.LineageRow]:
-        with self._lock:
-            return self._walk(materialization_id, self._lineage, max_depth)
-
-    def lineage_downstream(self, materialization_id: int, *, max_depth: int) -> list[records.LineageRow]:
-        with self._lock:
-            return self._walk(materialization_id, self._readers, max_depth)
-
-    # -- audit --------------------------------------------------------------------------------
 
     def audit(
         self,
@@ -528,3 +478,17 @@ class MemoryStore(base.Store):
         with self._lock:
             events = [e for e in self._audit if run_id is None or e.run_id == run_id]
         return events[:limit]
+
+    def gc_candidates(self, keep_last: int) -> list[records.GcCandidate]:
+        base.check_keep_last(keep_last)
+        with self._lock:
+            active_runs = {r.run_id for r in self._runs.values() if r.status not in RUN_TERMINAL}
+            return self._t.gc_candidates(keep_last, active_runs)
+
+    def mark_outputs_deleted(self, ids: Sequence[int], *, now: datetime | None = None) -> None:
+        at = _now(now)
+        with self._lock:
+            for i in ids:
+                row = self._t.rows.get(i)
+                if row is not None and row.output_deleted_at is None:
+                    self._t.put(dataclasses.replace(row, output_deleted_at=at))

@@ -19,9 +19,10 @@ The partition column receives the encoded partition key (``d:2025-01-01``, joina
 ``flowstone_materializations.partition_key``) when it is a string column (``text``, ``varchar``),
 or the partition value itself (a ``date``, ``int``, ``timestamptz`` ...) for any other type.
 
-**Retention**: :func:`gc_plan` lists the outputs that are not among the latest ``keep_last``
-succeeded materializations of their asset and partition; :func:`gc_delete_postgres_outputs` deletes
-those stored in ``flowstone_outputs``. Other IO managers delete theirs through ``IOManager.delete``.
+**Retention**: :func:`output_gc_plan` lists the outputs that are not among the latest
+``keep_last`` succeeded materializations of their asset and partition; :func:`output_gc_delete`
+deletes those stored in ``flowstone_outputs``. Other IO managers delete theirs through
+``IOManager.delete``.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from datetime import datetime
+from typing import Any
 
 import psycopg
 import pydantic_core
@@ -39,26 +41,27 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Json, Jsonb
 
 from flowstone import errors, partition_keys
-from flowstone.store import sqlfiles
-
-if TYPE_CHECKING:
-    from flowstone.identifiers import QualifiedName
-    from flowstone.io.base import PreparedOutput
+from flowstone.identifiers import QualifiedName
+from flowstone.io.base import PreparedOutput
+from flowstone.store import base, records
+from flowstone.store.pg import Q
 
 __all__ = [
     "Column",
-    "GcCandidate",
     "TableInfo",
     "describe_table",
-    "gc_delete_postgres_outputs",
-    "gc_plan",
+    "output_delete",
+    "output_gc_delete",
+    "output_gc_plan",
+    "output_get",
+    "output_mark_deleted",
     "read_rows",
     "table_columns",
     "write_rows",
 ]
 
-Q = sqlfiles.query
 Conn = psycopg.Connection[Any]
+"""Any row factory: the rows-mode functions also run on connections of the caller's choosing."""
 
 _TABLE_KINDS = {"r": "table", "p": "partitioned table"}
 _KIND_NAMES = {"v": "view", "m": "materialized view", "f": "foreign table", "S": "sequence", "i": "index"}
@@ -91,17 +94,6 @@ class TableInfo:
     table: QualifiedName
     oid: int
     columns: dict[str, Column]
-
-
-@dataclass(frozen=True, slots=True)
-class GcCandidate:
-    """A succeeded materialization whose output retention no longer needs."""
-
-    materialization_id: int
-    asset: str
-    partition_key: str
-    output_ref: dict[str, Any]
-    """The stored ``OutputRef`` (JSON): ``output_ref["manager"]`` names the IO manager that wrote it."""
 
 
 # -- user tables ------------------------------------------------------------------------------
@@ -363,7 +355,7 @@ def _translate(action: str, table: QualifiedName) -> Iterator[None]:
 # -- retention --------------------------------------------------------------------------------
 
 
-def gc_plan(conn: Conn, keep_last: int) -> list[GcCandidate]:
+def output_gc_plan(conn: Conn, keep_last: int) -> list[records.GcCandidate]:
     """Outputs no longer needed when keeping the latest ``keep_last`` succeeded per asset+partition.
 
     Per (asset, partition_key), succeeded materializations are ranked ``finished_at DESC, id DESC``
@@ -372,15 +364,11 @@ def gc_plan(conn: Conn, keep_last: int) -> list[GcCandidate]:
     Materializations of runs that still have unfinished steps are left out: a later step of the
     same run may still read them.
     """
-    if isinstance(keep_last, bool) or not isinstance(keep_last, int) or keep_last < 1:
-        raise errors.ConfigurationError(
-            "keep_last must be an integer of at least 1 (the latest output is always kept), "
-            f"not {keep_last!r}"
-        )
+    base.check_keep_last(keep_last)
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(Q("output_gc_plan"), {"keep_last": keep_last}).fetchall()
     return [
-        GcCandidate(
+        records.GcCandidate(
             materialization_id=r["id"],
             asset=r["asset"],
             partition_key=r["partition_key"],
@@ -390,7 +378,7 @@ def gc_plan(conn: Conn, keep_last: int) -> list[GcCandidate]:
     ]
 
 
-def gc_delete_postgres_outputs(conn: Conn, ids: Sequence[int]) -> list[int]:
+def output_gc_delete(conn: Conn, ids: Sequence[int]) -> list[int]:
     """Delete the ``flowstone_outputs`` rows of ``ids``; returns the ids actually deleted.
 
     The statement re-checks that every deleted output has a newer succeeded materialization of its
@@ -402,3 +390,21 @@ def gc_delete_postgres_outputs(conn: Conn, ids: Sequence[int]) -> list[int]:
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(Q("output_gc_delete"), {"ids": list(ids)}).fetchall()
     return sorted(r["materialization_id"] for r in rows)
+
+
+def output_mark_deleted(conn: Conn, ids: Sequence[int], now: datetime | None) -> None:
+    """Record that gc deleted the output versions of these materializations."""
+    if ids:
+        conn.execute(Q("output_mark_deleted"), {"ids": list(ids), "now": now})
+
+
+def output_get(conn: Conn, materialization_id: int) -> tuple[str, object, bytes | None] | None:
+    """(format, JSON value, bytes) of the output stored with a materialization, or ``None``."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(Q("output_get"), {"id": materialization_id}).fetchone()
+    return None if row is None else (row["format"], row["value"], row["data"])
+
+
+def output_delete(conn: Conn, materialization_id: int) -> None:
+    """Remove the stored output of a materialization (idempotent)."""
+    conn.execute(Q("output_delete"), {"id": materialization_id})

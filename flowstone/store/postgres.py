@@ -1,4 +1,10 @@
-"""The Postgres store: one method per named query (``sql/queries/*.sql``), errors translated here."""
+"""The Postgres store: the facade over one module per table (``runs``, ``materializations``,
+``step_edges``, ``lineage``, ``approvals``, ``automation``, ``outputs``, ``audit``, ``jobs``), each
+mirroring its ``sql/queries/<table>.sql``, and the transactions that compose them
+(``transitions``, ``decisions``). Each method here takes a pooled connection, opens the
+transaction and names the action that driver errors are reported under; the SQL is in the modules
+it calls.
+"""
 
 from __future__ import annotations
 
@@ -6,40 +12,29 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, Literal
 
-import psycopg
-import psycopg_pool
-from psycopg.rows import dict_row
-from psycopg.types.json import Jsonb
-
-from flowstone import errors
+from flowstone import approval_types
 from flowstone.identifiers import QualifiedName
-from flowstone.store import base, pg_rows, records, sqlfiles
+from flowstone.io import base as io_base
+from flowstone.store import (
+    approvals,
+    audit,
+    base,
+    decisions,
+    lineage,
+    pg,
+    records,
+    runs,
+    step_edges,
+    transitions,
+)
+from flowstone.store import jobs as job_table
+from flowstone.store import materializations as mat
 from flowstone.store import outputs as store_outputs
+from flowstone.store.pg import Conn
 
-if TYPE_CHECKING:
-    from flowstone.io.base import PreparedOutput
-
-__all__ = ["PostgresStore", "materialization_from_row", "success_params", "translate_errors"]
-
-# Shared with the queue and approval store modules, which import them from here.
-materialization_from_row = pg_rows.materialization_from_row
-success_params = pg_rows.success_params
-translate_errors = pg_rows.translate_errors
-run_from_row = pg_rows.run_from_row
-lineage_from_row = pg_rows.lineage_from_row
-maybe_transaction = pg_rows.maybe_transaction
-run_uuid = pg_rows.run_uuid
-keys_of = pg_rows.keys_of
-
-Q = sqlfiles.query
-Row = dict[str, Any]
-Conn = psycopg.Connection[Row]
-
-
-def _assets_keys(wanted: Sequence[base.StepKey]) -> dict[str, list[str]]:
-    return {"assets": [a for a, _ in wanted], "keys": [k for _, k in wanted]}
+__all__ = ["PostgresStore"]
 
 
 class PostgresStore(base.Store):
@@ -49,48 +44,24 @@ class PostgresStore(base.Store):
 
     def __init__(self, url: str, *, max_connections: int = 8) -> None:
         self.url = url
-        self._lock = threading.Lock()
-        self._max = max(1, max_connections)
-        self._pool: psycopg_pool.ConnectionPool[Conn] | None = None
+        self.db = pg.Database(url, max_connections=max_connections)
         self._prefetch = threading.local()  # outputs fetched with a step's inputs, per thread
 
-    def _get_pool(self) -> psycopg_pool.ConnectionPool[Conn]:
-        with self._lock:
-            if self._pool is None:
-                pool: psycopg_pool.ConnectionPool[Conn] = psycopg_pool.ConnectionPool(
-                    self.url,
-                    min_size=1,
-                    max_size=self._max,
-                    kwargs={"autocommit": True, "row_factory": dict_row},
-                    connection_class=psycopg.Connection[Row],
-                    open=False,
-                    name="flowstone-store",
-                )
-                with translate_errors("connect"):
-                    pool.open(wait=True, timeout=30)
-                self._pool = pool
-            return self._pool
+    def close(self) -> None:
+        """Close the pool; the store reopens it if used again."""
+        self.db.close()
 
     @contextmanager
     def connection(self) -> Iterator[Conn]:
         """A pooled autocommit connection (use ``conn.transaction()`` for several statements)."""
-        with self._get_pool().connection() as conn:
+        with self.db.connection() as conn:
             yield conn
 
-    def close(self) -> None:
-        """Close the pool; the store reopens it if used again."""
-        with self._lock:
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.close()
-
-    def _one(self, action: str, name: str, params: Mapping[str, Any]) -> Row | None:
-        with translate_errors(action), self.connection() as conn:
-            return conn.execute(Q(name), params).fetchone()
-
-    def _all(self, action: str, name: str, params: Mapping[str, Any]) -> list[Row]:
-        with translate_errors(action), self.connection() as conn:
-            return conn.execute(Q(name), params).fetchall()
+    @contextmanager
+    def transaction(self, action: str, conn: Conn | None = None) -> Iterator[Conn]:
+        """A transaction on a pooled connection, or a savepoint inside the caller's ``conn``."""
+        with self.db.transaction(action, conn) as tx:
+            yield tx
 
     # -- runs ---------------------------------------------------------------------------------
 
@@ -100,190 +71,139 @@ class PostgresStore(base.Store):
         steps: Sequence[records.PlannedStep],
         *,
         edges: Sequence[tuple[base.StepKey, base.StepKey]] = (),
+        ready: Sequence[base.StepKey] = (),
+        jobs: base.JobQueue | None = None,
         now: datetime | None = None,
+        conn: Conn | None = None,
     ) -> records.Run:
-        with translate_errors("create run"), self.connection() as conn, conn.transaction():
-            self.insert_run(conn, run, steps, edges=edges, now=now)
-        created = self.get_run(run.run_id)
-        if created is None:  # pragma: no cover - the insert above committed or raised
-            raise errors.StoreError(f"run {run.run_id} vanished after insert")
+        """See :meth:`Store.create_run`; ``conn`` writes inside the caller's transaction (a
+        savepoint), e.g. a schedule's tick and its run."""
+        with self.db.transaction("create run", conn) as tx:
+            transitions.create(tx, run, steps, edges=edges, ready=ready, jobs=jobs, now=now)
+            created = runs.run_get(tx, run.run_id)
+        assert created is not None  # noqa: S101 - inserted above
         return created
 
-    def insert_run(
-        self,
-        conn: Conn,
-        run: records.NewRun,
-        steps: Sequence[records.PlannedStep],
-        *,
-        edges: Sequence[tuple[base.StepKey, base.StepKey]] = (),
-        now: datetime | None = None,
-    ) -> None:
-        """Insert a run, its planned steps, their edges and the audit event on ``conn`` (caller's
-        transaction)."""
-        run_key = run_uuid(run.run_id)
-        conn.execute(
-            Q("run_insert"),
-            {
-                "run_id": run_key,
-                "kind": run.kind,
-                "selection": list(run.selection),
-                "config": Jsonb(run.config),
-                "tags": Jsonb(run.tags),
-                "requested_by": run.requested_by,
-                "status": run.status,
-                "now": now,
-            },
-        )
-        with conn.cursor() as cur:
-            cur.executemany(
-                Q("materialization_plan"),
-                [
-                    {
-                        "run_id": run_key,
-                        "asset": s.asset,
-                        "partition_key": s.partition_key,
-                        "pending_upstream": s.pending_upstream,
-                        "code_version": s.code_version,
-                        "now": now,
-                    }
-                    for s in steps
-                ],
-            )
-        if edges:
-            with conn.cursor() as cur:
-                cur.executemany(
-                    Q("step_edges_insert"),
-                    [
-                        {
-                            "run_id": run_key,
-                            "upstream_asset": up[0],
-                            "upstream_partition_key": up[1],
-                            "asset": down[0],
-                            "partition_key": down[1],
-                        }
-                        for up, down in edges
-                    ],
-                )
-        conn.execute(
-            Q("audit_insert"),
-            self._audit_params(
-                "run.requested",
-                actor=run.requested_by,
-                run_id=run.run_id,
-                details={
-                    "kind": run.kind,
-                    "selection": list(run.selection),
-                    # a bulk backfill writes its steps after the run (COPY): count from its tags
-                    "steps": len(steps) or int(run.tags.get("partitions", 0)),
-                },
-                now=now,
-            ),
-        )
-
     def get_run(self, run_id: str) -> records.Run | None:
-        row = self._one("read run", "run_get", {"run_id": run_uuid(run_id)})
-        return run_from_row(row) if row else None
+        with self.db.session("read run") as conn:
+            return runs.run_get(conn, run_id)
 
     def list_runs(self, *, limit: int = 20) -> list[records.Run]:
-        return [run_from_row(r) for r in self._all("list runs", "run_list", {"limit": limit})]
+        with self.db.session("list runs") as conn:
+            return runs.run_list(conn, limit)
 
     def finish_run(self, run_id: str, *, actor: str, now: datetime | None = None) -> records.Run | None:
-        row = self._one("finish run", "run_finish", {"run_id": run_uuid(run_id), "actor": actor, "now": now})
-        return run_from_row(row) if row else None
+        with self.db.transaction("finish run") as conn:
+            return transitions.finish(conn, run_id, actor, now)
 
-    # -- steps --------------------------------------------------------------------------------
+    def run_steps(self, run_id: str) -> list[records.Materialization]:
+        with self.db.session("read run steps") as conn:
+            return mat.materialization_run_steps(conn, run_id)
 
-    def start_step(
+    def step_edges(self, run_id: str) -> list[tuple[base.StepKey, base.StepKey]]:
+        with self.db.session("read step edges") as conn:
+            return step_edges.step_edges_of_run(conn, run_id)
+
+    def step_counts(self, run_id: str) -> dict[str, int]:
+        with self.db.session("count steps") as conn:
+            return runs.run_step_counts(conn, run_id)
+
+    def enqueue_batches(
         self,
         run_id: str,
         asset: str,
-        partition_key: str,
+        code_version: str | None,
+        batches: Sequence[Sequence[str]],
+        jobs: base.JobQueue,
         *,
-        code_version: str | None = None,
-        reclaim: bool = False,
+        run: records.NewRun | None = None,
         now: datetime | None = None,
-    ) -> records.Materialization | None:
-        row = self._one(
-            "start step",
-            "materialization_start",
-            {
-                "run_id": run_uuid(run_id),
-                "asset": asset,
-                "partition_key": partition_key,
-                "code_version": code_version,
-                "reclaim": reclaim,
-                "now": now,
-            },
-        )
-        return materialization_from_row(row) if row else None
+    ) -> int:
+        """One transaction: (the run, when given) + one job per batch + its steps ``queued``."""
+        with self.db.transaction("enqueue backfill") as conn:
+            if run is not None:
+                transitions.create(conn, run, [], edges=(), ready=(), jobs=None, now=now)
+            return transitions.enqueue_batches(
+                conn, run_id, asset, code_version=code_version, batches=batches, jobs=jobs, now=now
+            )
 
-    def start_step_with_inputs(
+    def cancel_run(
+        self, run_id: str, *, actor: str, jobs: base.JobQueue | None, now: datetime | None = None
+    ) -> int:
+        """Not-started steps ``cancelled`` with their jobs, audited, in one transaction."""
+        with self.db.transaction("cancel run") as conn:
+            return transitions.cancel(conn, run_id, actor, jobs, now)
+
+    def finish_unfinished_runs(self, *, actor: str, limit: int = 100) -> list[str]:
+        """Finish runs left non-terminal with no active step (claimed with SKIP LOCKED, I18)."""
+        with self.db.transaction("finish runs") as conn:
+            ids = runs.run_unfinished_claim(conn, limit)
+            for run_id in ids:
+                transitions.finish(conn, run_id, actor, None)
+            return ids
+
+    def recover_stalled_jobs(self, *, task_names: Sequence[str], stalled_after_s: float) -> list[int]:
+        """Claim stalled jobs of these tasks (SKIP LOCKED, I18) and hand each back to the queue."""
+        with self.db.transaction("recover stalled jobs") as conn:
+            ids = job_table.job_stalled_claim(conn, task_names, stalled_after_s)
+            for job_id in ids:
+                job_table.job_retry(conn, job_id)
+            return ids
+
+    # -- the step state machine ---------------------------------------------------------------
+
+    def claim(
         self,
         run_id: str,
         asset: str,
-        partition_key: str,
+        batch_key: str,
         *,
-        wanted: Sequence[base.StepKey],
+        wanted: Sequence[base.StepKey] = (),
         code_version: str | None = None,
         reclaim: bool = False,
         now: datetime | None = None,
-    ) -> tuple[records.Materialization | None, dict[base.StepKey, tuple[records.Materialization, bool]]]:
-        """The claim and the input lookup in one pipelined round trip; the stored outputs of the
-        inputs (Postgres IO manager) come along and are kept for this thread's next loads."""
-        run_key = run_uuid(run_id)
-        with translate_errors("start step"), self.connection() as conn, conn.pipeline():
-            claim = conn.execute(
-                Q("materialization_start"),
-                {
-                    "run_id": run_key,
-                    "asset": asset,
-                    "partition_key": partition_key,
-                    "code_version": code_version,
-                    "reclaim": reclaim,
-                    "now": now,
-                },
+    ) -> base.Claim:
+        """See :meth:`Store.claim`: one round trip. Stored outputs of the inputs (Postgres IO
+        manager) come along and are kept for this thread's next loads."""
+        with self.db.session("claim step") as conn:
+            claim, input_rows = transitions.claim(
+                conn,
+                run_id,
+                asset,
+                batch_key,
+                wanted=wanted,
+                code_version=code_version,
+                reclaim=reclaim,
+                now=now,
             )
-            inputs = (
-                conn.execute(Q("materialization_inputs"), {"run_id": run_key, **_assets_keys(wanted)})
-                if wanted
-                else None
-            )
-            row = claim.fetchone()
-            rows = inputs.fetchall() if inputs is not None else []
-        return (materialization_from_row(row) if row else None), self._found(rows)
+        self._keep_outputs(input_rows)
+        return claim
 
-    def _found(self, rows: Sequence[Row]) -> dict[base.StepKey, tuple[records.Materialization, bool]]:
-        prefetched = {
+    def _keep_outputs(self, rows: Sequence[pg.Row], *, more: bool = False) -> None:
+        # A claim starts this thread's set afresh (bounded: one unit of work's inputs); a later
+        # lookup for the rest of the claimed batch adds to it.
+        found = {
             r["id"]: (r["output_format"], r["output_value"], r["output_data"])
             for r in rows
             if r["output_format"]
         }
-        self._prefetch.outputs = prefetched
-        return {
-            (r["asset"], r["partition_key"]): (materialization_from_row(r), bool(r["in_run"])) for r in rows
-        }
+        self._prefetch.outputs = {**getattr(self._prefetch, "outputs", {}), **found} if more else found
 
     def get_step(self, run_id: str, asset: str, partition_key: str) -> records.Materialization | None:
-        row = self._one(
-            "read step",
-            "materialization_get_step",
-            {"run_id": run_uuid(run_id), "asset": asset, "partition_key": partition_key},
-        )
-        return materialization_from_row(row) if row else None
+        with self.db.session("read step") as conn:
+            return mat.materialization_get_step(conn, run_id, asset, partition_key)
 
     def get_materialization(self, materialization_id: int) -> records.Materialization | None:
-        row = self._one("read materialization", "materialization_get", {"id": materialization_id})
-        return materialization_from_row(row) if row else None
+        with self.db.session("read materialization") as conn:
+            return mat.materialization_get(conn, materialization_id)
 
-    def find_inputs(
-        self, run_id: str, wanted: Sequence[base.StepKey]
-    ) -> dict[base.StepKey, tuple[records.Materialization, bool]]:
+    def find_inputs(self, run_id: str, wanted: Sequence[base.StepKey]) -> base.Found:
         if not wanted:
             return {}
-        rows = self._all(
-            "find inputs", "materialization_inputs", {"run_id": run_uuid(run_id), **_assets_keys(wanted)}
-        )
-        return self._found(rows)
+        with self.db.session("find inputs") as conn:
+            rows = mat.materialization_inputs(conn, run_id, wanted).get()
+        self._keep_outputs(rows, more=True)
+        return transitions.found_inputs(rows)
 
     def succeed_step(
         self,
@@ -293,104 +213,31 @@ class PostgresStore(base.Store):
         metadata: Mapping[str, Any],
         lineage: Sequence[tuple[int, str]],
         actor: str,
-        output: PreparedOutput | None = None,
+        output: io_base.PreparedOutput | None = None,
         now: datetime | None = None,
     ) -> records.Materialization | None:
-        # One statement (data-modifying CTEs) is one transaction in autocommit mode: the status,
-        # the lineage edges, the audit event and a flowstone_outputs value commit together or not
-        # at all (I11). Rows for a user table need a few statements: an explicit transaction.
-        rows_mode = output is not None and output.format == "rows"
-        with (
-            translate_errors("record success"),
-            self.connection() as conn,
-            maybe_transaction(conn, rows_mode),
-        ):
-            return self.succeed_step_on(
-                conn,
-                step,
-                output_ref=output_ref,
-                metadata=metadata,
-                lineage=lineage,
-                actor=actor,
-                output=output,
-                now=now,
-            )
-
-    def succeed_step_on(
-        self,
-        conn: Conn,
-        step: records.Materialization,
-        *,
-        output_ref: Mapping[str, Any],
-        metadata: Mapping[str, Any],
-        lineage: Sequence[tuple[int, str]],
-        actor: str,
-        output: PreparedOutput | None = None,
-        now: datetime | None = None,
-    ) -> records.Materialization | None:
-        """The success statement on ``conn``, inside the caller's transaction."""
         item = base.Success(step, output_ref, metadata, lineage, output)
-        row = conn.execute(Q("materialization_succeed"), success_params(item, actor, now)).fetchone()
-        if row is None:
-            return None
-        if output is not None and output.format == "rows":
-            store_outputs.write_rows(
-                conn, output, materialization_id=step.id, asset=step.asset, partition_key=step.partition_key
-            )
-        return materialization_from_row(row)
+        with self.db.transaction("record success") as conn:
+            row = mat.materialization_succeed(conn, item, actor, now).get()
+            if row is not None and output is not None and output.format == "rows":
+                store_outputs.write_rows(
+                    conn, output, materialization_id=row.id, asset=row.asset, partition_key=row.partition_key
+                )
+            return row
 
-    def read_rows(
+    def complete_steps(
         self,
-        table: QualifiedName,
-        partition_column: str,
+        items: Sequence[base.Success],
         *,
-        asset: str,
-        partition_key: str,
-        materialization_id: int,
-    ) -> list[dict[str, Any]]:
-        """The rows a rows-mode Postgres IO manager wrote for a materialization."""
-        with translate_errors("read rows"), self.connection() as conn:
-            return store_outputs.read_rows(
-                conn,
-                table,
-                partition_column,
-                asset=asset,
-                partition_key=partition_key,
-                materialization_id=materialization_id,
-            )
-
-    # -- retention ------------------------------------------------------------------------------
-
-    def gc_candidates(self, keep_last: int) -> list[store_outputs.GcCandidate]:
-        with translate_errors("plan gc"), self.connection() as conn:
-            return store_outputs.gc_plan(conn, keep_last)
-
-    def delete_postgres_outputs(self, ids: Sequence[int]) -> list[int]:
-        with translate_errors("delete outputs"), self.connection() as conn, conn.transaction():
-            return store_outputs.gc_delete_postgres_outputs(conn, ids)
-
-    def mark_outputs_deleted(self, ids: Sequence[int], *, now: datetime | None = None) -> None:
-        if ids:
-            with translate_errors("record gc"), self.connection() as conn:
-                conn.execute(Q("output_mark_deleted"), {"ids": list(ids), "now": now})
-
-    def read_output(self, materialization_id: int) -> tuple[str, object, bytes | None] | None:
-        """(format, JSON value, bytes) of a stored output, or ``None``. Outputs fetched with the
-        inputs of this thread's current step are served without another round trip (outputs are
-        immutable while their row is the one read)."""
-        prefetched: dict[int, tuple[str, object, bytes | None]] = getattr(self._prefetch, "outputs", {})
-        hit = prefetched.pop(materialization_id, None)
-        if hit is not None:
-            return hit
-        row = self._one("read output", "output_get", {"id": materialization_id})
-        if row is None:
-            return None
-        return row["format"], row["value"], row["data"]
-
-    def delete_output(self, materialization_id: int) -> None:
-        """Remove a stored output (idempotent)."""
-        with translate_errors("delete output"), self.connection() as conn:
-            conn.execute(Q("output_delete"), {"id": materialization_id})
+        actor: str,
+        jobs: base.JobQueue | None = None,
+        release: bool = True,
+        now: datetime | None = None,
+    ) -> base.Completed:
+        if not items:
+            return base.Completed(rows=[])
+        with self.db.transaction("record success") as conn:
+            return transitions.complete(conn, items, actor=actor, jobs=jobs, release=release, now=now)
 
     def fail_step(
         self,
@@ -401,51 +248,49 @@ class PostgresStore(base.Store):
         actor: str,
         now: datetime | None = None,
     ) -> records.Materialization | None:
-        with translate_errors("record failure"), self.connection() as conn, conn.transaction():
-            failed = self._fail_on(conn, step, error=error, actor=actor, now=now)
-            if failed is None:
-                return None
-            if skip:
-                self._skip_on(conn, step.run_id, skip, error=base.skip_error(failed), now=now)
-            return failed
+        with self.db.transaction("record failure") as conn:
+            return transitions.fail_with_skips(conn, step, error=error, skip=skip, actor=actor, now=now)
 
-    @staticmethod
-    def _fail_on(
-        conn: Conn,
+    def fail_terminal(
+        self,
         step: records.Materialization,
         *,
         error: Mapping[str, Any],
         actor: str,
-        now: datetime | None,
+        now: datetime | None = None,
     ) -> records.Materialization | None:
-        """The failure statement (``failed`` + audit) on ``conn``; ``None`` if the attempt lost the step."""
-        row = conn.execute(
-            Q("materialization_fail"),
-            {"id": step.id, "attempt": step.attempt, "error": Jsonb(dict(error)), "actor": actor, "now": now},
-        ).fetchone()
-        return materialization_from_row(row) if row else None
+        with self.db.transaction("record failure") as conn:
+            return transitions.fail_terminal(conn, step, error, actor, now)
 
-    def _skip_on(
+    def fail_unclaimed(
         self,
-        conn: Conn,
         run_id: str,
-        steps: Sequence[base.StepKey],
+        asset: str,
+        partition_key: str,
         *,
         error: Mapping[str, Any],
-        now: datetime | None,
-    ) -> list[records.Materialization]:
-        assets, keys = keys_of(steps)
-        rows = conn.execute(
-            Q("materialization_skip"),
-            {
-                "run_id": run_uuid(run_id),
-                "assets": assets,
-                "keys": keys,
-                "error": Jsonb(dict(error)),
-                "now": now,
-            },
-        ).fetchall()
-        return [materialization_from_row(r) for r in rows]
+        actor: str,
+        now: datetime | None = None,
+    ) -> records.Materialization | None:
+        """A step whose job cannot run (unknown asset, bad args): ``failed`` where a row exists."""
+        with self.db.transaction("record failure") as conn:
+            return transitions.fail_unclaimed(
+                conn, run_id, asset, partition_key, error=error, actor=actor, now=now
+            )
+
+    def retry_later(
+        self,
+        step: records.Materialization,
+        *,
+        error: Mapping[str, Any],
+        retry_in_s: float,
+        actor: str,
+        now: datetime | None = None,
+    ) -> records.Materialization | None:
+        with self.db.transaction("record retry") as conn:
+            return mat.materialization_retry_later(
+                conn, step, error=error, retry_in_s=retry_in_s, actor=actor, now=now
+            )
 
     def skip_steps(
         self,
@@ -457,100 +302,102 @@ class PostgresStore(base.Store):
     ) -> list[records.Materialization]:
         if not steps:
             return []
-        with translate_errors("skip steps"), self.connection() as conn:
-            return self._skip_on(conn, run_id, steps, error=error, now=now)
+        with self.db.session("skip steps") as conn:
+            return mat.materialization_skip(conn, run_id, steps, error, now)
 
-    def step_edges(self, run_id: str) -> list[tuple[base.StepKey, base.StepKey]]:
-        rows = self._all("read step edges", "step_edges_of_run", {"run_id": run_uuid(run_id)})
-        return [
-            ((r["upstream_asset"], r["upstream_partition_key"]), (r["asset"], r["partition_key"]))
-            for r in rows
-        ]
+    # -- approvals ------------------------------------------------------------------------------
 
-    def run_steps(self, run_id: str) -> list[records.Materialization]:
-        rows = self._all("read run steps", "materialization_run_steps", {"run_id": run_uuid(run_id)})
-        return [materialization_from_row(r) for r in rows]
+    def request_approval(
+        self,
+        step: records.Materialization,
+        request: approval_types.ApprovalRequest,
+        *,
+        actor: str,
+        jobs: base.JobQueue | None,
+        now: datetime | None = None,
+    ) -> records.Materialization | None:
+        with self.db.transaction("request approval") as conn:
+            waiting = decisions.request(conn, step, request, actor=actor, jobs=jobs, now=now)
+        return self.get_step(step.run_id, step.asset, step.partition_key) if waiting else None
+
+    def approval_decision(self, materialization_id: int) -> approval_types.ApprovalDecision | None:
+        with self.db.session("read approval") as conn:
+            return decisions.decision_of(approvals.approval_for_materialization(conn, materialization_id))
+
+    def get_approval(self, approval_id: int) -> records.Approval | None:
+        """One approval, or ``None``."""
+        with self.db.session("read approval") as conn:
+            return approvals.approval_get(conn, approval_id)
+
+    def list_approvals(self, *, status: str | None = "pending", limit: int = 100) -> list[records.Approval]:
+        """Approvals (of one status, or all), oldest request first."""
+        with self.db.session("list approvals") as conn:
+            return approvals.approval_list(conn, status, limit)
+
+    def decide_approval(
+        self,
+        approval_id: int,
+        decision: Literal["approve", "reject"],
+        *,
+        by: str,
+        reason: str | None,
+        jobs: base.JobQueue | None,
+        now: datetime | None = None,
+    ) -> records.Approval:
+        """A person's decision and its continuation, in one transaction."""
+        with self.db.transaction("decide approval") as conn:
+            return decisions.decide(conn, approval_id, decision, by=by, reason=reason, jobs=jobs, now=now)
+
+    def expire_due_approvals(
+        self,
+        *,
+        jobs: base.JobQueue | None,
+        now: datetime | None = None,
+        materialization_id: int | None = None,
+    ) -> list[records.Approval]:
+        """Apply ``on_timeout`` to the pending approvals that are due, as the actor ``system``."""
+        with self.db.transaction("expire approvals") as conn:
+            return decisions.expire_due(conn, jobs=jobs, now=now, materialization_id=materialization_id)
 
     # -- queries ------------------------------------------------------------------------------
 
     def latest(self, asset: str, partition_key: str) -> records.Materialization | None:
-        row = self._one(
-            "read latest", "materialization_latest", {"asset": asset, "partition_key": partition_key}
-        )
-        return materialization_from_row(row) if row else None
+        with self.db.session("read latest") as conn:
+            return mat.materialization_latest(conn, asset, partition_key)
 
     def latest_all(self, asset: str | None = None) -> list[records.Materialization]:
-        rows = self._all("read latest", "materialization_latest_all", {"asset": asset})
-        return [materialization_from_row(r) for r in rows]
+        with self.db.session("read latest") as conn:
+            return mat.materialization_latest_all(conn, asset)
 
     def newest_all(self, asset: str) -> list[records.Materialization]:
-        rows = self._all("read newest", "materialization_newest_all", {"asset": asset})
-        return [materialization_from_row(r) for r in rows]
+        with self.db.session("read newest") as conn:
+            return mat.materialization_newest_all(conn, asset)
 
     def history(self, asset: str, partition_key: str, *, limit: int = 20) -> list[records.Materialization]:
-        rows = self._all(
-            "read history",
-            "materialization_history",
-            {"asset": asset, "partition_key": partition_key, "limit": limit},
-        )
-        return [materialization_from_row(r) for r in rows]
+        with self.db.session("read history") as conn:
+            return mat.materialization_history(conn, asset, partition_key, limit)
 
     def succeeded_keys(self, asset: str, partition_keys: Sequence[str]) -> set[str]:
         if not partition_keys:
             return set()
-        rows = self._all(
-            "read succeeded partitions",
-            "materialization_succeeded_keys",
-            {"asset": asset, "keys": list(partition_keys)},
-        )
-        return {r["partition_key"] for r in rows}
+        with self.db.session("read succeeded partitions") as conn:
+            return mat.materialization_succeeded_keys(conn, asset, partition_keys)
 
     def covered_keys(self, asset: str, partition_keys: Sequence[str]) -> set[str]:
         if not partition_keys:
             return set()
-        rows = self._all(
-            "read covered partitions",
-            "materialization_covered_keys",
-            {"asset": asset, "keys": list(partition_keys)},
-        )
-        return {r["partition_key"] for r in rows}
+        with self.db.session("read covered partitions") as conn:
+            return mat.materialization_covered_keys(conn, asset, partition_keys)
 
     def lineage_upstream(self, materialization_id: int, *, max_depth: int) -> list[records.LineageRow]:
-        rows = self._all(
-            "read lineage", "lineage_upstream", {"id": materialization_id, "max_depth": max_depth}
-        )
-        return [lineage_from_row(r, "reader_id") for r in rows]
+        with self.db.session("read lineage") as conn:
+            return lineage.lineage_upstream(conn, materialization_id, max_depth)
 
     def lineage_downstream(self, materialization_id: int, *, max_depth: int) -> list[records.LineageRow]:
-        rows = self._all(
-            "read lineage", "lineage_downstream", {"id": materialization_id, "max_depth": max_depth}
-        )
-        return [lineage_from_row(r, "source_id") for r in rows]
+        with self.db.session("read lineage") as conn:
+            return lineage.lineage_downstream(conn, materialization_id, max_depth)
 
     # -- audit --------------------------------------------------------------------------------
-
-    @staticmethod
-    def _audit_params(
-        event: str,
-        *,
-        actor: str,
-        run_id: str | None = None,
-        materialization_id: int | None = None,
-        asset: str | None = None,
-        partition_key: str | None = None,
-        details: Mapping[str, Any] | None = None,
-        now: datetime | None = None,
-    ) -> dict[str, Any]:
-        return {
-            "event": event,
-            "actor": actor,
-            "run_id": run_uuid(run_id) if run_id else None,
-            "materialization_id": materialization_id,
-            "asset": asset,
-            "partition_key": partition_key,
-            "details": Jsonb(dict(details or {})),
-            "now": now,
-        }
 
     def audit(
         self,
@@ -564,41 +411,70 @@ class PostgresStore(base.Store):
         details: Mapping[str, Any] | None = None,
         now: datetime | None = None,
     ) -> int:
-        row = self._one(
-            "write audit event",
-            "audit_insert",
-            self._audit_params(
-                event,
-                actor=actor,
-                run_id=run_id,
-                materialization_id=materialization_id,
-                asset=asset,
-                partition_key=partition_key,
-                details=details,
-                now=now,
-            ),
+        params = audit.audit_params(
+            event,
+            actor=actor,
+            run_id=run_id,
+            materialization_id=materialization_id,
+            asset=asset,
+            partition_key=partition_key,
+            details=details,
+            now=now,
         )
-        if row is None:  # pragma: no cover - INSERT ... RETURNING always returns a row
-            raise errors.StoreError("audit insert returned nothing")
-        return int(row["id"])
+        with self.db.session("write audit event") as conn:
+            return audit.audit_insert(conn, params)
 
     def audit_events(self, *, run_id: str | None = None, limit: int = 1000) -> list[records.AuditEvent]:
-        rows = self._all(
-            "read audit log",
-            "audit_list",
-            {"run_id": run_uuid(run_id) if run_id else None, "limit": limit},
-        )
-        return [
-            records.AuditEvent(
-                id=r["id"],
-                at=r["at"],
-                event=r["event"],
-                actor=r["actor"],
-                run_id=str(r["run_id"]) if r["run_id"] else None,
-                materialization_id=r["materialization_id"],
-                asset=r["asset"],
-                partition_key=r["partition_key"],
-                details=r["details"],
+        with self.db.session("read audit log") as conn:
+            return audit.audit_list(conn, run_id, limit)
+
+    # -- outputs and retention ----------------------------------------------------------------
+
+    def read_output(self, materialization_id: int) -> tuple[str, object, bytes | None] | None:
+        """(format, JSON value, bytes) of a stored output, or ``None``. Outputs fetched with the
+        inputs of this thread's current step are served without another round trip (outputs are
+        immutable while their row is the one read)."""
+        prefetched: dict[int, tuple[str, object, bytes | None]] = getattr(self._prefetch, "outputs", {})
+        hit = prefetched.pop(materialization_id, None)
+        if hit is not None:
+            return hit
+        with self.db.session("read output") as conn:
+            return store_outputs.output_get(conn, materialization_id)
+
+    def delete_output(self, materialization_id: int) -> None:
+        """Remove a stored output (idempotent)."""
+        with self.db.session("delete output") as conn:
+            store_outputs.output_delete(conn, materialization_id)
+
+    def read_rows(
+        self,
+        table: QualifiedName,
+        partition_column: str,
+        *,
+        asset: str,
+        partition_key: str,
+        materialization_id: int,
+    ) -> list[dict[str, Any]]:
+        """The rows a rows-mode Postgres IO manager wrote for a materialization."""
+        with self.db.session("read rows") as conn:
+            return store_outputs.read_rows(
+                conn,
+                table,
+                partition_column,
+                asset=asset,
+                partition_key=partition_key,
+                materialization_id=materialization_id,
             )
-            for r in rows
-        ]
+
+    def gc_candidates(self, keep_last: int) -> list[records.GcCandidate]:
+        with self.db.session("plan gc") as conn:
+            return store_outputs.output_gc_plan(conn, keep_last)
+
+    def delete_postgres_outputs(self, ids: Sequence[int]) -> list[int]:
+        """Delete stored ``flowstone_outputs`` rows that retention no longer needs."""
+        with self.db.transaction("delete outputs") as conn:
+            return store_outputs.output_gc_delete(conn, ids)
+
+    def mark_outputs_deleted(self, ids: Sequence[int], *, now: datetime | None = None) -> None:
+        with self.db.session("record gc") as conn:
+            store_outputs.output_mark_deleted(conn, ids, now)

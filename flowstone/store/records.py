@@ -10,34 +10,18 @@ from datetime import datetime
 from typing import Any
 
 from flowstone import partition_keys
+from flowstone.status import STEP_TERMINAL, ApprovalStatus, RunKind, RunStatus, StepStatus
 
 __all__ = [
-    "ACTIVE",
-    "STATUSES",
-    "TERMINAL",
     "Approval",
     "AuditEvent",
+    "GcCandidate",
     "LineageRow",
     "Materialization",
     "NewRun",
     "PlannedStep",
     "Run",
 ]
-
-STATUSES = (
-    "pending",
-    "queued",
-    "running",
-    "waiting_approval",
-    "succeeded",
-    "failed",
-    "skipped",
-    "rejected",
-    "cancelled",
-)
-TERMINAL = frozenset({"succeeded", "failed", "skipped", "rejected", "cancelled"})
-ACTIVE = frozenset({"pending", "queued", "running"})
-RUN_TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +32,7 @@ class Materialization:
     run_id: str
     asset: str
     partition_key: str
-    status: str
+    status: StepStatus
     attempt: int
     pending_upstream: int
     created_at: datetime
@@ -72,7 +56,7 @@ class Materialization:
     @property
     def terminal(self) -> bool:
         """Whether the status is final (succeeded, failed, skipped, rejected, cancelled)."""
-        return self.status in TERMINAL
+        return self.status in STEP_TERMINAL
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,12 +64,12 @@ class Run:
     """One row of ``flowstone_runs``."""
 
     run_id: str
-    kind: str
+    kind: RunKind
     selection: tuple[str, ...]
     config: dict[str, Any]
     tags: dict[str, Any]
     requested_by: str
-    status: str
+    status: RunStatus
     created_at: datetime
     finished_at: datetime | None
 
@@ -95,12 +79,12 @@ class NewRun:
     """What a caller asks the store to record when a run starts."""
 
     run_id: str
-    kind: str
+    kind: RunKind
     selection: tuple[str, ...]
     requested_by: str
     config: dict[str, Any] = field(default_factory=dict)
     tags: dict[str, Any] = field(default_factory=dict)
-    status: str = "running"
+    status: RunStatus = RunStatus.RUNNING
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +112,7 @@ class LineageRow:
     run_id: str
     asset: str
     partition_key: str
-    status: str
+    status: StepStatus
     finished_at: datetime | None
 
     @property
@@ -161,7 +145,7 @@ class Approval:
     run_id: str
     asset: str
     partition_key: str
-    status: str
+    status: ApprovalStatus
     message: str
     context_data: dict[str, Any]
     approvers: tuple[str, ...] | None
@@ -176,3 +160,14 @@ class Approval:
     def partition(self) -> partition_keys.PartitionValue | None:
         """The typed partition value."""
         return partition_keys.decode(self.partition_key)
+
+
+@dataclass(frozen=True, slots=True)
+class GcCandidate:
+    """A succeeded materialization whose output retention no longer needs."""
+
+    materialization_id: int
+    asset: str
+    partition_key: str
+    output_ref: dict[str, Any]
+    """The stored ``OutputRef`` (JSON): ``output_ref["manager"]`` names the IO manager that wrote it."""

@@ -78,27 +78,3 @@ SET status     = %(status)s,
     reason     = %(reason)s
 WHERE id = %(id)s AND status = 'pending'
 RETURNING *;
-
--- name: materialization_resume_approved
--- An approved step goes back to queued (same row, same three-key job args); returns it.
-UPDATE flowstone_materializations
-SET status    = 'queued',
-    queued_at = coalesce(%(now)s::timestamptz, now()),
-    batch_key = partition_key
-WHERE id = %(id)s AND status = 'waiting_approval'
-RETURNING *;
-
--- name: materialization_end_waiting
--- A rejected or timed-out step ends (rejected or failed) with its error; returns it.
-UPDATE flowstone_materializations
-SET status      = %(status)s,
-    finished_at = coalesce(%(now)s::timestamptz, now()),
-    error       = %(error)s
-WHERE id = %(id)s AND status = 'waiting_approval'
-RETURNING *;
-
--- name: step_edges_of_run
--- Returns the step-level edges of a run (upstream asset and key, downstream asset and key).
-SELECT upstream_asset, upstream_partition_key, asset, partition_key
-FROM flowstone_step_edges
-WHERE run_id = %(run_id)s;

@@ -1,42 +1,82 @@
 -- name: materialization_plan
--- Plans one step of a run (executemany); an existing row is left as it is.
+-- Plans one step of a run (executemany), in its own batch (batch_key = partition_key); an
+-- existing row is left as it is.
 INSERT INTO flowstone_materializations (run_id, asset, partition_key, status, pending_upstream,
-                                        code_version, created_at)
+                                        code_version, batch_key, created_at)
 VALUES (%(run_id)s, %(asset)s, %(partition_key)s, 'pending', %(pending_upstream)s, %(code_version)s,
-        coalesce(%(now)s::timestamptz, now()))
+        %(partition_key)s, coalesce(%(now)s::timestamptz, now()))
 ON CONFLICT ON CONSTRAINT flowstone_materializations_identity_key DO NOTHING;
 
--- name: materialization_start
--- Claims a step for running (upsert): returns the row with attempt incremented, or nothing when the
--- step is in a status that cannot start (terminal, waiting, or running without reclaim).
--- The claim commits asynchronously (synchronous_commit off for this statement's transaction only):
--- losing it in a crash leaves the step pending, which is safe, and the success commit that follows
--- flushes the WAL up to and including it. Saves one fsync per step.
-INSERT INTO flowstone_materializations AS m (run_id, asset, partition_key, status, attempt,
-                                             started_at, created_at, code_version)
-SELECT v.run_id, v.asset, v.partition_key, 'running', 1, v.at, v.at, v.code_version
-FROM (VALUES (%(run_id)s::uuid, %(asset)s::text, %(partition_key)s::text,
-              coalesce(%(now)s::timestamptz, now()), %(code_version)s::text))
-     AS v(run_id, asset, partition_key, at, code_version),
-     (SELECT set_config('synchronous_commit', 'off', true)) AS cfg
-ON CONFLICT ON CONSTRAINT flowstone_materializations_identity_key DO UPDATE
-SET status       = 'running',
-    attempt      = m.attempt + 1,
-    started_at   = EXCLUDED.started_at,
-    finished_at  = NULL,
-    code_version = EXCLUDED.code_version
-WHERE m.status IN ('pending', 'queued') OR (m.status = 'running' AND %(reclaim)s)
-RETURNING m.*;
+-- name: materialization_copy_queued
+-- COPY target for bulk backfills: steps written directly as queued with their batch and job.
+COPY flowstone_materializations (run_id, asset, partition_key, status, batch_key, queued_at,
+                                 code_version, job_id)
+FROM STDIN;
 
--- name: materialization_get_step
--- Returns the step row of (run, asset, partition), or nothing.
-SELECT *
-FROM flowstone_materializations
-WHERE run_id = %(run_id)s AND asset = %(asset)s AND partition_key = %(partition_key)s;
+-- name: materialization_mark_queued
+-- Moves planned steps of a run from pending to queued under their batch key; returns the
+-- (asset, partition_key, batch_key) of the rows that moved.
+UPDATE flowstone_materializations AS m
+SET status    = 'queued',
+    queued_at = coalesce(%(now)s::timestamptz, now()),
+    batch_key = s.batch_key
+FROM unnest(%(assets)s::text[], %(keys)s::text[], %(batch_keys)s::text[])
+     AS s(asset, partition_key, batch_key)
+WHERE m.run_id = %(run_id)s
+  AND m.asset = s.asset AND m.partition_key = s.partition_key
+  AND m.status = 'pending'
+RETURNING m.asset, m.partition_key, m.batch_key;
 
--- name: materialization_get
--- Returns the materialization with this id, or nothing.
-SELECT * FROM flowstone_materializations WHERE id = %(id)s;
+-- name: materialization_set_jobs
+-- Records the Procrastinate job id of every step of a run by (asset, batch_key).
+UPDATE flowstone_materializations AS m
+SET job_id = j.job_id
+FROM unnest(%(assets)s::text[], %(batch_keys)s::text[], %(job_ids)s::bigint[])
+     AS j(asset, batch_key, job_id)
+WHERE m.run_id = %(run_id)s AND m.asset = j.asset AND m.batch_key = j.batch_key;
+
+-- name: materialization_claim
+-- Claims the steps one unit of work runs, for running: every step of (run, asset) whose batch key is
+-- batch_key, and the step (run, asset, batch_key) itself, which is inserted running when it has no
+-- row yet (an upsert: concurrent claims never duplicate a step, I7). A claimed step moves from
+-- pending or queued (or from running with reclaim: a redelivered job whose worker died) to
+-- running with attempt + 1; a step in any other status is left as it is. A queued run becomes
+-- running. The claim commits asynchronously (ADR 0009): losing it in a crash leaves the steps
+-- claimable, and the success commit that follows flushes the WAL up to and including it.
+-- Returns each claimed row with its run's kind and config, in key order; nothing when nothing
+-- could be claimed or the run does not exist.
+WITH cfg AS (
+    SELECT set_config('synchronous_commit', 'off', true) AS setting
+), run AS (
+    SELECT r.run_id, r.kind, r.config FROM flowstone_runs AS r WHERE r.run_id = %(run_id)s
+), members AS (
+    SELECT m.partition_key
+    FROM flowstone_materializations AS m
+    WHERE m.run_id = %(run_id)s AND m.asset = %(asset)s AND m.batch_key = %(batch_key)s
+    UNION
+    SELECT %(batch_key)s::text
+), claimed AS (
+    INSERT INTO flowstone_materializations AS m (run_id, asset, partition_key, status, attempt,
+                                                 started_at, created_at, code_version, batch_key)
+    SELECT run.run_id, %(asset)s::text, members.partition_key, 'running', 1, at.now, at.now,
+           %(code_version)s::text, %(batch_key)s::text
+    FROM run, members, cfg, (SELECT coalesce(%(now)s::timestamptz, now()) AS now) AS at
+    ON CONFLICT ON CONSTRAINT flowstone_materializations_identity_key DO UPDATE
+    SET status       = 'running',
+        attempt      = m.attempt + 1,
+        started_at   = EXCLUDED.started_at,
+        finished_at  = NULL,
+        code_version = EXCLUDED.code_version
+    WHERE m.status IN ('pending', 'queued') OR (m.status = 'running' AND %(reclaim)s)
+    RETURNING m.*
+), started AS (
+    UPDATE flowstone_runs AS r
+    SET status = 'running'
+    WHERE r.run_id = %(run_id)s AND r.status = 'queued' AND EXISTS (SELECT 1 FROM claimed)
+)
+SELECT claimed.*, run.kind AS run_kind, run.config AS run_config
+FROM claimed, run
+ORDER BY claimed.partition_key COLLATE "C";
 
 -- name: materialization_inputs
 -- Returns, per requested (asset, partition_key), this run's row if the run has one (any status),
@@ -84,6 +124,25 @@ WITH done AS (
 )
 SELECT * FROM done;
 
+-- name: materialization_release_downstream
+-- Fan-in (I14): decrements the unfinished-upstream counter of the steps that read a step that just
+-- succeeded; the ones reaching zero become queued. Returns the rows that became queued.
+UPDATE flowstone_materializations AS m
+SET pending_upstream = m.pending_upstream - 1,
+    status           = CASE WHEN m.pending_upstream = 1 THEN 'queued' ELSE m.status END,
+    queued_at        = CASE WHEN m.pending_upstream = 1 THEN coalesce(%(now)s::timestamptz, now())
+                            ELSE m.queued_at END,
+    batch_key        = CASE WHEN m.pending_upstream = 1 THEN m.partition_key ELSE m.batch_key END
+FROM flowstone_step_edges AS e
+WHERE e.run_id = %(run_id)s
+  AND e.upstream_asset = %(asset)s AND e.upstream_partition_key = %(partition_key)s
+  AND m.run_id = e.run_id AND m.asset = e.asset AND m.partition_key = e.partition_key
+  AND m.status = 'pending'
+  -- only when this attempt's success committed in this transaction (attempts are unique)
+  AND EXISTS (SELECT 1 FROM flowstone_materializations AS s
+              WHERE s.id = %(step_id)s AND s.status = 'succeeded' AND s.attempt = %(attempt)s)
+RETURNING m.asset, m.partition_key, m.status, m.batch_key;
+
 -- name: materialization_fail
 -- In one statement: marks a running attempt failed with its error and writes the audit event.
 -- Returns the row, or nothing when the attempt no longer holds the step.
@@ -116,6 +175,108 @@ WHERE m.run_id = %(run_id)s
   AND m.status IN ('pending', 'queued')
 RETURNING m.*;
 
+-- name: materialization_skip_reachable
+-- Marks every not-yet-started step reachable from a step that ended without success skipped;
+-- returns the skipped rows.
+WITH RECURSIVE reach (asset, partition_key) AS (
+    SELECT e.asset, e.partition_key
+    FROM flowstone_step_edges AS e
+    WHERE e.run_id = %(run_id)s
+      AND e.upstream_asset = %(asset)s AND e.upstream_partition_key = %(partition_key)s
+    UNION
+    SELECT e.asset, e.partition_key
+    FROM flowstone_step_edges AS e
+    JOIN reach AS r ON e.upstream_asset = r.asset AND e.upstream_partition_key = r.partition_key
+    WHERE e.run_id = %(run_id)s
+)
+UPDATE flowstone_materializations AS m
+SET status      = 'skipped',
+    finished_at = coalesce(%(now)s::timestamptz, now()),
+    error       = %(error)s
+FROM reach
+WHERE m.run_id = %(run_id)s AND m.asset = reach.asset AND m.partition_key = reach.partition_key
+  AND m.status IN ('pending', 'queued')
+RETURNING m.*;
+
+-- name: materialization_retry_later
+-- A retryable failure with attempts left: running -> queued, keeping attempt and the error, with
+-- an audit event. Returns the row, or nothing when the attempt no longer holds the step.
+WITH moved AS (
+    UPDATE flowstone_materializations
+    SET status    = 'queued',
+        queued_at = coalesce(%(now)s::timestamptz, now()),
+        error     = %(error)s
+    WHERE id = %(id)s AND status = 'running' AND attempt = %(attempt)s
+    RETURNING *
+), audit AS (
+    INSERT INTO flowstone_audit_log (event, actor, run_id, materialization_id, asset, partition_key,
+                                     details, at)
+    SELECT 'materialization.retrying', %(actor)s, moved.run_id, moved.id, moved.asset,
+           moved.partition_key,
+           jsonb_build_object('attempt', moved.attempt, 'retry_in_s', %(retry_in_s)s::float8,
+                              'error_type', moved.error ->> 'type'),
+           coalesce(%(now)s::timestamptz, now())
+    FROM moved
+)
+SELECT * FROM moved;
+
+-- name: materialization_fail_unclaimed
+-- Records an error on a step that could not even start (unknown asset, malformed job); returns
+-- the row, or nothing when no such unfinished step exists.
+WITH failed AS (
+    UPDATE flowstone_materializations
+    SET status      = 'failed',
+        finished_at = coalesce(%(now)s::timestamptz, now()),
+        error       = %(error)s
+    WHERE run_id = %(run_id)s AND asset = %(asset)s AND partition_key = %(partition_key)s
+      AND status IN ('pending', 'queued', 'running')
+    RETURNING *
+), audit AS (
+    INSERT INTO flowstone_audit_log (event, actor, run_id, materialization_id, asset, partition_key,
+                                     details, at)
+    SELECT 'materialization.failed', %(actor)s, failed.run_id, failed.id, failed.asset,
+           failed.partition_key, jsonb_build_object('error_type', failed.error ->> 'type'),
+           coalesce(%(now)s::timestamptz, now())
+    FROM failed
+)
+SELECT * FROM failed;
+
+-- name: materialization_cancel_run
+-- Cancels every step of a run that has not started; returns their job ids (to cancel the jobs).
+UPDATE flowstone_materializations
+SET status      = 'cancelled',
+    finished_at = coalesce(%(now)s::timestamptz, now())
+WHERE run_id = %(run_id)s AND status IN ('pending', 'queued')
+RETURNING id, asset, partition_key, job_id;
+
+-- name: materialization_resume_approved
+-- An approved step goes back to queued (same row, same three-key job args); returns it.
+UPDATE flowstone_materializations
+SET status    = 'queued',
+    queued_at = coalesce(%(now)s::timestamptz, now()),
+    batch_key = partition_key
+WHERE id = %(id)s AND status = 'waiting_approval'
+RETURNING *;
+
+-- name: materialization_end_waiting
+-- A rejected or timed-out step ends (rejected or failed) with its error; returns it.
+UPDATE flowstone_materializations
+SET status      = %(status)s,
+    finished_at = coalesce(%(now)s::timestamptz, now()),
+    error       = %(error)s
+WHERE id = %(id)s AND status = 'waiting_approval'
+RETURNING *;
+
+-- name: materialization_get_step
+-- Returns the step row of (run, asset, partition), or nothing.
+SELECT *
+FROM flowstone_materializations
+WHERE run_id = %(run_id)s AND asset = %(asset)s AND partition_key = %(partition_key)s;
+
+-- name: materialization_get
+-- Returns the materialization with this id, or nothing.
+SELECT * FROM flowstone_materializations WHERE id = %(id)s;
+
 -- name: materialization_latest
 -- Returns the latest succeeded row of (asset, partition_key): finished_at DESC, id DESC (I8).
 SELECT *
@@ -143,20 +304,6 @@ FROM flowstone_latest_materializations
 WHERE %(asset)s::text IS NULL OR asset = %(asset)s
 ORDER BY asset COLLATE "C", partition_key COLLATE "C";
 
--- name: materialization_succeeded_keys
--- Returns which of the given partition keys of an asset have a succeeded materialization.
-SELECT DISTINCT partition_key
-FROM flowstone_materializations
-WHERE asset = %(asset)s AND partition_key = ANY(%(keys)s::text[]) AND status = 'succeeded';
-
--- name: output_get
--- Returns the stored output (format, value, data) of a materialization, or nothing.
-SELECT format, value, data FROM flowstone_outputs WHERE materialization_id = %(id)s;
-
--- name: output_delete
--- Deletes the stored output of a materialization (idempotent).
-DELETE FROM flowstone_outputs WHERE materialization_id = %(id)s;
-
 -- name: materialization_newest_all
 -- Returns the newest row (any status, highest id) of every (asset, partition_key) of one asset.
 SELECT *
@@ -165,6 +312,12 @@ FROM (SELECT DISTINCT ON (partition_key) *
       WHERE asset = %(asset)s
       ORDER BY partition_key, id DESC) AS newest
 ORDER BY partition_key COLLATE "C";
+
+-- name: materialization_succeeded_keys
+-- Returns which of the given partition keys of an asset have a succeeded materialization.
+SELECT DISTINCT partition_key
+FROM flowstone_materializations
+WHERE asset = %(asset)s AND partition_key = ANY(%(keys)s::text[]) AND status = 'succeeded';
 
 -- name: materialization_covered_keys
 -- Returns which of the given partition keys of an asset succeeded or are in flight (planned,

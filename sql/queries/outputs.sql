@@ -1,3 +1,11 @@
+-- name: output_get
+-- Returns the stored output (format, value, data) of a materialization, or nothing.
+SELECT format, value, data FROM flowstone_outputs WHERE materialization_id = %(id)s;
+
+-- name: output_delete
+-- Deletes the stored output of a materialization (idempotent).
+DELETE FROM flowstone_outputs WHERE materialization_id = %(id)s;
+
 -- name: output_table_columns
 -- Returns one row per column of a user table (name, type, string category, generated or identity
 -- flags) with the table's oid and kind, resolving the name through search_path exactly as the

@@ -24,9 +24,10 @@ SELECT run_id FROM flowstone_runs WHERE run_id = %(run_id)s FOR UPDATE;
 
 -- name: run_finish
 -- Recomputes a run's status from its steps; returns the run row when it changed. Each test is an
--- index probe on (run_id, status), so the cost does not grow with the number of steps. Two last
--- steps finishing at the same instant may each still see the other running: the periodic sweep
--- (run_finish_sweep_claim) and RunHandle.wait() finish such runs.
+-- index probe on (run_id, status), so the cost does not grow with the number of steps. Callers
+-- take run_lock first, in a statement of its own (store.steps.finish), so that of two last steps
+-- finishing together the second sees the first; the periodic sweep (run_unfinished_claim)
+-- finishes any run left behind.
 WITH probe AS (
     SELECT EXISTS (SELECT 1 FROM flowstone_materializations
                    WHERE run_id = %(run_id)s AND status IN ('queued', 'running'))            AS active,
@@ -81,13 +82,10 @@ ORDER BY r.created_at
 LIMIT %(limit)s
 FOR UPDATE OF r SKIP LOCKED;
 
--- name: run_job_context
--- Returns what a job needs to start: the run's config (NULL when the run does not exist) and the
--- partition keys of the steps sharing the job's batch key.
-SELECT r.config,
-       ARRAY(SELECT m.partition_key
-             FROM flowstone_materializations AS m
-             WHERE m.run_id = %(run_id)s AND m.asset = %(asset)s AND m.batch_key = %(batch_key)s
-             ORDER BY m.partition_key COLLATE "C") AS keys
-FROM (SELECT 1) AS one
-LEFT JOIN flowstone_runs AS r ON r.run_id = %(run_id)s;
+-- name: run_step_counts
+-- Returns (status, count) of the steps of a run.
+SELECT status, count(*) AS n
+FROM flowstone_materializations
+WHERE run_id = %(run_id)s
+GROUP BY status
+ORDER BY status;

@@ -139,7 +139,7 @@ def test_sensor_cursor_is_durable_and_keys_never_submit_twice(runtime: fs.FlowSt
     status = {s.name: s for s in runtime.sensors.list()}
     assert (status["files"].cursor, status["files"].requests) == ("2", 2)
     # a replay with the same cursor (e.g. after a crash before the cursor was saved) submits nothing
-    with runtime.queue_store().transaction("rewind") as conn:
+    with runtime.store.transaction("rewind") as conn:
         conn.execute("UPDATE flowstone_sensor_state SET cursor = '1' WHERE name = 'files'")
     replay = runtime.sensors.tick(now=t0 + timedelta(seconds=200))
     assert replay.get("files") is None

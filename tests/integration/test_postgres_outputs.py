@@ -452,18 +452,16 @@ def test_gc_keeps_the_latest_n_per_asset_and_partition(conn, database_url):
         (T0 + timedelta(days=30), failed),
     )
 
-    plan = outputs.gc_plan(conn, keep_last=2)
+    plan = outputs.output_gc_plan(conn, keep_last=2)
     assert [(c.materialization_id, c.asset, c.partition_key) for c in plan] == [
         (a1, "a", "p"),
         (a3, "a", "p"),
     ]
     assert plan[0].output_ref == {"manager": "warehouse", "uri": f"x/{a1}", "version": str(a1)}
-    assert [c.materialization_id for c in outputs.gc_plan(conn, keep_last=1)] == [a1, a2, a3]
-    assert outputs.gc_plan(conn, keep_last=5) == []
+    assert [c.materialization_id for c in outputs.output_gc_plan(conn, keep_last=1)] == [a1, a2, a3]
+    assert outputs.output_gc_plan(conn, keep_last=5) == []
 
-    deleted = outputs.gc_delete_postgres_outputs(
-        conn, [c.materialization_id for c in outputs.gc_plan(conn, 1)]
-    )
+    deleted = outputs.output_gc_delete(conn, [c.materialization_id for c in outputs.output_gc_plan(conn, 1)])
     assert deleted == [a1, a2, a3]
     assert _stored(conn) == [a4, b1, q1]
     # latest() and load() still work after gc.
@@ -482,9 +480,9 @@ def test_gc_delete_never_removes_the_latest_output(conn):
     old = _value_output(conn, "a", "p", T0)
     latest = _value_output(conn, "a", "p", T0 + timedelta(hours=1))
     only = _value_output(conn, "b", "p", T0)
-    assert outputs.gc_delete_postgres_outputs(conn, [latest, only, old, 12345]) == [old]
+    assert outputs.output_gc_delete(conn, [latest, only, old, 12345]) == [old]
     assert _stored(conn) == [latest, only]
-    assert outputs.gc_delete_postgres_outputs(conn, []) == []
+    assert outputs.output_gc_delete(conn, []) == []
 
 
 def test_gc_leaves_runs_with_unfinished_steps_alone(conn):
@@ -493,10 +491,10 @@ def test_gc_leaves_runs_with_unfinished_steps_alone(conn):
     _start(conn, "downstream", "p", open_run)  # a step of its run is still running and may read it
     done = _value_output(conn, "a", "p", T0 + timedelta(minutes=1))
     _value_output(conn, "a", "p", T0 + timedelta(hours=1))
-    assert [c.materialization_id for c in outputs.gc_plan(conn, keep_last=1)] == [done]
+    assert [c.materialization_id for c in outputs.output_gc_plan(conn, keep_last=1)] == [done]
 
 
 @pytest.mark.parametrize("keep_last", [0, -1, True, 1.5, "2"])
 def test_gc_keeps_at_least_one(conn, keep_last):
     with pytest.raises(errors.ConfigurationError, match="keep_last must be an integer of at least 1"):
-        outputs.gc_plan(conn, keep_last)
+        outputs.output_gc_plan(conn, keep_last)

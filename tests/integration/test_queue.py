@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 import flowstone as fs
-from flowstone import queue as queue_mod
+from flowstone.queue import jobs as queue_mod
 from tests.integration.queue_harness import Pipeline, eventually
 
 pytestmark = pytest.mark.slow
@@ -104,14 +104,14 @@ def test_i1_job_args_in_procrastinate_jobs_are_exactly_three_strings(pipeline: P
 
 
 def test_i1_submit_is_one_transaction(pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch):
-    enqueuer = pipeline.runtime.enqueuer()
-    original = type(enqueuer).__call__
+    enqueuer = pipeline.runtime.services.jobs
+    original = type(enqueuer).defer_steps
 
     def defer_then_fail(self, conn, run_id, items):
         original(self, conn, run_id, items)
         raise RuntimeError("injected failure after the defer")
 
-    monkeypatch.setattr(type(enqueuer), "__call__", defer_then_fail)
+    monkeypatch.setattr(type(enqueuer), "defer_steps", defer_then_fail)
     with pytest.raises(RuntimeError, match="injected failure"):
         pipeline.runtime.submit("top", with_upstream=True, run_config={"resources": {}})
     for table in (

@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 
 from flowstone import errors, partition_keys
-from flowstone.context import AssetContext, asset_logger, build_asset_context
+from flowstone.context import AssetContext, asset_logger
 from flowstone.partitions import (
     DailyPartitions,
     HourlyPartitions,
@@ -17,6 +17,7 @@ from flowstone.partitions import (
     StaticPartitions,
     TimeWindow,
 )
+from flowstone.testing import build_asset_context
 
 DAILY = DailyPartitions(start="2025-01-01")
 

@@ -13,7 +13,7 @@ import pydantic
 import pytest
 
 from flowstone import errors
-from flowstone.context import AssetContext, build_asset_context
+from flowstone.context import AssetContext
 from flowstone.definitions import AssetDef, AssetInput, Definitions, RetryPolicy, asset
 from flowstone.io import MemoryIOManager
 from flowstone.partitions import (
@@ -23,6 +23,7 @@ from flowstone.partitions import (
     StaticPartitions,
     TimeWindowOffset,
 )
+from flowstone.testing import build_asset_context
 
 DAILY = DailyPartitions(start="2025-01-01")
 

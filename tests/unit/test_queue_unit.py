@@ -9,13 +9,14 @@ import pydantic
 import pytest
 from croniter import croniter
 
-from flowstone import errors, execution, queue
+from flowstone import errors, execution
+from flowstone.queue import jobs as queue
 from flowstone.store import records
 
 
 @pytest.mark.parametrize("seconds", [1, 2, 5, 10, 15, 30, 60, 120, 600, 3600])
 def test_periodic_interval_fires_every_n_seconds(seconds: int):
-    cron = queue._every(seconds)
+    cron = queue.every(seconds)
     itr = croniter(cron, datetime(2025, 1, 1, 0, 0, 7, tzinfo=UTC))
     fires = [itr.get_next(datetime) for _ in range(6)]
     gaps = {(b - a).total_seconds() for a, b in itertools.pairwise(fires)}
@@ -25,7 +26,7 @@ def test_periodic_interval_fires_every_n_seconds(seconds: int):
 @pytest.mark.parametrize("seconds", [0, 7, 45, 90, 7200])
 def test_periodic_interval_must_divide_a_minute_or_an_hour(seconds: int):
     with pytest.raises(errors.ConfigurationError, match="must divide"):
-        queue._every(seconds)
+        queue.every(seconds)
 
 
 def test_i1_job_args_are_a_strict_three_string_model():
@@ -61,10 +62,10 @@ def _row(status: str) -> records.Materialization:
 
 def test_a_lost_claim_retries_the_job_instead_of_stranding_the_step():
     lost = errors.InvalidTransitionError("attempt 1 lost the step")
-    retry, failed = queue._collect([execution.StepOutcome(record=_row("queued"), error=lost)])
+    retry, failed = queue.collect([execution.StepOutcome(record=_row("queued"), error=lost)])
     assert (retry, failed) == ([1.0], [])
-    retry, failed = queue._collect([execution.StepOutcome(record=_row("cancelled"), error=lost)])
+    retry, failed = queue.collect([execution.StepOutcome(record=_row("cancelled"), error=lost)])
     assert (retry, failed) == ([], [])
     boom = errors.ExecutionError("boom")
-    retry, failed = queue._collect([execution.StepOutcome(record=_row("failed"), error=boom)])
+    retry, failed = queue.collect([execution.StepOutcome(record=_row("failed"), error=boom)])
     assert (retry, failed) == ([], [boom])

@@ -1,0 +1,240 @@
+"""The client side of the durable queue: submitting runs and backfills, the :class:`RunHandle`, and
+the :class:`Enqueuer` that defers FlowStone jobs inside FlowStone's own transactions.
+
+Jobs are deferred with ``procrastinate.tasks.configure_task(..., connection=conn)`` on FlowStone's
+connection through a never-opened ``JobManager(SyncPsycopgConnector)``: this works from any thread,
+inside or outside a worker (see shared/reference/procrastinate-notes.md §1.1).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+import procrastinate
+import psycopg
+from procrastinate import manager as procrastinate_manager
+from procrastinate import tasks as procrastinate_tasks
+
+from flowstone import definitions, errors, partition_keys, planning, resources, results, services
+from flowstone.queue import jobs
+from flowstone.status import RUN_TERMINAL, STEP_TERMINAL, RunKind, RunStatus
+from flowstone.store import base as store_base
+from flowstone.store import records
+
+__all__ = ["BACKFILL_CHUNK", "Enqueuer", "Progress", "RunHandle", "backfill", "finished_steps", "submit"]
+
+Progress = Callable[[records.Run, Mapping[str, int]], None]
+"""Called by :meth:`RunHandle.wait` with the run and its step counts at every poll."""
+
+
+class Enqueuer:
+    """Defers FlowStone jobs on a caller's connection (the store's :class:`JobQueue`)."""
+
+    def __init__(self, defs: definitions.Definitions, url: str) -> None:
+        self.defs = defs
+        # Never opened: with connection= the manager runs its query on the caller's connection.
+        self.job_manager = procrastinate_manager.JobManager(procrastinate.SyncPsycopgConnector(conninfo=url))
+
+    def queue_of(self, asset: str) -> str:
+        """The queue of an asset's jobs."""
+        return self.defs.get(asset).queue or jobs.DEFAULT_QUEUE
+
+    def defer_steps(
+        self, conn: psycopg.Connection[Any], run_id: str, items: Sequence[store_base.BatchItem]
+    ) -> list[int]:
+        """One job per (asset, batch_key), in one batch per queue; ids in the order of ``items``."""
+        by_queue: dict[str, list[int]] = {}
+        for index, (asset, _) in enumerate(items):
+            by_queue.setdefault(self.queue_of(asset), []).append(index)
+        ids: list[int] = [0] * len(items)
+        for queue, indices in by_queue.items():
+            deferrer = procrastinate_tasks.configure_task(
+                name=jobs.TASK_NAME, job_manager=self.job_manager, connection=conn, queue=queue
+            )
+            args = [
+                jobs.JobArgs(run_id=run_id, asset=items[i][0], partition=items[i][1]).model_dump()
+                for i in indices
+            ]
+            for index, job_id in zip(indices, deferrer.batch_defer(*args), strict=True):
+                ids[index] = job_id
+        return ids
+
+    def defer_timeout(
+        self, conn: psycopg.Connection[Any], run_id: str, asset: str, partition_key: str, at: datetime
+    ) -> int:
+        """Defer the approval-timeout job of a step, scheduled at ``at`` (same three-key args)."""
+        deferrer = procrastinate_tasks.configure_task(
+            name=jobs.APPROVAL_TIMEOUT_TASK_NAME,
+            job_manager=self.job_manager,
+            connection=conn,
+            queue=jobs.DEFAULT_QUEUE,
+            schedule_at=at,
+        )
+        return deferrer.defer(
+            **jobs.JobArgs(run_id=run_id, asset=asset, partition=partition_key).model_dump()
+        )
+
+    def cancel_job(self, conn: psycopg.Connection[Any], job_id: int) -> bool:
+        """Cancel a ``todo`` job on the caller's connection."""
+        return self.job_manager.cancel_job_by_id(job_id, connection=conn)
+
+
+class RunHandle:
+    """A queued run: its id, progress, waiting and cancelling. ``runtime.run(run_id)`` rebuilds it."""
+
+    def __init__(self, svc: services.Services, run_id: str) -> None:
+        self._svc = svc
+        self.run_id = run_id
+
+    def __repr__(self) -> str:
+        return f"<RunHandle {self.run_id}>"
+
+    def run(self) -> records.Run:
+        """The run's row."""
+        run = self._svc.store.get_run(self.run_id)
+        if run is None:
+            raise errors.FlowStoneError(f"run {self.run_id} does not exist", run_id=self.run_id)
+        return run
+
+    def steps(self) -> list[records.Materialization]:
+        """Every step of the run, in id order."""
+        return self._svc.store.run_steps(self.run_id)
+
+    def status(self) -> dict[str, int]:
+        """Number of steps by status, e.g. ``{"succeeded": 3, "queued": 1}``."""
+        return self._svc.store.step_counts(self.run_id)
+
+    def wait(
+        self, timeout: float | None = None, *, poll_interval_s: float = 0.1, progress: Progress | None = None
+    ) -> records.Run:
+        """Block until the run is terminal (or waiting for approval); poll with a bounded interval,
+        calling ``progress(run, counts)`` at every poll. Only reads: workers finish runs.
+
+        Raises ``TimeoutError`` after ``timeout`` seconds. Waiting needs workers to be running.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        interval = poll_interval_s
+        while True:
+            run = self.run()
+            if progress is not None:
+                progress(run, self.status())
+            if run.status in RUN_TERMINAL or run.status == RunStatus.WAITING_APPROVAL:
+                return run
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(
+                    f"run {self.run_id} is still {run.status} after {timeout}s: {self.status()}"
+                )
+            time.sleep(interval)
+            interval = min(interval * 1.5, 1.0)
+
+    def cancel(self) -> int:
+        """Cancel the steps that have not started (and their jobs); running steps finish. Returns how
+        many steps were cancelled."""
+        store = self._svc.postgres("cancelling a run")
+        return store.cancel_run(self.run_id, actor=self._svc.actor, jobs=self._svc.jobs)
+
+
+def submit(
+    svc: services.Services,
+    selection: str | Sequence[str],
+    partitions: Sequence[object] | None,
+    *,
+    with_upstream: bool,
+    config: results.RunConfig,
+    tags: Mapping[str, str] | None,
+    conn: psycopg.Connection[Any] | None = None,
+) -> RunHandle:
+    """Plan the run and write it, its steps, its edges and the jobs of its ready steps in ONE
+    transaction (I1, I11). A failure anywhere rolls all of it back."""
+    if isinstance(partitions, str | bytes):
+        raise errors.InvalidPartitionError(
+            f"partitions must be a list of partitions, got the string {partitions!r}: pass [{partitions!r}]"
+        )
+    store = svc.postgres()
+    resources.ResourceScope(svc.defs.resources, config.resources)  # refuses unknown names now
+    plan = planning.build_plan(
+        svc.defs,
+        selection,
+        partitions=list(partitions) if partitions is not None else [None],
+        with_upstream=with_upstream,
+    )
+    run_id = str(uuid.uuid4())
+    store.create_run(
+        records.NewRun(
+            run_id=run_id,
+            kind=RunKind.SUBMIT,
+            selection=plan.selection,
+            requested_by=svc.actor,
+            config=config.model_dump(mode="json", exclude_defaults=True),
+            tags=dict(tags or {}),
+            status=RunStatus.QUEUED,
+        ),
+        plan.planned({name: svc.defs.get(name).code_version for name in svc.defs}),
+        edges=plan.edges(),
+        ready=plan.ready(),
+        jobs=svc.job_queue(),
+        conn=conn,
+    )
+    return RunHandle(svc, run_id)
+
+
+BACKFILL_CHUNK = 5_000
+"""Steps written per backfill transaction (COPY), each chunk with its jobs."""
+
+
+def backfill(
+    svc: services.Services,
+    asset: str,
+    values: Sequence[partition_keys.PartitionValue],
+    *,
+    force: bool,
+    partitions_per_job: int,
+    config: results.RunConfig,
+    progress: Callable[[int, int], None] | None,
+) -> RunHandle:
+    """Enqueue the missing partitions of ``asset`` in bulk: one transaction per chunk of steps."""
+    if partitions_per_job < 1:
+        raise errors.ConfigurationError(f"partitions_per_job must be at least 1, got {partitions_per_job}")
+    store = svc.postgres()
+    definition = svc.defs.get(asset)
+    resources.ResourceScope(svc.defs.resources, config.resources)
+    keys = list(dict.fromkeys(partition_keys.encode(v) for v in values))
+    done = set() if force else store.succeeded_keys(asset, keys)
+    todo = [k for k in keys if k not in done]
+    batches = [todo[i : i + partitions_per_job] for i in range(0, len(todo), partitions_per_job)]
+    run_id = str(uuid.uuid4())
+    run = records.NewRun(
+        run_id=run_id,
+        kind=RunKind.BACKFILL,
+        selection=(asset,),
+        requested_by=svc.actor,
+        config=config.model_dump(mode="json", exclude_defaults=True),
+        tags={
+            "partitions": len(todo),
+            "skipped": len(keys) - len(todo),
+            "partitions_per_job": partitions_per_job,
+        },
+        status=RunStatus.QUEUED,
+    )
+    per_chunk = max(1, BACKFILL_CHUNK // partitions_per_job)
+    written = 0
+    queue = svc.job_queue()
+    for start in range(0, max(len(batches), 1), per_chunk):
+        chunk = batches[start : start + per_chunk]
+        written += store.enqueue_batches(
+            run_id, asset, definition.code_version, chunk, queue, run=run if start == 0 else None
+        )
+        if progress is not None:
+            progress(written, len(todo))
+    if not todo:
+        store.finish_run(run_id, actor=svc.actor)
+    return RunHandle(svc, run_id)
+
+
+def finished_steps(counts: Mapping[str, int]) -> int:
+    """How many of a run's steps are finished, from :meth:`RunHandle.status` counts."""
+    return sum(n for status, n in counts.items() if status in STEP_TERMINAL)

@@ -1,0 +1,187 @@
+"""The worker side of the durable queue: the ``flowstone:run_step`` task that runs one job's steps
+through the step pipeline, FlowStone's periodic maintenance tasks, and the Procrastinate App.
+
+Each maintenance duty is a small function of the services (:func:`recover_stalled`,
+:func:`finish_runs`, :func:`expire_approvals`, :func:`automation_tick`); the blueprint only
+schedules them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any, NoReturn
+
+import procrastinate
+import pydantic
+from procrastinate.job_context import JobContext
+
+from flowstone import automation, errors, execution, partition_keys, resources, results, services
+from flowstone.queue import jobs
+
+__all__ = [
+    "JobRunner",
+    "automation_tick",
+    "build_app",
+    "build_blueprint",
+    "expire_approvals",
+    "finish_runs",
+    "recover_stalled",
+]
+
+logger = logging.getLogger("flowstone.queue")
+
+
+class JobRunner:
+    """What the ``flowstone:run_step`` task does with one job."""
+
+    def __init__(self, svc: services.Services) -> None:
+        self.svc = svc
+        self.store = svc.postgres()
+        self.runner = execution.StepRunner(svc, queued=True)
+
+    def run(self, raw: Mapping[str, Any]) -> None:
+        """Validate args, run the job's step(s), record outcomes; raise to steer Procrastinate."""
+        try:
+            args = jobs.JobArgs.model_validate(dict(raw))
+        except pydantic.ValidationError as exc:
+            self._reject(raw, errors.JobArgsError(f"malformed job args: {exc.errors(include_url=False)}"))
+        try:
+            asset = self.svc.defs.get(args.asset)  # I3: lookup, never import
+            partition_keys.decode(args.partition)
+        except errors.FlowStoneError as exc:
+            self._reject(raw, exc)
+        claim = self.runner.claim(args.run_id, asset, args.partition, reclaim=True)
+        if not claim.steps:
+            if self.store.get_run(args.run_id) is None:
+                self._reject(
+                    raw, errors.RunConfigMissingError(f"run {args.run_id} has no row: no config to run with")
+                )
+            logger.info(
+                "job for %s [%s] found nothing to run (finished or cancelled)", asset.name, args.partition
+            )
+            return
+        try:
+            config = results.RunConfig.model_validate(claim.run_config)
+            scope = resources.ResourceScope(self.svc.defs.resources, config.resources)
+        except (pydantic.ValidationError, errors.FlowStoneError) as exc:
+            error = exc if isinstance(exc, errors.FlowStoneError) else errors.RunConfigMissingError(str(exc))
+            for step in claim.steps:
+                self.store.fail_terminal(step, error=error.to_dict(), actor=self.svc.actor)
+            raise jobs.StepFailed(str(error)) from exc
+        with scope:
+            retry_in, failed = jobs.collect(self.runner.run_claimed(asset, claim, scope=scope).outcomes)
+        if retry_in:
+            raise jobs.RetryStep(max(retry_in), failed[0] if failed else None)
+        if failed:
+            raise jobs.StepFailed(str(failed[0]))
+
+    def _reject(self, raw: Mapping[str, Any], error: errors.FlowStoneError) -> NoReturn:
+        """Record a job that cannot run where a row exists, then fail the job without retry."""
+        run_id, asset, partition = (raw.get(k) for k in ("run_id", "asset", "partition"))
+        logger.error("rejected job %r: %s", dict(raw), error)
+        if all(isinstance(v, str) for v in (run_id, asset, partition)):
+            error.run_id = error.run_id or run_id
+            try:
+                self.store.fail_unclaimed(
+                    str(run_id), str(asset), str(partition), error=error.to_dict(), actor=self.svc.actor
+                )
+            except errors.StoreError:  # not a UUID, or no such row: nothing to record there
+                logger.warning("no step row to record the rejected job on")
+        raise jobs.StepFailed(str(error)) from error
+
+
+# -- maintenance ---------------------------------------------------------------------------------
+
+
+def recover_stalled(svc: services.Services) -> list[int]:
+    """Hand the jobs of dead workers back to the queue (their steps are then reclaimed)."""
+    ids = svc.postgres().recover_stalled_jobs(
+        task_names=[jobs.TASK_NAME], stalled_after_s=svc.options.stalled_after_s
+    )
+    if ids:
+        logger.warning("re-queued %d stalled job(s): %s", len(ids), ids)
+    return ids
+
+
+def finish_runs(svc: services.Services) -> list[str]:
+    """Finish runs left non-terminal with no active step (a safety net: steps finish their run)."""
+    finished = svc.postgres().finish_unfinished_runs(actor=svc.actor)
+    if finished:
+        logger.info("finished %d run(s) whose last steps ended together", len(finished))
+    return finished
+
+
+def expire_approvals(svc: services.Services, *, materialization_id: int | None = None) -> int:
+    """Apply the timeout of the approvals that are due (of one step, when given)."""
+    expired = svc.postgres().expire_due_approvals(jobs=svc.jobs, materialization_id=materialization_id)
+    if expired and materialization_id is None:
+        logger.info("applied the timeout of %d approval(s)", len(expired))
+    return len(expired)
+
+
+def automation_tick(svc: services.Services) -> dict[str, list[str]]:
+    """Evaluate schedules and due sensors (each claims its state row with SKIP LOCKED)."""
+    fired = automation.Schedules(svc).tick()
+    submitted = automation.Sensors(svc).tick()
+    if fired or submitted:
+        logger.info("automation: schedules %s, sensors %s", fired, submitted)
+    return {**fired, **submitted}
+
+
+def build_blueprint(svc: services.Services) -> procrastinate.Blueprint:
+    """The blueprint holding FlowStone's tasks (add it with ``namespace="flowstone"``)."""
+    job_runner = JobRunner(svc)
+    options = svc.options
+    blueprint = procrastinate.Blueprint()
+
+    @blueprint.task(
+        name="run_step", pass_context=True, retry=jobs.FlowStoneRetryStrategy(), queue=jobs.DEFAULT_QUEUE
+    )
+    def run_step(context: JobContext, /, **kwargs: Any) -> None:
+        """Run the step(s) one FlowStone job names."""
+        del context
+        job_runner.run(kwargs)
+
+    @blueprint.periodic(cron=jobs.every(options.recovery_interval_s))
+    @blueprint.task(name="recover_stalled", queue=jobs.DEFAULT_QUEUE)
+    def recover_stalled_task(timestamp: int) -> None:
+        """Recovery: stalled jobs, runs left unfinished, due approval timeouts."""
+        del timestamp
+        recover_stalled(svc)
+        finish_runs(svc)
+        expire_approvals(svc)
+
+    @blueprint.periodic(cron=jobs.every(options.automation_interval_s))
+    @blueprint.task(name="automation_tick", queue=jobs.DEFAULT_QUEUE)
+    def automation_task(timestamp: int) -> None:
+        """Evaluate schedules and due sensors."""
+        del timestamp
+        automation_tick(svc)
+
+    @blueprint.task(name="approval_timeout", queue=jobs.DEFAULT_QUEUE)
+    def approval_timeout(**kwargs: Any) -> None:
+        """Apply the on_timeout policy of one step's approval if it is still pending when due."""
+        try:
+            args = jobs.JobArgs.model_validate(kwargs)
+        except pydantic.ValidationError as exc:
+            raise jobs.StepFailed(f"malformed approval-timeout job args: {exc}") from exc
+        step = svc.store.get_step(args.run_id, args.asset, args.partition)
+        if step is not None:
+            expire_approvals(svc, materialization_id=step.id)
+
+    return blueprint
+
+
+def build_app(svc: services.Services, url: str, blueprint: procrastinate.Blueprint) -> procrastinate.App:
+    """A ready ``procrastinate.App`` on FlowStone's database with FlowStone's tasks."""
+    options = svc.options
+    app = procrastinate.App(
+        connector=procrastinate.PsycopgConnector(conninfo=url, min_size=1, max_size=options.worker_pool_size),
+        worker_defaults={
+            "update_heartbeat_interval": options.heartbeat_interval_s,
+            "stalled_worker_timeout": options.stalled_after_s,
+        },
+    )
+    app.add_tasks_from(blueprint, namespace=jobs.NAMESPACE)
+    return app

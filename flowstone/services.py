@@ -1,0 +1,64 @@
+"""The services value: what the layers below the runtime need, built once by ``FlowStone``.
+
+The queue, the in-process executor, automation and approvals receive this small immutable value
+instead of the runtime object, so nothing below :mod:`flowstone.runtime` imports it or calls back
+into it (ADR 0012).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from flowstone import definitions, errors
+from flowstone.io import base as io_base
+from flowstone.store import base as store_base
+from flowstone.store.postgres import PostgresStore
+
+__all__ = ["QueueOptions", "Services"]
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class QueueOptions:
+    """Worker and maintenance settings of one runtime (``FlowStone(...)`` keyword arguments)."""
+
+    recovery_interval_s: int = 10
+    stalled_after_s: float = 30.0
+    heartbeat_interval_s: float = 10.0
+    worker_pool_size: int = 10
+    automation_interval_s: int = 10
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    """Definitions, the store decided once (I9), the IO managers, the job queue (``None`` without
+    Postgres), who acts, the clock and the queue settings."""
+
+    defs: definitions.Definitions
+    store: store_base.Store
+    io_managers: Mapping[str, io_base.IOManager]
+    actor: str
+    jobs: store_base.JobQueue | None = None
+    options: QueueOptions = field(default_factory=QueueOptions)
+    clock: Callable[[], datetime] = _utc_now
+
+    def postgres(self, what: str = "the durable queue") -> PostgresStore:
+        """The Postgres store; ``what`` needs it (not the memory store)."""
+        if not isinstance(self.store, PostgresStore):
+            raise errors.ConfigurationError(
+                f"{what} needs the Postgres store: create FlowStone without store='memory'"
+            )
+        return self.store
+
+    def job_queue(self) -> store_base.JobQueue:
+        """The job queue (Postgres only)."""
+        if self.jobs is None:
+            raise errors.ConfigurationError(
+                "the durable queue needs Postgres: create FlowStone without store='memory'"
+            )
+        return self.jobs

@@ -1,0 +1,32 @@
+"""Procrastinate's tables (``sql/queries/jobs.sql``): every query FlowStone runs on them lives here.
+
+Deferring and cancelling go through Procrastinate's own ``JobManager`` on FlowStone's connection
+(:class:`flowstone.queue.client.Enqueuer`); putting a stalled job back uses Procrastinate's own
+``retry_job`` query, so FlowStone follows its versioned SQL functions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from procrastinate import sql as procrastinate_sql
+
+from flowstone.store.pg import Conn, Q
+
+__all__ = ["job_retry", "job_stalled_claim"]
+
+
+def job_stalled_claim(conn: Conn, task_names: Sequence[str], stalled_after_s: float) -> list[int]:
+    """Claim (SKIP LOCKED, I18) ``doing`` jobs of these tasks whose worker is gone or silent."""
+    rows = conn.execute(
+        Q("job_stalled_claim"), {"task_names": list(task_names), "seconds": stalled_after_s}
+    ).fetchall()
+    return [int(r["id"]) for r in rows]
+
+
+def job_retry(conn: Conn, job_id: int) -> None:
+    """Put a ``doing`` job back to ``todo`` now, with Procrastinate's own query."""
+    conn.execute(
+        procrastinate_sql.queries["retry_job"],
+        {"job_id": job_id, "retry_at": None, "new_priority": None, "new_queue_name": None, "new_lock": None},
+    )

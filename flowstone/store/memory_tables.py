@@ -1,0 +1,280 @@
+"""The memory store's tables and the reads over them, as the SQL answers them.
+
+:class:`Tables` holds the rows (the analogue of ``flowstone_materializations`` and
+``flowstone_lineage``) and answers the queries; :class:`flowstone.store.memory.MemoryStore` owns
+one, takes its lock for every method and implements the writes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from flowstone.status import StepStatus
+from flowstone.store import base, records
+
+__all__ = ["Tables"]
+
+
+def _latest_key(m: records.Materialization) -> tuple[datetime, int]:
+    assert m.finished_at is not None  # noqa: S101 - succeeded rows always have finished_at (schema CHECK)
+    return (m.finished_at, m.id)
+
+
+@dataclass
+class Tables:
+    """Rows by id with the indexes the reads need; every access holds ``lock``."""
+
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    rows: dict[int, records.Materialization] = field(default_factory=dict)
+    by_step: dict[tuple[str, str, str], int] = field(default_factory=dict)  # (run, asset, key) -> id
+    by_asset_key: dict[base.StepKey, list[int]] = field(default_factory=dict)
+    lineage: dict[int, list[tuple[int, str]]] = field(default_factory=dict)  # reader -> [(upstream, input)]
+    readers: dict[int, list[tuple[int, str]]] = field(default_factory=dict)  # upstream -> [(reader, input)]
+    batch: dict[int, str] = field(default_factory=dict)  # id -> batch key
+    edges: dict[str, list[tuple[base.StepKey, base.StepKey]]] = field(default_factory=dict)  # run -> edges
+
+    def new_row(
+        self, run_id: str, asset: str, key: str, *, status: StepStatus, now: datetime, **extra: Any
+    ) -> records.Materialization:
+        """Insert a step row (in its own batch unless ``batch_key`` is given)."""
+        row = records.Materialization(
+            id=next(self.ids),
+            run_id=run_id,
+            asset=asset,
+            partition_key=key,
+            status=status,
+            attempt=extra.get("attempt", 0),
+            pending_upstream=extra.get("pending_upstream", 0),
+            created_at=now,
+            queued_at=None,
+            started_at=extra.get("started_at"),
+            finished_at=None,
+            duration_ms=None,
+            error=None,
+            metadata={},
+            output_ref=None,
+            code_version=extra.get("code_version"),
+            job_id=None,
+        )
+        self.by_step[(run_id, asset, key)] = row.id
+        self.by_asset_key.setdefault((asset, key), []).append(row.id)
+        self.batch[row.id] = extra.get("batch_key", key)
+        return self.put(row)
+
+    def queue(self, row: records.Materialization, at: datetime) -> records.Materialization:
+        """A pending step becomes queued, in its own batch."""
+        self.batch[row.id] = row.partition_key
+        return self.put(dataclasses.replace(row, status=StepStatus.QUEUED, queued_at=at))
+
+    def transition(self, step: records.Materialization, **changes: Any) -> records.Materialization | None:
+        """Change the row of a running attempt; ``None`` when the attempt no longer holds it."""
+        current = self.rows.get(step.id)
+        if current is None or current.status != StepStatus.RUNNING or current.attempt != step.attempt:
+            return None
+        updated = dataclasses.replace(current, **changes)
+        started, finished = updated.started_at, updated.finished_at
+        duration = (finished - started).total_seconds() * 1000 if started and finished else None
+        return self.put(dataclasses.replace(updated, duration_ms=duration))
+
+    def batch_members(self, run_id: str, asset: str, batch_key: str) -> list[str]:
+        """The keys of (run, asset) in a batch, and the batch key itself."""
+        members = {
+            self.rows[i].partition_key
+            for (r, a, _), i in self.by_step.items()
+            if r == run_id and a == asset and self.batch.get(i) == batch_key
+        }
+        return sorted(members | {batch_key})
+
+    def claim_row(
+        self,
+        run_id: str,
+        asset: str,
+        key: str,
+        batch_key: str,
+        *,
+        code_version: str | None,
+        reclaim: bool,
+        at: datetime,
+    ) -> records.Materialization | None:
+        """Claim one step (created running when absent), as ``materialization_claim`` does."""
+        row = self.step(run_id, asset, key)
+        if row is None:
+            return self.new_row(
+                run_id,
+                asset,
+                key,
+                status=StepStatus.RUNNING,
+                now=at,
+                attempt=1,
+                started_at=at,
+                code_version=code_version,
+                batch_key=batch_key,
+            )
+        if row.status in (StepStatus.PENDING, StepStatus.QUEUED) or (
+            row.status == StepStatus.RUNNING and reclaim
+        ):
+            claimed = dataclasses.replace(
+                row,
+                status=StepStatus.RUNNING,
+                attempt=row.attempt + 1,
+                started_at=at,
+                finished_at=None,
+                duration_ms=None,
+                code_version=code_version,
+            )
+            return self.put(claimed)
+        return None
+
+    def release(self, done: records.Materialization, at: datetime) -> list[base.BatchItem]:
+        """Fan-in (I14): decrement the steps that read ``done``; those at zero become queued."""
+        released = []
+        for up, down in self.edges.get(done.run_id, ()):
+            if up != (done.asset, done.partition_key):
+                continue
+            row = self.step(done.run_id, *down)
+            if row is None or row.status != StepStatus.PENDING:
+                continue
+            row = self.put(dataclasses.replace(row, pending_upstream=row.pending_upstream - 1))
+            if row.pending_upstream == 0:
+                self.queue(row, at)
+                released.append((row.asset, row.partition_key))
+        return released
+
+    def reachable(self, start: records.Materialization) -> list[base.StepKey]:
+        """Every step reachable from ``start`` through its run's step edges."""
+        edges = self.edges.get(start.run_id, ())
+        seen: set[base.StepKey] = set()
+        frontier = [(start.asset, start.partition_key)]
+        while frontier:
+            node = frontier.pop()
+            for up, down in edges:
+                if up == node and down not in seen:
+                    seen.add(down)
+                    frontier.append(down)
+        return sorted(seen)
+
+    def put(self, row: records.Materialization) -> records.Materialization:
+        """Store a new version of a row."""
+        self.rows[row.id] = row
+        return row
+
+    def step(self, run_id: str, asset: str, key: str) -> records.Materialization | None:
+        """The step row of (run, asset, key)."""
+        row_id = self.by_step.get((run_id, asset, key))
+        return self.rows[row_id] if row_id is not None else None
+
+    def add_lineage(self, reader: int, lineage: Sequence[tuple[int, str]]) -> None:
+        """The edges from ``reader`` to the rows it read."""
+        edges = self.lineage.setdefault(reader, [])
+        for upstream_id, input_name in lineage:
+            edges.append((upstream_id, input_name))
+            self.readers.setdefault(upstream_id, []).append((reader, input_name))
+
+    def run_steps(self, run_id: str) -> list[records.Materialization]:
+        """Every step of a run, in id order."""
+        return sorted((r for r in self.rows.values() if r.run_id == run_id), key=lambda r: r.id)
+
+    def latest(self, asset: str, key: str) -> records.Materialization | None:
+        """The latest succeeded row: ``finished_at DESC, id DESC`` (I8)."""
+        succeeded = [
+            self.rows[i]
+            for i in self.by_asset_key.get((asset, key), ())
+            if self.rows[i].status == "succeeded"
+        ]
+        return max(succeeded, key=_latest_key) if succeeded else None
+
+    def latest_all(self, asset: str | None) -> list[records.Materialization]:
+        """The latest succeeded row of every (asset, key), ordered by asset, key."""
+        found = [self.latest(a, k) for (a, k) in sorted(self.by_asset_key) if asset is None or a == asset]
+        return [m for m in found if m is not None]
+
+    def newest_all(self, asset: str) -> list[records.Materialization]:
+        """The newest row (any status) of every partition of ``asset``."""
+        return [
+            self.rows[max(ids)] for (a, _), ids in sorted(self.by_asset_key.items()) if a == asset and ids
+        ]
+
+    def history(self, asset: str, key: str, limit: int) -> list[records.Materialization]:
+        """Rows of (asset, key), newest id first."""
+        ids = sorted(self.by_asset_key.get((asset, key), ()), reverse=True)
+        return [self.rows[i] for i in ids[:limit]]
+
+    def find_inputs(self, run_id: str, wanted: Sequence[base.StepKey]) -> base.Found:
+        """This run's row of each wanted (asset, key), else the latest succeeded one."""
+        found: base.Found = {}
+        for asset, key in wanted:
+            in_run = self.step(run_id, asset, key)
+            if in_run is not None:
+                found[(asset, key)] = (in_run, True)
+                continue
+            latest = self.latest(asset, key)
+            if latest is not None:
+                found[(asset, key)] = (latest, False)
+        return found
+
+    def walk(self, start: int, *, upstream: bool, max_depth: int) -> list[records.LineageRow]:
+        """Breadth-first: each row once, at its nearest depth, reached from the smallest id on the
+        level below (the same answer as the SQL walk)."""
+        edges: Mapping[int, list[tuple[int, str]]] = self.lineage if upstream else self.readers
+        depth_of: dict[int, int] = {start: 0}
+        via_of: dict[int, tuple[int, str]] = {}
+        frontier = [start]
+        depth = 0
+        while frontier and depth < max_depth:
+            depth += 1
+            reached: dict[int, tuple[int, str]] = {}
+            for node in frontier:
+                for other, name in edges.get(node, ()):
+                    if other not in depth_of:
+                        best = reached.get(other)
+                        reached[other] = min(best, (node, name)) if best else (node, name)
+            for other, parent in reached.items():
+                depth_of[other] = depth
+                via_of[other] = parent
+            frontier = sorted(reached)
+        found: list[records.LineageRow] = []
+        for node, node_depth in depth_of.items():
+            if node == start:
+                continue
+            via_id, input_name = via_of[node]
+            row = self.rows[node]
+            found.append(
+                records.LineageRow(
+                    depth=node_depth,
+                    via_id=via_id,
+                    input_name=input_name,
+                    id=row.id,
+                    run_id=row.run_id,
+                    asset=row.asset,
+                    partition_key=row.partition_key,
+                    status=row.status,
+                    finished_at=row.finished_at,
+                )
+            )
+        found.sort(key=lambda r: (r.depth, r.asset, r.partition_key, r.id))
+        return found
+
+    def gc_candidates(self, keep_last: int, active_runs: set[str]) -> list[records.GcCandidate]:
+        """Succeeded rows beyond the latest ``keep_last`` per (asset, key), ranked among all
+        succeeded rows (deleted ones included) as the SQL does, outside ``active_runs``."""
+        found: list[records.GcCandidate] = []
+        for latest in self.latest_all(None):
+            succeeded = [
+                m
+                for m in self.history(latest.asset, latest.partition_key, limit=len(self.rows))
+                if m.status == StepStatus.SUCCEEDED and m.output_ref is not None
+            ]
+            succeeded.sort(key=_latest_key, reverse=True)
+            found.extend(
+                records.GcCandidate(m.id, m.asset, m.partition_key, dict(m.output_ref or {}))
+                for m in reversed(succeeded[keep_last:])
+                if m.run_id not in active_runs and m.output_deleted_at is None
+            )
+        return found

@@ -1,0 +1,225 @@
+"""What every Postgres table module shares: the connection and row types, the pooled
+:class:`Database`, error translation at the edge (STYLE.md §3), row mapping and :class:`Pending`
+results of pipelined statements.
+
+The one definition of ``Conn``, ``Row`` and ``Q`` lives here; the table modules
+(:mod:`~flowstone.store.runs`, :mod:`~flowstone.store.materializations`, ...) import them.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import psycopg
+import psycopg_pool
+from psycopg import errors as pg_errors
+from psycopg.rows import dict_row
+
+from flowstone import errors
+from flowstone.status import ApprovalStatus, RunKind, RunStatus, StepStatus
+from flowstone.store import records, sqlfiles
+
+__all__ = [
+    "Conn",
+    "Database",
+    "Pending",
+    "Q",
+    "Row",
+    "approval_from_row",
+    "materialization_from_row",
+    "run_from_row",
+    "run_uuid",
+    "translate_errors",
+]
+
+Row = dict[str, Any]
+Conn = psycopg.Connection[Row]
+Q = sqlfiles.query
+T = TypeVar("T")
+
+
+@contextmanager
+def translate_errors(action: str) -> Iterator[None]:
+    """Map driver errors to FlowStone errors at the edge (STYLE.md §3)."""
+    try:
+        yield
+    except (pg_errors.SerializationFailure, pg_errors.DeadlockDetected) as exc:
+        raise errors.StoreError(f"{action}: concurrent update, try again ({exc})", retryable=True) from exc
+    except pg_errors.IntegrityError as exc:
+        constraint = getattr(exc.diag, "constraint_name", None)
+        raise errors.StoreError(
+            f"{action}: the database refused it ({str(exc).strip()})",
+            retryable=False,
+            context={"constraint": constraint, "sqlstate": exc.sqlstate},
+        ) from exc
+    except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
+        raise errors.StoreError(
+            f"{action}: database unavailable ({str(exc).strip()})", retryable=True
+        ) from exc
+    except psycopg.Error as exc:
+        raise errors.StoreError(
+            f"{action}: {str(exc).strip()}", retryable=False, context={"sqlstate": exc.sqlstate}
+        ) from exc
+
+
+class Database:
+    """A small pool of autocommit connections to one Postgres database, opened on first use."""
+
+    def __init__(self, url: str, *, max_connections: int = 8) -> None:
+        self.url = url
+        self._lock = threading.Lock()
+        self._max = max(1, max_connections)
+        self._pool: psycopg_pool.ConnectionPool[Conn] | None = None
+
+    def _get_pool(self) -> psycopg_pool.ConnectionPool[Conn]:
+        with self._lock:
+            if self._pool is None:
+                pool: psycopg_pool.ConnectionPool[Conn] = psycopg_pool.ConnectionPool(
+                    self.url,
+                    min_size=1,
+                    max_size=self._max,
+                    kwargs={"autocommit": True, "row_factory": dict_row},
+                    connection_class=psycopg.Connection[Row],
+                    open=False,
+                    name="flowstone-store",
+                )
+                with translate_errors("connect"):
+                    pool.open(wait=True, timeout=30)
+                self._pool = pool
+            return self._pool
+
+    @contextmanager
+    def connection(self) -> Iterator[Conn]:
+        """A pooled autocommit connection (use ``conn.transaction()`` for several statements)."""
+        with self._get_pool().connection() as conn:
+            yield conn
+
+    @contextmanager
+    def transaction(self, action: str, conn: Conn | None = None) -> Iterator[Conn]:
+        """A transaction on a pooled connection, or a savepoint inside the caller's ``conn``;
+        driver errors become :class:`~flowstone.errors.StoreError` naming ``action``."""
+        if conn is not None:
+            with translate_errors(action), conn.transaction():
+                yield conn
+            return
+        with translate_errors(action), self.connection() as own, own.transaction():
+            yield own
+
+    @contextmanager
+    def session(self, action: str) -> Iterator[Conn]:
+        """A pooled autocommit connection whose driver errors name ``action``."""
+        with translate_errors(action), self.connection() as conn:
+            yield conn
+
+    def one(self, action: str, name: str, params: Mapping[str, Any]) -> Row | None:
+        """The first row of one named query, run on its own."""
+        with self.session(action) as conn:
+            return conn.execute(Q(name), params).fetchone()
+
+    def all(self, action: str, name: str, params: Mapping[str, Any]) -> list[Row]:
+        """Every row of one named query, run on its own."""
+        with self.session(action) as conn:
+            return conn.execute(Q(name), params).fetchall()
+
+    def close(self) -> None:
+        """Close the pool; it reopens if used again."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.close()
+
+
+@dataclass(frozen=True, slots=True)
+class Pending(Generic[T]):
+    """The result of a statement sent in a pipeline, converted when fetched. Fetching syncs the
+    pipeline, so a caller sends every statement first and fetches afterwards (one round trip)."""
+
+    cursor: psycopg.Cursor[Row]
+    convert: Callable[[psycopg.Cursor[Row]], T]
+
+    def get(self) -> T:
+        """Fetch and convert."""
+        return self.convert(self.cursor)
+
+
+def run_uuid(run_id: str) -> uuid.UUID:
+    """A run id as a UUID; anything else is refused before it reaches SQL."""
+    try:
+        return uuid.UUID(run_id)
+    except ValueError:
+        raise errors.StoreError(f"{run_id!r} is not a run id (a UUID)", retryable=False) from None
+
+
+def materialization_from_row(row: Row) -> records.Materialization:
+    """The record of a ``flowstone_materializations`` row."""
+    return records.Materialization(
+        id=row["id"],
+        run_id=str(row["run_id"]),
+        asset=row["asset"],
+        partition_key=row["partition_key"],
+        status=StepStatus(row["status"]),
+        attempt=row["attempt"],
+        pending_upstream=row["pending_upstream"],
+        created_at=row["created_at"],
+        queued_at=row["queued_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        duration_ms=row["duration_ms"],
+        error=row["error"],
+        metadata=row["metadata"],
+        output_ref=row["output_ref"],
+        code_version=row["code_version"],
+        job_id=row["job_id"],
+        output_deleted_at=row.get("output_deleted_at"),
+    )
+
+
+def run_from_row(row: Row) -> records.Run:
+    """The record of a ``flowstone_runs`` row."""
+    return records.Run(
+        run_id=str(row["run_id"]),
+        kind=RunKind(row["kind"]),
+        selection=tuple(row["selection"]),
+        config=row["config"],
+        tags=row["tags"],
+        requested_by=row["requested_by"],
+        status=RunStatus(row["status"]),
+        created_at=row["created_at"],
+        finished_at=row["finished_at"],
+    )
+
+
+def approval_from_row(row: Row) -> records.Approval:
+    """The record of a ``flowstone_approvals`` row."""
+    return records.Approval(
+        id=row["id"],
+        materialization_id=row["materialization_id"],
+        run_id=str(row["run_id"]),
+        asset=row["asset"],
+        partition_key=row["partition_key"],
+        status=ApprovalStatus(row["status"]),
+        message=row["message"],
+        context_data=row["context_data"],
+        approvers=tuple(row["approvers"]) if row["approvers"] is not None else None,
+        on_timeout=row["on_timeout"],
+        requested_at=row["requested_at"],
+        timeout_at=row["timeout_at"],
+        decided_by=row["decided_by"],
+        decided_at=row["decided_at"],
+        reason=row["reason"],
+    )
+
+
+def one_or_none(convert: Callable[[Row], T]) -> Callable[[psycopg.Cursor[Row]], T | None]:
+    """A :class:`Pending` converter: the first row converted, or ``None``."""
+
+    def fetch(cursor: psycopg.Cursor[Row]) -> T | None:
+        row = cursor.fetchone()
+        return convert(row) if row is not None else None
+
+    return fetch

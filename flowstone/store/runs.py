@@ -1,0 +1,71 @@
+"""``flowstone_runs`` (``sql/queries/runs.sql``): one function per named query, on the caller's
+connection (so the caller decides what commits together)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from psycopg.types.json import Jsonb
+
+from flowstone.store import pg, records
+from flowstone.store.pg import Conn, Q
+
+__all__ = [
+    "run_finish",
+    "run_get",
+    "run_insert",
+    "run_list",
+    "run_lock",
+    "run_step_counts",
+    "run_unfinished_claim",
+]
+
+
+def run_insert(conn: Conn, run: records.NewRun, now: datetime | None) -> None:
+    """Insert a run."""
+    conn.execute(
+        Q("run_insert"),
+        {
+            "run_id": pg.run_uuid(run.run_id),
+            "kind": run.kind,
+            "selection": list(run.selection),
+            "config": Jsonb(run.config),
+            "tags": Jsonb(run.tags),
+            "requested_by": run.requested_by,
+            "status": run.status,
+            "now": now,
+        },
+    )
+
+
+def run_get(conn: Conn, run_id: str) -> records.Run | None:
+    """The run, or ``None``."""
+    row = conn.execute(Q("run_get"), {"run_id": pg.run_uuid(run_id)}).fetchone()
+    return pg.run_from_row(row) if row else None
+
+
+def run_list(conn: Conn, limit: int) -> list[records.Run]:
+    """The newest runs first."""
+    return [pg.run_from_row(r) for r in conn.execute(Q("run_list"), {"limit": limit}).fetchall()]
+
+
+def run_lock(conn: Conn, run_id: str) -> pg.Pending[None]:
+    """Lock the run's row until the end of the transaction."""
+    return pg.Pending(conn.execute(Q("run_lock"), {"run_id": pg.run_uuid(run_id)}), lambda _: None)
+
+
+def run_finish(conn: Conn, run_id: str, actor: str, now: datetime | None) -> pg.Pending[records.Run | None]:
+    """Recompute the run's status (and audit ``run.finished``); the run when it changed."""
+    cursor = conn.execute(Q("run_finish"), {"run_id": pg.run_uuid(run_id), "actor": actor, "now": now})
+    return pg.Pending(cursor, pg.one_or_none(pg.run_from_row))
+
+
+def run_unfinished_claim(conn: Conn, limit: int) -> list[str]:
+    """Claim (SKIP LOCKED) runs left unfinished with no active step; their ids."""
+    return [str(r["run_id"]) for r in conn.execute(Q("run_unfinished_claim"), {"limit": limit}).fetchall()]
+
+
+def run_step_counts(conn: Conn, run_id: str) -> dict[str, int]:
+    """Number of steps of a run by status."""
+    rows = conn.execute(Q("run_step_counts"), {"run_id": pg.run_uuid(run_id)}).fetchall()
+    return {r["status"]: int(r["n"]) for r in rows}

@@ -1,0 +1,268 @@
+"""The step state machine on Postgres: each function is one transaction's worth of statements on
+the caller's connection, composed from the table modules (docs/design/consistency.md).
+
+In-process and queued runs go through the same functions: :func:`create` plans a run and queues
+its ready steps, :func:`claim` takes the steps of one unit of work (with their inputs, one round
+trip), :func:`complete` records successes with the fan-in, :func:`fail_terminal` records a failure
+and skips what depends on it. Every transaction that ends a step calls :func:`finish`, the one
+place a run's status is computed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from flowstone.status import RunKind
+from flowstone.store import audit, base, pg, records, runs, step_edges
+from flowstone.store import materializations as mat
+from flowstone.store import outputs as store_outputs
+from flowstone.store.pg import Conn
+
+__all__ = [
+    "cancel",
+    "claim",
+    "complete",
+    "create",
+    "defer",
+    "enqueue_batches",
+    "fail_terminal",
+    "fail_unclaimed",
+    "fail_with_skips",
+    "finish",
+    "found_inputs",
+]
+
+
+def finish(conn: Conn, run_id: str, actor: str, now: datetime | None) -> records.Run | None:
+    """Recompute the run's status; the run when it changed. The one place a run finishes.
+
+    The run's row is locked first, in a statement of its own: the status computed next then sees
+    every step that a concurrent transaction committed while this one waited (READ COMMITTED), so
+    of two last steps ending together the second always finishes the run.
+    """
+    runs.run_lock(conn, run_id)
+    return runs.run_finish(conn, run_id, actor, now).get()
+
+
+def defer(conn: Conn, run_id: str, items: Sequence[base.BatchItem], jobs: base.JobQueue | None) -> None:
+    """Defer one job per unit of work (in the caller's transaction) and record the job ids."""
+    unique = list(dict.fromkeys(items))
+    if not unique or jobs is None:
+        return
+    job_ids = jobs.defer_steps(conn, run_id, unique)
+    mat.materialization_set_jobs(conn, run_id, unique, job_ids)
+
+
+def create(
+    conn: Conn,
+    run: records.NewRun,
+    steps: Sequence[records.PlannedStep],
+    *,
+    edges: Sequence[tuple[base.StepKey, base.StepKey]],
+    ready: Sequence[base.StepKey],
+    jobs: base.JobQueue | None,
+    now: datetime | None,
+) -> None:
+    """The run, its planned steps, their edges, ``run.requested``, and the ready steps queued with
+    their jobs."""
+    runs.run_insert(conn, run, now)
+    mat.materialization_plan(conn, run.run_id, steps, now)
+    step_edges.step_edges_insert(conn, run.run_id, edges)
+    audit.audit_insert(
+        conn,
+        audit.audit_params(
+            "run.requested",
+            actor=run.requested_by,
+            run_id=run.run_id,
+            details={
+                "kind": run.kind,
+                "selection": list(run.selection),
+                # a bulk backfill writes its steps after the run (COPY): count from its tags
+                "steps": len(steps) or int(run.tags.get("partitions", 0)),
+            },
+            now=now,
+        ),
+    )
+    defer(conn, run.run_id, mat.materialization_mark_queued(conn, run.run_id, ready, now), jobs)
+
+
+def enqueue_batches(
+    conn: Conn,
+    run_id: str,
+    asset: str,
+    *,
+    code_version: str | None,
+    batches: Sequence[Sequence[str]],
+    jobs: base.JobQueue,
+    now: datetime | None,
+) -> int:
+    """One job per batch of partitions, and its steps written ``queued`` with COPY; returns the
+    number of steps written."""
+    full = [b for b in batches if b]
+    job_ids = jobs.defer_steps(conn, run_id, [(asset, b[0]) for b in full]) if full else []
+    return mat.materialization_copy_queued(
+        conn, run_id, asset, code_version=code_version, batches=full, job_ids=job_ids, now=now
+    )
+
+
+def found_inputs(rows: Sequence[pg.Row]) -> base.Found:
+    """The ``materialization_inputs`` rows by (asset, key), with whether each is this run's."""
+    return {
+        (r["asset"], r["partition_key"]): (pg.materialization_from_row(r), bool(r["in_run"])) for r in rows
+    }
+
+
+def claim(
+    conn: Conn,
+    run_id: str,
+    asset: str,
+    batch_key: str,
+    *,
+    wanted: Sequence[base.StepKey],
+    code_version: str | None,
+    reclaim: bool,
+    now: datetime | None,
+) -> tuple[base.Claim, list[pg.Row]]:
+    """The claim and the lookup of ``wanted`` inputs, pipelined: one round trip. Each statement
+    commits on its own (autocommit; the claim asynchronously, ADR 0009). Returns the claim and
+    the raw input rows (with any stored outputs)."""
+    with conn.pipeline():
+        claimed = mat.materialization_claim(
+            conn,
+            run_id=run_id,
+            asset=asset,
+            batch_key=batch_key,
+            code_version=code_version,
+            reclaim=reclaim,
+            now=now,
+        )
+        inputs = mat.materialization_inputs(conn, run_id, wanted) if wanted else None
+        rows = claimed.get()
+        input_rows = inputs.get() if inputs is not None else []
+    if not rows:
+        return base.Claim(steps=[]), []
+    return (
+        base.Claim(
+            steps=[pg.materialization_from_row(r) for r in rows],
+            inputs=found_inputs(input_rows),
+            run_kind=RunKind(rows[0]["run_kind"]),
+            run_config=rows[0]["run_config"],
+        ),
+        input_rows,
+    )
+
+
+def complete(
+    conn: Conn,
+    items: Sequence[base.Success],
+    *,
+    actor: str,
+    jobs: base.JobQueue | None,
+    release: bool,
+    now: datetime | None,
+) -> base.Completed:
+    """Successes of one run, their fan-in, the jobs of the steps that became ready and the run's
+    status, in the caller's transaction. Pipelined (one round trip before the jobs are deferred)
+    unless an output goes to a user table (COPY, which a pipeline refuses)."""
+    run_id = items[0].step.run_id
+    if any(item.output is not None and item.output.format == "rows" for item in items):
+        rows: list[records.Materialization | None] = []
+        released: list[base.BatchItem] = []
+        for item in items:
+            row = mat.materialization_succeed(conn, item, actor, now).get()
+            rows.append(row)
+            if row is None:
+                continue
+            assert item.output is not None  # noqa: S101 - rows mode has a prepared output
+            if item.output.format == "rows":
+                store_outputs.write_rows(
+                    conn,
+                    item.output,
+                    materialization_id=row.id,
+                    asset=row.asset,
+                    partition_key=row.partition_key,
+                )
+            if release:
+                released.extend(mat.materialization_release_downstream(conn, item.step, now).get())
+        finish(conn, run_id, actor, now)
+    else:
+        with conn.pipeline():
+            successes = [mat.materialization_succeed(conn, item, actor, now) for item in items]
+            releases = (
+                [mat.materialization_release_downstream(conn, i.step, now) for i in items] if release else []
+            )
+            runs.run_lock(conn, run_id)
+            runs.run_finish(conn, run_id, actor, now)
+            rows = [pending.get() for pending in successes]
+            released = [item for pending in releases for item in pending.get()]
+    defer(conn, run_id, released, jobs)
+    return base.Completed(rows=rows, released=released)
+
+
+def fail_terminal(
+    conn: Conn, step: records.Materialization, error: Mapping[str, Any], actor: str, now: datetime | None
+) -> records.Materialization | None:
+    """``failed`` + audit, every step reachable from it ``skipped``, the run's status."""
+    failed = mat.materialization_fail(conn, step, error, actor, now)
+    if failed is None:
+        return None
+    mat.materialization_skip_reachable(conn, failed, now)
+    finish(conn, step.run_id, actor, now)
+    return failed
+
+
+def fail_with_skips(
+    conn: Conn,
+    step: records.Materialization,
+    *,
+    error: Mapping[str, Any],
+    skip: Sequence[base.StepKey],
+    actor: str,
+    now: datetime | None,
+) -> records.Materialization | None:
+    """``failed`` + audit, and the given not-yet-started steps ``skipped``."""
+    failed = mat.materialization_fail(conn, step, error, actor, now)
+    if failed is not None and skip:
+        mat.materialization_skip(conn, step.run_id, skip, base.skip_error(failed), now)
+    return failed
+
+
+def fail_unclaimed(
+    conn: Conn,
+    run_id: str,
+    asset: str,
+    partition_key: str,
+    *,
+    error: Mapping[str, Any],
+    actor: str,
+    now: datetime | None,
+) -> records.Materialization | None:
+    """A step whose job cannot run (unknown asset, bad args) → ``failed`` where a row exists, its
+    dependents skipped, the run's status."""
+    failed = mat.materialization_fail_unclaimed(
+        conn, run_id, asset, partition_key, error=error, actor=actor, now=now
+    )
+    if failed is None:
+        return None
+    mat.materialization_skip_reachable(conn, failed, now)
+    finish(conn, run_id, actor, now)
+    return failed
+
+
+def cancel(conn: Conn, run_id: str, actor: str, jobs: base.JobQueue | None, now: datetime | None) -> int:
+    """Not-started steps ``cancelled`` with their jobs, ``run.cancelled``, the run's status.
+    Running steps finish normally. Returns the number of steps cancelled."""
+    rows = mat.materialization_cancel_run(conn, run_id, now)
+    if jobs is not None:
+        for job_id in sorted({r["job_id"] for r in rows if r["job_id"] is not None}):
+            jobs.cancel_job(conn, job_id)
+    audit.audit_insert(
+        conn,
+        audit.audit_params(
+            "run.cancelled", actor=actor, run_id=run_id, details={"steps_cancelled": len(rows)}, now=now
+        ),
+    )
+    finish(conn, run_id, actor, now)
+    return len(rows)
