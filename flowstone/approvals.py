@@ -14,6 +14,7 @@ import builtins
 from datetime import datetime
 
 from flowstone import errors, services
+from flowstone.status import ApprovalStatus
 from flowstone.store import records
 from flowstone.store.decisions import SYSTEM_ACTOR
 
@@ -26,7 +27,9 @@ class Approvals:
     def __init__(self, svc: services.Services) -> None:
         self._svc = svc
 
-    def list(self, status: str | None = "pending", *, limit: int = 100) -> builtins.list[records.Approval]:
+    def list(
+        self, status: str | None = ApprovalStatus.PENDING, *, limit: int = 100
+    ) -> builtins.list[records.Approval]:
         """Approvals with ``status`` (``None``: all), oldest request first."""
         return self._svc.postgres("approvals").list_approvals(status=status, limit=limit)
 

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Sequence
+import uuid
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,15 +35,16 @@ from flowstone import (
     partition_keys,
     planning,
     resources,
+    results,
     services,
 )
 from flowstone import context as context_mod
 from flowstone.io import base as io_base
-from flowstone.status import StepStatus
+from flowstone.status import RunKind, RunStatus, StepStatus
 from flowstone.store import base as store_base
 from flowstone.store import records
 
-__all__ = ["AfterStoreHook", "Ran", "StepOutcome", "StepRunner"]
+__all__ = ["AfterStoreHook", "Ran", "StepOutcome", "StepRunner", "create_run"]
 
 logger = logging.getLogger("flowstone.execution")
 
@@ -89,6 +91,40 @@ class Executed:
     metadata: dict[str, Any]
     lineage: list[tuple[int, str]]
     output: io_base.PreparedOutput | None
+
+
+def create_run(
+    svc: services.Services,
+    plan: planning.Plan,
+    *,
+    kind: RunKind,
+    config: results.RunConfig,
+    tags: Mapping[str, Any] | None,
+    conn: Any = None,
+) -> str:
+    """Record a new run of ``plan``: the run, its steps ``pending`` with their edges, in one
+    transaction. A submitted run (``kind`` submit) is ``queued`` and its ready steps' jobs are
+    deferred in the same transaction (on the caller's ``conn`` when given, a savepoint);
+    in-process runs leave them for the local executor. Returns the run id."""
+    resources.ResourceScope(svc.defs.resources, config.resources)  # refuses unknown names now
+    queued = kind == RunKind.SUBMIT
+    run = records.NewRun(
+        run_id=str(uuid.uuid4()),
+        kind=kind,
+        selection=plan.selection,
+        requested_by=svc.actor,
+        config=config.model_dump(mode="json", exclude_defaults=True),
+        tags=dict(tags or {}),
+        status=RunStatus.QUEUED if queued else RunStatus.RUNNING,
+    )
+    steps = plan.planned({name: svc.defs.get(name).code_version for name in svc.defs})
+    if queued:
+        svc.postgres().create_run(
+            run, steps, edges=plan.edges(), ready=plan.ready(), jobs=svc.job_queue(), conn=conn
+        )
+    else:
+        svc.store.create_run(run, steps, edges=plan.edges())
+    return run.run_id
 
 
 def _with_location(error: errors.FlowStoneError, step: records.Materialization) -> errors.FlowStoneError:

@@ -44,13 +44,11 @@ class Step:
 
 @dataclass
 class Plan:
-    """The steps of a run in execution order, with upstream and downstream edges."""
+    """The steps of a run in execution order, with each step's upstream steps."""
 
     selection: tuple[str, ...]
     steps: list[Step]
     upstream: dict[StepKey, set[StepKey]] = field(default_factory=dict)
-    downstream: dict[StepKey, set[StepKey]] = field(default_factory=dict)
-    _positions: dict[StepKey, int] = field(default_factory=dict, repr=False)
 
     def planned(self, code_versions: Mapping[str, str | None]) -> list[records.PlannedStep]:
         """The rows to insert: each step with its number of unfinished upstream steps."""
@@ -69,28 +67,8 @@ class Plan:
         return [(up, down) for down, ups in self.upstream.items() for up in sorted(ups)]
 
     def ready(self) -> list[StepKey]:
-        """The steps with no upstream step in the plan: queued as soon as the run is created."""
+        """The steps with no upstream step in the plan: the first to run."""
         return [s.key for s in self.steps if not self.upstream.get(s.key)]
-
-    def position(self, key: StepKey) -> int:
-        """The plan position of a step (its execution order in-process)."""
-        return self._position()[key]
-
-    def descendants(self, key: StepKey) -> list[StepKey]:
-        """Every step that (transitively) depends on ``key``, in plan order."""
-        seen: set[StepKey] = set()
-        stack = [key]
-        while stack:
-            for child in self.downstream.get(stack.pop(), ()):
-                if child not in seen:
-                    seen.add(child)
-                    stack.append(child)
-        return sorted(seen, key=self._position().__getitem__)
-
-    def _position(self) -> dict[StepKey, int]:
-        if len(self._positions) != len(self.steps):
-            self._positions = {s.key: i for i, s in enumerate(self.steps)}
-        return self._positions
 
 
 def step_partitions(
@@ -193,6 +171,4 @@ def build_plan(
                     if up_key[1] in by_asset[up_name]:
                         ups.add(up_key)
             plan.upstream[step.key] = ups
-            for up in ups:
-                plan.downstream.setdefault(up, set()).add(step.key)
     return plan

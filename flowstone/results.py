@@ -15,6 +15,7 @@ import pydantic
 
 from flowstone import errors, partition_keys
 from flowstone.errors import FlowStoneError
+from flowstone.status import RunStatus
 from flowstone.store import records
 
 __all__ = ["BackfillResult", "GcReport", "RunConfig", "RunResult"]
@@ -44,7 +45,7 @@ class RunResult:
     """The outcome of an in-process run: every step's row, values and errors."""
 
     run_id: str
-    status: str
+    status: RunStatus
     steps: list[records.Materialization]
     errors: dict[tuple[str, str], FlowStoneError] = field(default_factory=dict)
     values: dict[tuple[str, str], object] = field(default_factory=dict, repr=False)
@@ -61,7 +62,7 @@ class RunResult:
     @property
     def success(self) -> bool:
         """Whether every step succeeded."""
-        return self.status == "succeeded"
+        return self.status == RunStatus.SUCCEEDED
 
     @property
     def error(self) -> FlowStoneError | None:

@@ -24,7 +24,6 @@ from flowstone import (
     local,
     partition_keys,
     planning,
-    resources,
     retention,
     services,
 )
@@ -35,7 +34,7 @@ from flowstone.io.memory import MemoryIOManager
 from flowstone.io.postgres import PostgresIOManager
 from flowstone.queue import client, worker
 from flowstone.results import BackfillResult, GcReport, RunConfig, RunResult
-from flowstone.status import RunKind, StepStatus
+from flowstone.status import RunKind, RunStatus, StepStatus
 from flowstone.store import backend, migrations, records
 from flowstone.store import base as store_base
 from flowstone.store.memory import MemoryStore
@@ -221,10 +220,6 @@ class FlowStone:
         handle.run()  # raises if it does not exist
         return handle
 
-    def run_config(self, run_config: Mapping[str, Any] | RunConfig | None) -> RunConfig:
-        """Validate a run config (a mapping, a RunConfig or ``None``)."""
-        return RunConfig.coerce(run_config)
-
     # -- lifecycle ------------------------------------------------------------------------------
 
     def close(self) -> None:
@@ -257,21 +252,8 @@ class FlowStone:
         """
         config = RunConfig.coerce(run_config)
         plan = planning.build_plan(self.defs, selection, partition, with_upstream=with_upstream)
-        resources.ResourceScope(self.defs.resources, config.resources)  # refuses unknown names now
-        run_id = str(uuid.uuid4())
-        self.store.create_run(
-            records.NewRun(
-                run_id=run_id,
-                kind=RunKind.MATERIALIZE,
-                selection=plan.selection,
-                requested_by=self.actor,
-                config=config.model_dump(mode="json", exclude_defaults=True),
-                tags=dict(tags or {}),
-            ),
-            plan.planned({name: self.defs.get(name).code_version for name in self.defs}),
-            edges=plan.edges(),
-        )
-        result = RunResult(run_id=run_id, status="running", steps=[], key_of=self.partition_key)
+        run_id = execution.create_run(self.services, plan, kind=RunKind.MATERIALIZE, config=config, tags=tags)
+        result = RunResult(run_id=run_id, status=RunStatus.RUNNING, steps=[], key_of=self.partition_key)
         order = {step.key: i for i, step in enumerate(plan.steps)}
         executor = local.LocalExecutor(self.services, after_store=_after_store)
         executor.run(run_id, plan.ready(), order=order, config=config, result=result)

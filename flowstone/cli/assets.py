@@ -8,6 +8,7 @@ from typing import Any
 
 from flowstone import lineage as lineage_mod
 from flowstone.cli import common
+from flowstone.status import StepStatus
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -23,7 +24,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
             if not newest:
                 common.out(f"{name:<24} {'-':<28} {'never':<16} {'-':<20} {'-':>8}  -")
             for m in newest:
-                good = m if m.status == "succeeded" else rt.store.latest(m.asset, m.partition_key)
+                good = m if m.status == StepStatus.SUCCEEDED else rt.store.latest(m.asset, m.partition_key)
                 finished = (
                     good.finished_at.strftime("%Y-%m-%d %H:%M:%S") if good and good.finished_at else "-"
                 )

@@ -19,7 +19,7 @@ import psycopg
 from procrastinate import manager as procrastinate_manager
 from procrastinate import tasks as procrastinate_tasks
 
-from flowstone import definitions, errors, partition_keys, planning, resources, results, services
+from flowstone import definitions, errors, execution, partition_keys, planning, resources, results, services
 from flowstone.queue import jobs
 from flowstone.status import RUN_TERMINAL, STEP_TERMINAL, RunKind, RunStatus
 from flowstone.store import base as store_base
@@ -154,31 +154,13 @@ def submit(
         raise errors.InvalidPartitionError(
             f"partitions must be a list of partitions, got the string {partitions!r}: pass [{partitions!r}]"
         )
-    store = svc.postgres()
-    resources.ResourceScope(svc.defs.resources, config.resources)  # refuses unknown names now
     plan = planning.build_plan(
         svc.defs,
         selection,
         partitions=list(partitions) if partitions is not None else [None],
         with_upstream=with_upstream,
     )
-    run_id = str(uuid.uuid4())
-    store.create_run(
-        records.NewRun(
-            run_id=run_id,
-            kind=RunKind.SUBMIT,
-            selection=plan.selection,
-            requested_by=svc.actor,
-            config=config.model_dump(mode="json", exclude_defaults=True),
-            tags=dict(tags or {}),
-            status=RunStatus.QUEUED,
-        ),
-        plan.planned({name: svc.defs.get(name).code_version for name in svc.defs}),
-        edges=plan.edges(),
-        ready=plan.ready(),
-        jobs=svc.job_queue(),
-        conn=conn,
-    )
+    run_id = execution.create_run(svc, plan, kind=RunKind.SUBMIT, config=config, tags=tags, conn=conn)
     return RunHandle(svc, run_id)
 
 

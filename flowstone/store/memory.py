@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -279,10 +279,20 @@ class MemoryStore(base.Store):
             return base.Completed(rows=rows, released=released)
 
     def _fail(
-        self, step: records.Materialization, error: Mapping[str, Any], actor: str, at: datetime
+        self,
+        step: records.Materialization,
+        error: Mapping[str, Any],
+        actor: str,
+        at: datetime,
+        *,
+        skip: Callable[[records.Materialization], Sequence[base.StepKey]],
+        finish: bool,
     ) -> records.Materialization | None:
-        failed = self._t.transition(step, status=StepStatus.FAILED, finished_at=at, error=dict(error))
-        if failed is not None:
+        """``failed`` + audit, then ``skip(failed)`` skipped and (``finish``) the run's status."""
+        with self._lock:
+            failed = self._t.transition(step, status=StepStatus.FAILED, finished_at=at, error=dict(error))
+            if failed is None:
+                return None
             self._audit_step(
                 "materialization.failed",
                 failed,
@@ -291,7 +301,10 @@ class MemoryStore(base.Store):
                 attempt=failed.attempt,
                 error_type=error.get("type"),
             )
-        return failed
+            self.skip_steps(failed.run_id, skip(failed), error=base.skip_error(failed), now=at)
+            if finish:
+                self._finish(failed.run_id, actor, at)
+            return failed
 
     def fail_step(
         self,
@@ -302,12 +315,7 @@ class MemoryStore(base.Store):
         actor: str,
         now: datetime | None = None,
     ) -> records.Materialization | None:
-        at = _now(now)
-        with self._lock:
-            failed = self._fail(step, error, actor, at)
-            if failed is not None and skip:
-                self.skip_steps(failed.run_id, skip, error=base.skip_error(failed), now=at)
-            return failed
+        return self._fail(step, error, actor, _now(now), skip=lambda failed: skip, finish=False)
 
     def fail_terminal(
         self,
@@ -317,14 +325,7 @@ class MemoryStore(base.Store):
         actor: str,
         now: datetime | None = None,
     ) -> records.Materialization | None:
-        at = _now(now)
-        with self._lock:
-            failed = self._fail(step, error, actor, at)
-            if failed is None:
-                return None
-            self.skip_steps(failed.run_id, self._t.reachable(failed), error=base.skip_error(failed), now=at)
-            self._finish(failed.run_id, actor, at)
-            return failed
+        return self._fail(step, error, actor, _now(now), skip=self._t.reachable, finish=True)
 
     def retry_later(
         self,

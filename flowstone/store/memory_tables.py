@@ -186,7 +186,7 @@ class Tables:
         succeeded = [
             self.rows[i]
             for i in self.by_asset_key.get((asset, key), ())
-            if self.rows[i].status == "succeeded"
+            if self.rows[i].status == StepStatus.SUCCEEDED
         ]
         return max(succeeded, key=_latest_key) if succeeded else None
 

@@ -17,6 +17,7 @@ from typing import Any, Literal
 from flowstone import approval_types
 from flowstone.identifiers import QualifiedName
 from flowstone.io import base as io_base
+from flowstone.status import ApprovalStatus
 from flowstone.store import (
     approvals,
     audit,
@@ -329,7 +330,9 @@ class PostgresStore(base.Store):
         with self.db.session("read approval") as conn:
             return approvals.approval_get(conn, approval_id)
 
-    def list_approvals(self, *, status: str | None = "pending", limit: int = 100) -> list[records.Approval]:
+    def list_approvals(
+        self, *, status: str | None = ApprovalStatus.PENDING, limit: int = 100
+    ) -> list[records.Approval]:
         """Approvals (of one status, or all), oldest request first."""
         with self.db.session("list approvals") as conn:
             return approvals.approval_list(conn, status, limit)
