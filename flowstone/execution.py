@@ -157,14 +157,22 @@ class StepRunner:
     # -- claiming -----------------------------------------------------------------------------
 
     def claim(
-        self, run_id: str, asset: definitions.AssetDef, batch_key: str, *, reclaim: bool
+        self, run_id: str, asset: definitions.AssetDef, batch_key: str, *, job_id: int | None = None
     ) -> store_base.Claim:
         """Claim the steps of one unit of work with the inputs of the step ``batch_key`` (one
-        round trip); the inputs of other steps of a batch are looked up once, together."""
+        round trip); the inputs of other steps of a batch are looked up once, together. A queued
+        job passes its ``job_id``: it also takes over its own steps left ``running`` by a worker that
+        died (a redelivered job)."""
         lone = partition_keys.decode(batch_key)
         wanted = [(inp.asset, key) for inp in asset.inputs for _, key in self._wanted(asset, lone)[inp.name]]
         claim = self.store.claim(
-            run_id, asset.name, batch_key, wanted=wanted, code_version=asset.code_version, reclaim=reclaim
+            run_id,
+            asset.name,
+            batch_key,
+            wanted=wanted,
+            code_version=asset.code_version,
+            reclaim=job_id is not None,
+            job_id=job_id,
         )
         others = [s for s in claim.steps if s.partition_key != batch_key]
         if others and asset.inputs:
@@ -213,12 +221,13 @@ class StepRunner:
             done.append((step, executed))
         if not done:
             return Ran(outcomes, [])
-        completed, released = self._complete(done)
+        completed, released = self._complete(done, release=claim.run_kind != RunKind.BACKFILL)
         return Ran(outcomes + completed, released)
 
     def _complete(
-        self, done: Sequence[tuple[records.Materialization, Executed]]
+        self, done: Sequence[tuple[records.Materialization, Executed]], *, release: bool
     ) -> tuple[list[StepOutcome], list[store_base.BatchItem]]:
+        """Record successes together; a backfill has no step edges, so nothing to release."""
         items = [
             store_base.Success(
                 step=step,
@@ -231,7 +240,7 @@ class StepRunner:
         ]
         try:
             completed = self.store.complete_steps(
-                items, actor=self.svc.actor, jobs=self.svc.jobs if self.queued else None
+                items, actor=self.svc.actor, jobs=self.svc.jobs if self.queued else None, release=release
             )
         except Exception as exc:  # noqa: BLE001 - the success transaction failed: each step failed
             return [self._record_failure(step, exc) for step, _ in done], []

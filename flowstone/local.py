@@ -36,7 +36,7 @@ class LocalExecutor:
 
     def _run_one(self, run_id: str, key: store_base.StepKey, scope: resources.ResourceScope) -> execution.Ran:
         asset: definitions.AssetDef = self.svc.defs.get(key[0])  # I3: a dict lookup
-        claim = self.runner.claim(run_id, asset, key[1], reclaim=False)
+        claim = self.runner.claim(run_id, asset, key[1])
         if not claim.steps:
             return execution.Ran([self.runner.unstartable(run_id, asset.name, key[1])], [])
         return self.runner.run_claimed(asset, claim, scope=scope)

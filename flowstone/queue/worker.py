@@ -40,8 +40,9 @@ class JobRunner:
         self.store = svc.postgres()
         self.runner = execution.StepRunner(svc, queued=True)
 
-    def run(self, raw: Mapping[str, Any]) -> None:
-        """Validate args, run the job's step(s), record outcomes; raise to steer Procrastinate."""
+    def run(self, raw: Mapping[str, Any], *, job_id: int | None = None) -> None:
+        """Validate args, run the job's step(s), record outcomes; raise to steer Procrastinate.
+        ``job_id``: the Procrastinate job, whose own steps it may take over after a dead worker."""
         try:
             args = jobs.JobArgs.model_validate(dict(raw))
         except pydantic.ValidationError as exc:
@@ -51,7 +52,7 @@ class JobRunner:
             partition_keys.decode(args.partition)
         except errors.FlowStoneError as exc:
             self._reject(raw, exc)
-        claim = self.runner.claim(args.run_id, asset, args.partition, reclaim=True)
+        claim = self.runner.claim(args.run_id, asset, args.partition, job_id=job_id)
         if not claim.steps:
             if self.store.get_run(args.run_id) is None:
                 self._reject(
@@ -140,8 +141,7 @@ def build_blueprint(svc: services.Services) -> procrastinate.Blueprint:
     )
     def run_step(context: JobContext, /, **kwargs: Any) -> None:
         """Run the step(s) one FlowStone job names."""
-        del context
-        job_runner.run(kwargs)
+        job_runner.run(kwargs, job_id=context.job.id)
 
     @blueprint.periodic(cron=jobs.every(options.recovery_interval_s))
     @blueprint.task(name="recover_stalled", queue=jobs.DEFAULT_QUEUE)

@@ -153,12 +153,14 @@ class Store(ABC):
         wanted: Sequence[StepKey] = (),
         code_version: str | None = None,
         reclaim: bool = False,
+        job_id: int | None = None,
         now: datetime | None = None,
     ) -> Claim:
         """Claim the steps of one unit of work (those of ``asset`` whose batch key is ``batch_key``,
         and the step ``batch_key`` itself, created when absent): ``pending``/``queued`` (or
-        ``running`` with ``reclaim``) → ``running``, attempt + 1. The inputs ``wanted`` are looked up
-        in the same round trip (see :meth:`find_inputs`)."""
+        ``running`` with ``reclaim``: only the steps of job ``job_id`` when given) → ``running``,
+        attempt + 1. The inputs ``wanted`` are looked up in the same round trip (see
+        :meth:`find_inputs`)."""
 
     def start_step(
         self,

@@ -146,6 +146,7 @@ def materialization_claim(
     batch_key: str,
     code_version: str | None,
     reclaim: bool,
+    job_id: int | None,
     now: datetime | None,
 ) -> Pending[list[Row]]:
     """Claim the steps of one unit of work; the claimed rows with ``run_kind`` and ``run_config``."""
@@ -157,6 +158,7 @@ def materialization_claim(
             "batch_key": batch_key,
             "code_version": code_version,
             "reclaim": reclaim,
+            "job_id": job_id,
             "now": now,
         },
     )

@@ -105,7 +105,7 @@ class MemoryStore(base.Store):
                 finished_at=None,
             )
             self._runs[run.run_id] = created
-            self._t.edges[run.run_id] = list(edges)
+            self._t.add_edges(run.run_id, edges)
             for step in steps:
                 if (run.run_id, step.asset, step.partition_key) not in self._t.by_step:
                     self._t.new_row(
@@ -149,7 +149,7 @@ class MemoryStore(base.Store):
         run = self._runs.get(run_id)
         if run is None or run.status in RUN_TERMINAL:
             return None
-        status = run_status_of({r.status for r in self._t.rows.values() if r.run_id == run_id})
+        status = run_status_of(set(self._t.counts.get(run_id, {})))
         if status == run.status:
             return None
         terminal = status in RUN_TERMINAL
@@ -165,11 +165,7 @@ class MemoryStore(base.Store):
 
     def step_counts(self, run_id: str) -> dict[str, int]:
         with self._lock:
-            counts: dict[str, int] = {}
-            for row in self._t.rows.values():
-                if row.run_id == run_id:
-                    counts[row.status] = counts.get(row.status, 0) + 1
-            return dict(sorted(counts.items()))
+            return {str(k): v for k, v in sorted(self._t.counts.get(run_id, {}).items())}
 
     # -- the step state machine ---------------------------------------------------------------
 
@@ -182,6 +178,7 @@ class MemoryStore(base.Store):
         wanted: Sequence[base.StepKey] = (),
         code_version: str | None = None,
         reclaim: bool = False,
+        job_id: int | None = None,
         now: datetime | None = None,
     ) -> base.Claim:
         at = _now(now)

@@ -37,8 +37,28 @@ class Tables:
     by_asset_key: dict[base.StepKey, list[int]] = field(default_factory=dict)
     lineage: dict[int, list[tuple[int, str]]] = field(default_factory=dict)  # reader -> [(upstream, input)]
     readers: dict[int, list[tuple[int, str]]] = field(default_factory=dict)  # upstream -> [(reader, input)]
+    by_run: dict[str, list[int]] = field(default_factory=dict)  # run -> ids, in id order
+    counts: dict[str, dict[StepStatus, int]] = field(default_factory=dict)  # run -> status -> steps
     batch: dict[int, str] = field(default_factory=dict)  # id -> batch key
+    batches: dict[tuple[str, str, str], set[str]] = field(default_factory=dict)  # (run, asset, batch) -> keys
     edges: dict[str, list[tuple[base.StepKey, base.StepKey]]] = field(default_factory=dict)  # run -> edges
+    children: dict[str, dict[base.StepKey, list[base.StepKey]]] = field(
+        default_factory=dict
+    )  # run -> up -> downs
+
+    def add_edges(self, run_id: str, edges: Sequence[tuple[base.StepKey, base.StepKey]]) -> None:
+        """The step edges of a run (``flowstone_step_edges``)."""
+        self.edges[run_id] = list(edges)
+        children = self.children.setdefault(run_id, {})
+        for up, down in edges:
+            children.setdefault(up, []).append(down)
+
+    def _set_batch(self, row: records.Materialization, batch_key: str) -> None:
+        old = self.batch.get(row.id)
+        if old is not None:
+            self.batches[(row.run_id, row.asset, old)].discard(row.partition_key)
+        self.batch[row.id] = batch_key
+        self.batches.setdefault((row.run_id, row.asset, batch_key), set()).add(row.partition_key)
 
     def new_row(
         self, run_id: str, asset: str, key: str, *, status: StepStatus, now: datetime, **extra: Any
@@ -65,12 +85,13 @@ class Tables:
         )
         self.by_step[(run_id, asset, key)] = row.id
         self.by_asset_key.setdefault((asset, key), []).append(row.id)
-        self.batch[row.id] = extra.get("batch_key", key)
+        self.by_run.setdefault(run_id, []).append(row.id)
+        self._set_batch(row, extra.get("batch_key", key))
         return self.put(row)
 
     def queue(self, row: records.Materialization, at: datetime) -> records.Materialization:
         """A pending step becomes queued, in its own batch."""
-        self.batch[row.id] = row.partition_key
+        self._set_batch(row, row.partition_key)
         return self.put(dataclasses.replace(row, status=StepStatus.QUEUED, queued_at=at))
 
     def transition(self, step: records.Materialization, **changes: Any) -> records.Materialization | None:
@@ -78,19 +99,14 @@ class Tables:
         current = self.rows.get(step.id)
         if current is None or current.status != StepStatus.RUNNING or current.attempt != step.attempt:
             return None
-        updated = dataclasses.replace(current, **changes)
-        started, finished = updated.started_at, updated.finished_at
+        started = changes.get("started_at", current.started_at)
+        finished = changes.get("finished_at", current.finished_at)
         duration = (finished - started).total_seconds() * 1000 if started and finished else None
-        return self.put(dataclasses.replace(updated, duration_ms=duration))
+        return self.put(dataclasses.replace(current, duration_ms=duration, **changes))
 
     def batch_members(self, run_id: str, asset: str, batch_key: str) -> list[str]:
         """The keys of (run, asset) in a batch, and the batch key itself."""
-        members = {
-            self.rows[i].partition_key
-            for (r, a, _), i in self.by_step.items()
-            if r == run_id and a == asset and self.batch.get(i) == batch_key
-        }
-        return sorted(members | {batch_key})
+        return sorted(self.batches.get((run_id, asset, batch_key), set()) | {batch_key})
 
     def claim_row(
         self,
@@ -135,33 +151,40 @@ class Tables:
     def release(self, done: records.Materialization, at: datetime) -> list[base.BatchItem]:
         """Fan-in (I14): decrement the steps that read ``done``; those at zero become queued."""
         released = []
-        for up, down in self.edges.get(done.run_id, ()):
-            if up != (done.asset, done.partition_key):
-                continue
+        for down in self.children.get(done.run_id, {}).get((done.asset, done.partition_key), ()):
             row = self.step(done.run_id, *down)
             if row is None or row.status != StepStatus.PENDING:
                 continue
-            row = self.put(dataclasses.replace(row, pending_upstream=row.pending_upstream - 1))
-            if row.pending_upstream == 0:
-                self.queue(row, at)
-                released.append((row.asset, row.partition_key))
+            if row.pending_upstream > 1:
+                self.put(dataclasses.replace(row, pending_upstream=row.pending_upstream - 1))
+                continue
+            self._set_batch(row, row.partition_key)
+            self.put(dataclasses.replace(row, pending_upstream=0, status=StepStatus.QUEUED, queued_at=at))
+            released.append((row.asset, row.partition_key))
         return released
 
     def reachable(self, start: records.Materialization) -> list[base.StepKey]:
         """Every step reachable from ``start`` through its run's step edges."""
-        edges = self.edges.get(start.run_id, ())
+        children = self.children.get(start.run_id, {})
         seen: set[base.StepKey] = set()
         frontier = [(start.asset, start.partition_key)]
         while frontier:
-            node = frontier.pop()
-            for up, down in edges:
-                if up == node and down not in seen:
+            for down in children.get(frontier.pop(), ()):
+                if down not in seen:
                     seen.add(down)
                     frontier.append(down)
         return sorted(seen)
 
     def put(self, row: records.Materialization) -> records.Materialization:
-        """Store a new version of a row."""
+        """Store a new version of a row (and keep its run's count of steps by status)."""
+        old = self.rows.get(row.id)
+        if old is None or old.status != row.status:
+            counts = self.counts.setdefault(row.run_id, {})
+            if old is not None:
+                counts[old.status] -= 1
+                if not counts[old.status]:
+                    del counts[old.status]
+            counts[row.status] = counts.get(row.status, 0) + 1
         self.rows[row.id] = row
         return row
 
@@ -179,7 +202,7 @@ class Tables:
 
     def run_steps(self, run_id: str) -> list[records.Materialization]:
         """Every step of a run, in id order."""
-        return sorted((r for r in self.rows.values() if r.run_id == run_id), key=lambda r: r.id)
+        return [self.rows[i] for i in self.by_run.get(run_id, ())]
 
     def latest(self, asset: str, key: str) -> records.Materialization | None:
         """The latest succeeded row: ``finished_at DESC, id DESC`` (I8)."""

@@ -162,6 +162,7 @@ class PostgresStore(base.Store):
         wanted: Sequence[base.StepKey] = (),
         code_version: str | None = None,
         reclaim: bool = False,
+        job_id: int | None = None,
         now: datetime | None = None,
     ) -> base.Claim:
         """See :meth:`Store.claim`: one round trip. Stored outputs of the inputs (Postgres IO
@@ -175,6 +176,7 @@ class PostgresStore(base.Store):
                 wanted=wanted,
                 code_version=code_version,
                 reclaim=reclaim,
+                job_id=job_id,
                 now=now,
             )
         self._keep_outputs(input_rows)

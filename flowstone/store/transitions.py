@@ -123,6 +123,7 @@ def claim(
     wanted: Sequence[base.StepKey],
     code_version: str | None,
     reclaim: bool,
+    job_id: int | None,
     now: datetime | None,
 ) -> tuple[base.Claim, list[pg.Row]]:
     """The claim and the lookup of ``wanted`` inputs, pipelined: one round trip. Each statement
@@ -136,6 +137,7 @@ def claim(
             batch_key=batch_key,
             code_version=code_version,
             reclaim=reclaim,
+            job_id=job_id,
             now=now,
         )
         inputs = mat.materialization_inputs(conn, run_id, wanted) if wanted else None

@@ -38,37 +38,47 @@ WHERE m.run_id = %(run_id)s AND m.asset = j.asset AND m.batch_key = j.batch_key;
 -- name: materialization_claim
 -- Claims the steps one unit of work runs, for running: every step of (run, asset) whose batch key is
 -- batch_key, and the step (run, asset, batch_key) itself, which is inserted running when it has no
--- row yet (an upsert: concurrent claims never duplicate a step, I7). A claimed step moves from
--- pending or queued (or from running with reclaim: a redelivered job whose worker died) to
--- running with attempt + 1; a step in any other status is left as it is. A queued run becomes
--- running. The claim commits asynchronously (ADR 0009): losing it in a crash leaves the steps
--- claimable, and the success commit that follows flushes the WAL up to and including it.
--- Returns each claimed row with its run's kind and config, in key order; nothing when nothing
--- could be claimed or the run does not exist.
+-- row yet (concurrent claims never duplicate a step: the identity key, I7). A claimed step moves from
+-- pending or queued, or with reclaim from running (a redelivered job whose worker died: only the
+-- steps of that job when job_id is given), to running with attempt + 1; a step in any other status is
+-- left as it is. A queued run becomes running. The claim commits asynchronously (ADR 0009): losing
+-- it in a crash leaves the steps claimable, and the success commit that follows flushes the WAL up
+-- to and including it. Returns each claimed row with its run's kind and config, in key order;
+-- nothing when nothing could be claimed or the run does not exist.
 WITH cfg AS (
-    SELECT set_config('synchronous_commit', 'off', true) AS setting
+    SELECT set_config('synchronous_commit', 'off', true) AS setting,
+           coalesce(%(now)s::timestamptz, now()) AS at
 ), run AS (
     SELECT r.run_id, r.kind, r.config FROM flowstone_runs AS r WHERE r.run_id = %(run_id)s
-), members AS (
-    SELECT m.partition_key
-    FROM flowstone_materializations AS m
-    WHERE m.run_id = %(run_id)s AND m.asset = %(asset)s AND m.batch_key = %(batch_key)s
-    UNION
-    SELECT %(batch_key)s::text
-), claimed AS (
-    INSERT INTO flowstone_materializations AS m (run_id, asset, partition_key, status, attempt,
-                                                 started_at, created_at, code_version, batch_key)
-    SELECT run.run_id, %(asset)s::text, members.partition_key, 'running', 1, at.now, at.now,
-           %(code_version)s::text, %(batch_key)s::text
-    FROM run, members, cfg, (SELECT coalesce(%(now)s::timestamptz, now()) AS now) AS at
-    ON CONFLICT ON CONSTRAINT flowstone_materializations_identity_key DO UPDATE
+), updated AS (
+    UPDATE flowstone_materializations AS m
     SET status       = 'running',
         attempt      = m.attempt + 1,
-        started_at   = EXCLUDED.started_at,
+        started_at   = cfg.at,
         finished_at  = NULL,
-        code_version = EXCLUDED.code_version
-    WHERE m.status IN ('pending', 'queued') OR (m.status = 'running' AND %(reclaim)s)
+        code_version = %(code_version)s
+    FROM cfg
+    WHERE m.run_id = %(run_id)s AND m.asset = %(asset)s
+      AND (m.batch_key = %(batch_key)s OR m.partition_key = %(batch_key)s)
+      AND (m.status IN ('pending', 'queued')
+           OR (m.status = 'running' AND %(reclaim)s
+               AND (%(job_id)s::bigint IS NULL OR m.job_id = %(job_id)s::bigint)))
     RETURNING m.*
+), inserted AS (
+    INSERT INTO flowstone_materializations AS m (run_id, asset, partition_key, status, attempt,
+                                                 started_at, created_at, code_version, batch_key)
+    SELECT run.run_id, %(asset)s::text, %(batch_key)s::text, 'running', 1, cfg.at, cfg.at,
+           %(code_version)s::text, %(batch_key)s::text
+    FROM run, cfg
+    WHERE NOT EXISTS (SELECT 1 FROM flowstone_materializations AS e
+                      WHERE e.run_id = %(run_id)s AND e.asset = %(asset)s
+                        AND e.partition_key = %(batch_key)s)
+    ON CONFLICT ON CONSTRAINT flowstone_materializations_identity_key DO NOTHING
+    RETURNING m.*
+), claimed AS (
+    SELECT * FROM updated
+    UNION ALL
+    SELECT * FROM inserted
 ), started AS (
     UPDATE flowstone_runs AS r
     SET status = 'running'

@@ -23,7 +23,8 @@ CASES = [
 def _check_values(url: str, table: str, column: str) -> set[str]:
     with psycopg.connect(url) as conn:
         rows = conn.execute(
-            "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = %s::regclass AND contype = 'c'",
+            "SELECT pg_get_constraintdef(oid) FROM pg_constraint "
+            "WHERE conrelid = %s::regclass AND contype = 'c'",
             (table,),
         ).fetchall()
     lists = [
