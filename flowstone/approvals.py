@@ -31,11 +31,11 @@ class Approvals:
         self, status: str | None = ApprovalStatus.PENDING, *, limit: int = 100
     ) -> builtins.list[records.Approval]:
         """Approvals with ``status`` (``None``: all), oldest request first."""
-        return self._svc.postgres("approvals").list_approvals(status=status, limit=limit)
+        return self._svc.postgres("approvals").approvals.list(status=status, limit=limit)
 
     def get(self, approval_id: int) -> records.Approval:
         """One approval; ``ApprovalNotFoundError`` if there is none with this id."""
-        approval = self._svc.postgres("approvals").get_approval(approval_id)
+        approval = self._svc.postgres("approvals").approvals.get(approval_id)
         if approval is None:
             raise errors.ApprovalNotFoundError(f"there is no approval {approval_id}")
         return approval
@@ -53,7 +53,7 @@ class Approvals:
             raise errors.ConfigurationError("a decision needs the name of who decides: by='alice'")
         if by == SYSTEM_ACTOR:
             raise errors.NotAllowedError(f"{SYSTEM_ACTOR!r} is reserved for timeouts")
-        return self._svc.postgres("approvals").decide_approval(
+        return self._svc.postgres("approvals").approvals.decide(
             approval_id,
             "approve" if decision == "approve" else "reject",
             by=by,
@@ -64,4 +64,4 @@ class Approvals:
     def expire_due(self, *, now: datetime | None = None) -> builtins.list[records.Approval]:
         """Apply ``on_timeout`` to the pending approvals due at ``now`` (default: the database
         clock), as the actor ``system``; returns the approvals decided."""
-        return self._svc.postgres("approvals").expire_due_approvals(jobs=self._svc.jobs, now=now)
+        return self._svc.postgres("approvals").approvals.expire_due(jobs=self._svc.jobs, now=now)

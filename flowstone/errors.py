@@ -38,7 +38,9 @@ __all__ = [
     "OutputNotSerializableError",
     "ResourceError",
     "Result",
+    "RunAbandonedError",
     "RunConfigMissingError",
+    "StepLostError",
     "StoreError",
     "UnknownAssetError",
 ]
@@ -224,6 +226,15 @@ class InvalidTransitionError(StoreError):
     """A guarded status transition was refused (e.g. ``succeeded`` back to ``running``)."""
 
     default_retryable = False
+
+
+class StepLostError(StoreError):
+    """A step's job ended without recording the step's outcome (its worker lost the database, or the
+    server restarted in between): the recovery sweep retries the step or fails it with this."""
+
+
+class RunAbandonedError(FlowStoneError):
+    """The process running an in-process run ended before its steps did (killed, or crashed)."""
 
 
 class MigrationError(FlowStoneError):

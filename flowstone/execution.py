@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import functools
 import logging
+import random
+import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from flowstone import (
     approval_types,
@@ -47,6 +49,12 @@ from flowstone.store import records
 __all__ = ["AfterStoreHook", "Ran", "StepOutcome", "StepRunner", "create_run"]
 
 logger = logging.getLogger("flowstone.execution")
+
+T = TypeVar("T")
+
+STORE_FAULT_ATTEMPTS = 3
+"""Attempts a queued step gets beyond its retry policy when recording its outcome hit a database
+fault (a dropped connection, a restart): the fault is not the asset's."""
 
 AfterStoreHook = Callable[[records.Materialization, io_base.OutputRef], None]
 """Called after the output is stored and before the success is recorded; tests use it to inject
@@ -268,7 +276,10 @@ class StepRunner:
         self, step: records.Materialization, request: approval_types.ApprovalRequest
     ) -> StepOutcome:
         try:
-            row = self.store.request_approval(step, request, actor=self.svc.actor, jobs=self.svc.jobs)
+            row = self._durably(
+                "record the approval request",
+                lambda: self.store.request_approval(step, request, actor=self.svc.actor, jobs=self.svc.jobs),
+            )
         except errors.FlowStoneError as exc:  # e.g. approvals on the memory store: a clear failure
             return self._record_failure(step, exc)
         return StepOutcome(record=row or self._current(step))
@@ -282,14 +293,41 @@ class StepRunner:
             )
         logger.info("step %s [%s] failed: %s", step.asset, step.partition_key, error)
         policy = self.defs.get(step.asset).retry
-        if self.queued and error.retryable and step.attempt < policy.max_attempts:
+        # The database failing under FlowStone's own writes is not the asset's failure: a queued
+        # step gets a few more attempts than its policy for that.
+        allowed = policy.max_attempts + (STORE_FAULT_ATTEMPTS if isinstance(error, errors.StoreError) else 0)
+        if self.queued and error.retryable and step.attempt < allowed:
             delay = policy.delay_s(step.attempt)
-            row = self.store.retry_later(step, error=error.to_dict(), retry_in_s=delay, actor=self.svc.actor)
+            row = self._durably(
+                "record a retry",
+                lambda: self.store.retry_later(
+                    step, error=error.to_dict(), retry_in_s=delay, actor=self.svc.actor
+                ),
+            )
             if row is not None:
                 return StepOutcome(record=row, error=error, retry_in_s=delay)
             return StepOutcome(record=self._current(step), error=error)
-        failed = self.store.fail_terminal(step, error=error.to_dict(), actor=self.svc.actor)
+        failed = self._durably(
+            "record a failure",
+            lambda: self.store.fail_terminal(step, error=error.to_dict(), actor=self.svc.actor),
+        )
         return StepOutcome(record=failed if failed is not None else self._current(step), error=error)
+
+    def _durably(self, what: str, write: Callable[[], T]) -> T:
+        """Run a store write, again on a fresh connection while the database is unavailable
+        (backoff with jitter), for at most ``record_retry_s``; then the error escapes and the
+        recovery sweep settles the step."""
+        deadline = time.monotonic() + self.svc.options.record_retry_s
+        delay = 0.05
+        while True:
+            try:
+                return write()
+            except errors.StoreError as exc:
+                if not exc.retryable or time.monotonic() + delay > deadline:
+                    raise
+                logger.warning("could not %s (%s); trying again in %.2f s", what, exc.message, delay)
+                time.sleep(delay * (1 + random.random() / 2))  # noqa: S311 - jitter, not security
+                delay = min(delay * 2, 2.0)
 
     def _execute(
         self,

@@ -44,19 +44,25 @@ class LocalExecutor:
     def run(
         self,
         run_id: str,
-        ready: Iterable[store_base.StepKey],
+        ready: Iterable[store_base.StepKey] | Callable[[], Iterable[store_base.StepKey]],
         *,
         order: Mapping[store_base.StepKey, int],
         config: RunConfig,
         result: RunResult,
     ) -> RunResult:
-        """Run the ``ready`` steps and every step their successes release, lowest ``order``
-        first (the plan's order, so a run executes exactly as planned); record what happened in
-        ``result``."""
-        fallback = len(order)
-        heap = [(order.get(k, fallback), k) for k in dict.fromkeys(ready)]
-        heapq.heapify(heap)
-        with resources.ResourceScope(self.svc.defs.resources, config.resources) as scope:
+        """Run the ``ready`` steps (or those ``ready()`` returns once this process owns the run)
+        and every step their successes release, lowest ``order`` first (the plan's order, so a run
+        executes exactly as planned); record what happened in ``result``. The process owns the run
+        meanwhile (``store.hold_run``): if it dies, the recovery sweep fails the run's active steps
+        (``RunAbandonedError``) and ``runtime.resume`` runs them again."""
+        with (
+            self.svc.store.hold_run(run_id),
+            resources.ResourceScope(self.svc.defs.resources, config.resources) as scope,
+        ):
+            keys = ready() if callable(ready) else ready
+            fallback = len(order)
+            heap = [(order.get(k, fallback), k) for k in dict.fromkeys(keys)]
+            heapq.heapify(heap)
             while heap:
                 _, key = heapq.heappop(heap)
                 ran = self._run_one(run_id, key, scope)
@@ -78,6 +84,7 @@ class LocalExecutor:
         """Run independent steps (no edges between them) in ``max_workers`` threads."""
         outcomes: dict[store_base.StepKey, execution.StepOutcome] = {}
         with (
+            self.svc.store.hold_run(run_id),
             resources.ResourceScope(self.svc.defs.resources, config.resources) as scope,
             concurrent.futures.ThreadPoolExecutor(max_workers=max(1, max_workers)) as pool,
         ):

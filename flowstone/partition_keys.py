@@ -40,7 +40,15 @@ from typing import TypeAlias
 
 from flowstone import errors
 
-__all__ = ["MAX_TUPLE_DEPTH", "UNPARTITIONED", "PartitionValue", "decode", "encode"]
+__all__ = [
+    "MAX_KEY_BYTES",
+    "MAX_TUPLE_DEPTH",
+    "UNPARTITIONED",
+    "PartitionValue",
+    "check_length",
+    "decode",
+    "encode",
+]
 
 PartitionValue: TypeAlias = str | int | date | datetime | tuple["PartitionValue", ...]
 """A partition value: ``str``, ``int``, ``date``, ``datetime`` or a (nested) tuple of these."""
@@ -50,6 +58,11 @@ UNPARTITIONED: str = "__unpartitioned__"
 
 MAX_TUPLE_DEPTH: int = 10
 """How deeply tuples may nest; each level doubles the backslashes of the JSON inside it."""
+
+MAX_KEY_BYTES: int = 2000
+"""The longest encoded key (UTF-8 bytes). Keys are parts of B-tree index entries, which Postgres
+caps at about 2,700 bytes (a third of a page) with the asset name and run id beside them; a longer
+key is refused here, before anything is written, in every entry point and both stores."""
 
 # ASCII digits only: int() would also accept "+1", " 1", "1_0" and non-ASCII digits (U+0661).
 _INT_RE = re.compile(r"-?(?:0|[1-9][0-9]*)")
@@ -70,9 +83,31 @@ def encode(value: PartitionValue | None) -> str:
     if value is None:
         return UNPARTITIONED
     try:
-        return _encode(value, "value", 0)
+        key = _encode(value, "value", 0)
+        _check_length(key, "its key")
     except _InvalidError as exc:
         raise errors.InvalidPartitionError(f"cannot encode partition value {_shown(value)}: {exc}") from None
+    return key
+
+
+def check_length(key: str) -> str:
+    """Refuse an encoded key longer than :data:`MAX_KEY_BYTES` (UTF-8) with the reason; returns it."""
+    try:
+        return _check_length(key, "it")
+    except _InvalidError as exc:
+        raise errors.InvalidPartitionError(
+            f"invalid partition key {_shown(key)}: {exc}", partition=_shorten(key)
+        ) from None
+
+
+def _check_length(key: str, what: str) -> str:
+    size = len(key.encode("utf-8", "surrogatepass"))
+    if size > MAX_KEY_BYTES:
+        raise _InvalidError(
+            f"{what} is {size} bytes long; a partition key is at most {MAX_KEY_BYTES} bytes (it is part "
+            "of database index entries): use a shorter partition value"
+        )
+    return key
 
 
 def decode(key: str) -> PartitionValue | None:
@@ -88,7 +123,8 @@ def decode(key: str) -> PartitionValue | None:
     if key == UNPARTITIONED:
         return None
     try:
-        return _decode(key, 0)
+        value = _decode(key, 0)
+        _check_length(key, "it")  # after the structure: a malformed key says what is malformed
     except _InvalidError as exc:
         raise errors.InvalidPartitionError(
             f"invalid partition key {_shown(key)}: {exc}", partition=_shorten(key)
@@ -98,6 +134,7 @@ def decode(key: str) -> PartitionValue | None:
             f"invalid partition key {_shown(key)}: nested too deeply",
             partition=_shorten(key),
         ) from None
+    return value
 
 
 def _encode(value: object, path: str, depth: int) -> str:

@@ -116,14 +116,21 @@ class GcReport:
     deleted: dict[str, int]
     skipped: list[str] = field(default_factory=list)
     """Why some versions stayed (e.g. written by an IO manager that is not configured)."""
+    orphans: dict[str, int] = field(default_factory=dict)
+    """Versions of attempts that stored an output but never recorded a success, deleted (or, with
+    ``dry_run``, found), by IO manager key."""
 
 
 @dataclass(frozen=True)
 class BackfillResult:
-    """Counts of a backfill: partitions that succeeded, failed, or were skipped (already done)."""
+    """Counts of a backfill: partitions that succeeded, failed, waited for approval, or were skipped
+    (already done)."""
 
     run_id: str | None
     succeeded: int
     failed: int
     skipped: int
     errors: dict[str, FlowStoneError] = field(default_factory=dict)
+    waiting: int = 0
+    """Partitions waiting for approval (approve them, then ``runtime.resume(run_id)``): neither
+    succeeded nor failed."""

@@ -86,7 +86,7 @@ class FlowStone:
                         f"IO manager {key!r} is a PostgresIOManager, which needs the Postgres store "
                         "(not store='memory')"
                     )
-                manager.bind(self.store)
+                manager.bind(self.store.outputs)
                 manager.validate_assets([a.name for a in defs.assets.values() if a.io_manager == key])
         automation.validate(defs)
         self.services = services.Services(
@@ -263,23 +263,38 @@ class FlowStone:
 
     def resume(self, run_id: str, *, raise_on_error: bool = True) -> RunResult:
         """Continue an in-process run in this process: run its steps that are ready (approved
-        steps, and what was waiting behind them), in order. Queued runs continue on workers."""
+        steps, and what was waiting behind them), in order, and the steps of a run whose process
+        died (``RunAbandonedError``) again. Queued runs continue on workers."""
         run = self.store.get_run(run_id)
         if run is None:
             raise errors.FlowStoneError(f"run {run_id} does not exist", run_id=run_id)
-        if run.kind != RunKind.MATERIALIZE:
+        if run.kind != RunKind.MATERIALIZE and run.tags.get("backfill") != "sync":
             raise errors.ConfigurationError(
                 f"run {run_id} is a queued run ({run.kind}): workers continue it", run_id=run_id
             )
-        rows = self.store.run_steps(run_id)
         position = {name: i for i, name in enumerate(self.defs.graph.topological_order())}
-        rows.sort(key=lambda r: (position.get(r.asset, len(position)), r.partition_key))
-        order = {(r.asset, r.partition_key): i for i, r in enumerate(rows)}
-        ready = [
-            (r.asset, r.partition_key)
-            for r in rows
-            if r.status == StepStatus.QUEUED or (r.status == StepStatus.PENDING and r.pending_upstream == 0)
-        ]
+        order: dict[tuple[str, str], int] = {}
+
+        def ready() -> list[tuple[str, str]]:
+            # Once this process owns the run: steps a dead process left behind run again.
+            if isinstance(self.store, PostgresStore):
+                self.store.reopen_run(
+                    run_id,
+                    statuses=[StepStatus.FAILED],
+                    error_type=errors.RunAbandonedError.__name__,
+                    jobs=None,
+                    actor=self.actor,
+                )
+            rows = self.store.run_steps(run_id)
+            rows.sort(key=lambda r: (position.get(r.asset, len(position)), r.partition_key))
+            order.update({(r.asset, r.partition_key): i for i, r in enumerate(rows)})
+            return [
+                (r.asset, r.partition_key)
+                for r in rows
+                if r.status == StepStatus.QUEUED
+                or (r.status == StepStatus.PENDING and r.pending_upstream == 0)
+            ]
+
         result = RunResult(run_id=run_id, status=run.status, steps=[], key_of=self.partition_key)
         executor = local.LocalExecutor(self.services)
         executor.run(run_id, ready, order=order, config=RunConfig.model_validate(run.config), result=result)
@@ -328,12 +343,14 @@ class FlowStone:
             key: o.error for (_, key), o in outcomes.items() if not o.succeeded and o.error is not None
         }
         succeeded = sum(o.succeeded for o in outcomes.values())
+        waiting = sum(o.waiting for o in outcomes.values())
         return BackfillResult(
             run_id=run_id,
             succeeded=succeeded,
-            failed=len(todo) - succeeded,
+            failed=len(todo) - succeeded - waiting,
             skipped=len(values) - len(todo),
             errors=failures,
+            waiting=waiting,
         )
 
     def _backfill_values(

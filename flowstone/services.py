@@ -32,6 +32,11 @@ class QueueOptions:
     heartbeat_interval_s: float = 10.0
     worker_pool_size: int = 10
     automation_interval_s: int = 10
+    record_retry_s: float = 60.0
+    """How long a step's outcome is retried on fresh connections while the database is unavailable
+    before the attempt gives up (the recovery sweep then settles the step)."""
+    outage_timeout_s: float = 600.0
+    """How long ``flowstone worker`` waits for the database to come back before it exits non-zero."""
 
 
 @dataclass(frozen=True, slots=True)

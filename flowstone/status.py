@@ -55,6 +55,8 @@ class ApprovalStatus(StrEnum):
     APPROVED = "approved"
     REJECTED = "rejected"
     EXPIRED = "expired"
+    WITHDRAWN = "withdrawn"
+    """The run was cancelled while the step waited: nobody needs to decide any more."""
 
 
 class RunKind(StrEnum):

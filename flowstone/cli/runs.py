@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from collections.abc import Mapping
@@ -10,7 +11,7 @@ from typing import Any
 
 from flowstone import errors
 from flowstone.cli import common
-from flowstone.queue import client, jobs
+from flowstone.queue import client, jobs, process
 from flowstone.status import RunStatus
 from flowstone.store import records
 
@@ -141,8 +142,16 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         f"flowstone worker: queues={','.join(queues) if queues else 'all'} "
         f"concurrency={args.concurrency}{' one-shot' if args.one_shot else ''}"
     )
+    svc = runtime.services
+    if args.outage_timeout is not None:
+        svc = dataclasses.replace(
+            svc, options=dataclasses.replace(svc.options, outage_timeout_s=args.outage_timeout)
+        )
     try:
-        runtime.procrastinate_app.run_worker(
+        return process.run(
+            svc,
+            runtime.procrastinate_app,
+            runtime.require_database_url(),
             queues=queues,
             concurrency=args.concurrency,
             wait=not args.one_shot,
@@ -150,7 +159,6 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         )
     finally:
         runtime.close()
-    return 0
 
 
 def add_commands(commands: Any) -> None:
@@ -198,6 +206,12 @@ def add_commands(commands: Any) -> None:
     worker.add_argument("--queues", default=None, help="comma-separated queues (default: all)")
     worker.add_argument("--name", default="flowstone-worker", help="worker name (in logs)")
     worker.add_argument("--one-shot", action="store_true", help="exit when no job is left")
+    worker.add_argument(
+        "--outage-timeout",
+        type=float,
+        default=None,
+        help="seconds to wait for the database during an outage before exiting with status 3 (default 600)",
+    )
     worker.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"], help="log level"
     )

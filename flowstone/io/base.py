@@ -11,6 +11,7 @@ never read and can be removed with :meth:`IOManager.delete`.
 from __future__ import annotations
 
 import abc
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, TypeVar
 
@@ -137,6 +138,12 @@ class IOManager(abc.ABC):
     @abc.abstractmethod
     def delete(self, ref: OutputRef) -> None:
         """Remove a stored version; deleting one that does not exist is not an error."""
+
+    def stored_versions(self, asset: str, manager_key: str) -> Iterator[tuple[int, OutputRef]]:
+        """Every version this manager holds of ``asset``, with the materialization id it names,
+        so that gc can collect versions no committed row references (an attempt that stored its
+        output, then never recorded its success). Managers that cannot list yield nothing."""
+        return iter(())
 
 
 @dataclass(frozen=True)

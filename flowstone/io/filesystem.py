@@ -22,6 +22,7 @@ import re
 import secrets
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 from flowstone import codec, errors, partition_keys
@@ -160,6 +161,20 @@ class FilesystemIOManager(base.IOManager):
             raise errors.IOManagerError(
                 f"could not delete {path}: {exc}", context={"file": str(path)}
             ) from exc
+
+    def stored_versions(self, asset: str, manager_key: str) -> Iterator[tuple[int, base.OutputRef]]:
+        """Every version file of ``asset`` under ``base_dir`` (see :meth:`IOManager.stored_versions`)."""
+        root = self.base_dir / asset
+        if not _ASSET_RE.fullmatch(asset) or not root.is_dir():
+            return
+        for directory in sorted(root.iterdir()):
+            if not directory.is_dir() or not _SAFE_NAME_RE.fullmatch(directory.name):
+                continue
+            for path in sorted(directory.glob("*.json")):
+                version = path.name.removesuffix(".json")
+                if _VERSION_RE.fullmatch(version):
+                    ref = base.OutputRef(manager=manager_key, uri=path.as_uri(), version=version)
+                    yield int(version.split("-", 1)[0]), ref
 
     def _path_from_uri(self, ref: base.OutputRef) -> Path:
         parts = urllib.parse.urlsplit(ref.uri)

@@ -73,6 +73,7 @@ class Enqueuer:
             connection=conn,
             queue=jobs.DEFAULT_QUEUE,
             schedule_at=at,
+            priority=jobs.MAINTENANCE_PRIORITY,
         )
         return deferrer.defer(
             **jobs.JobArgs(run_id=run_id, asset=asset, partition=partition_key).model_dump()
@@ -165,7 +166,7 @@ def submit(
 
 
 BACKFILL_CHUNK = 5_000
-"""Steps written per backfill transaction (COPY), each chunk with its jobs."""
+"""Steps written per COPY (with their jobs) inside the one transaction of a backfill."""
 
 
 def backfill(
@@ -178,7 +179,9 @@ def backfill(
     config: results.RunConfig,
     progress: Callable[[int, int], None] | None,
 ) -> RunHandle:
-    """Enqueue the missing partitions of ``asset`` in bulk: one transaction per chunk of steps."""
+    """Enqueue the missing partitions of ``asset`` in bulk: the run, its steps and their jobs in ONE
+    transaction, so a failure part-way leaves nothing (and a run never reports ``succeeded``
+    while a planned partition is missing)."""
     if partitions_per_job < 1:
         raise errors.ConfigurationError(f"partitions_per_job must be at least 1, got {partitions_per_job}")
     store = svc.postgres()
@@ -202,18 +205,15 @@ def backfill(
         },
         status=RunStatus.QUEUED,
     )
-    per_chunk = max(1, BACKFILL_CHUNK // partitions_per_job)
-    written = 0
-    queue = svc.job_queue()
-    for start in range(0, max(len(batches), 1), per_chunk):
-        chunk = batches[start : start + per_chunk]
-        written += store.enqueue_batches(
-            run_id, asset, definition.code_version, chunk, queue, run=run if start == 0 else None
-        )
-        if progress is not None:
-            progress(written, len(todo))
-    if not todo:
-        store.finish_run(run_id, actor=svc.actor)
+    store.enqueue_backfill(
+        run,
+        asset,
+        definition.code_version,
+        batches,
+        svc.job_queue(),
+        chunk=BACKFILL_CHUNK,
+        progress=(lambda written: progress(written, len(todo))) if progress is not None else None,
+    )
     return RunHandle(svc, run_id)
 
 

@@ -14,13 +14,14 @@ import pydantic
 from procrastinate import retry as procrastinate_retry
 from procrastinate.jobs import Job
 
-from flowstone import errors, execution
+from flowstone import errors, execution, partition_keys
 from flowstone.status import StepStatus
 
 __all__ = [
     "APPROVAL_TIMEOUT_TASK_NAME",
     "AUTOMATION_TASK_NAME",
     "DEFAULT_QUEUE",
+    "MAINTENANCE_PRIORITY",
     "NAMESPACE",
     "RECOVER_TASK_NAME",
     "TASK_NAME",
@@ -40,6 +41,9 @@ AUTOMATION_TASK_NAME = f"{NAMESPACE}:automation_tick"
 APPROVAL_TIMEOUT_TASK_NAME = f"{NAMESPACE}:approval_timeout"
 DEFAULT_QUEUE = "flowstone"
 """Queue of assets that name none (per-asset ``queue=`` overrides it)."""
+MAINTENANCE_PRIORITY = 1000
+"""Procrastinate priority of FlowStone's maintenance jobs, approval timeouts and recovered step jobs:
+above any user priority, so that they never wait behind a backlog of user work."""
 
 
 class JobArgs(pydantic.BaseModel):
@@ -49,7 +53,8 @@ class JobArgs(pydantic.BaseModel):
 
     run_id: str = pydantic.Field(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
     asset: str = pydantic.Field(max_length=128)
-    partition: str = pydantic.Field(max_length=100_000)
+    partition: str = pydantic.Field(max_length=partition_keys.MAX_KEY_BYTES)
+    """The batch key: an encoded partition key, so at most :data:`partition_keys.MAX_KEY_BYTES`."""
 
 
 class RetryStep(Exception):  # noqa: N818 - a signal to the retry strategy, not an error

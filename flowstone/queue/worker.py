@@ -18,15 +18,19 @@ from procrastinate.job_context import JobContext
 
 from flowstone import automation, errors, execution, partition_keys, resources, results, services
 from flowstone.queue import jobs
+from flowstone.store import records, transitions
 
 __all__ = [
     "JobRunner",
+    "abandon_runs",
     "automation_tick",
     "build_app",
     "build_blueprint",
     "expire_approvals",
     "finish_runs",
+    "maintain",
     "recover_stalled",
+    "settle_orphans",
 ]
 
 logger = logging.getLogger("flowstone.queue")
@@ -96,13 +100,63 @@ class JobRunner:
 
 
 def recover_stalled(svc: services.Services) -> list[int]:
-    """Hand the jobs of dead workers back to the queue (their steps are then reclaimed)."""
+    """Hand the jobs of dead workers back to the queue, ahead of any backlog (their steps are then
+    reclaimed)."""
     ids = svc.postgres().recover_stalled_jobs(
-        task_names=[jobs.TASK_NAME], stalled_after_s=svc.options.stalled_after_s
+        task_names=[jobs.TASK_NAME],
+        stalled_after_s=svc.options.stalled_after_s,
+        priority=jobs.MAINTENANCE_PRIORITY,
     )
     if ids:
         logger.warning("re-queued %d stalled job(s): %s", len(ids), ids)
     return ids
+
+
+def settle_orphans(svc: services.Services) -> int:
+    """Settle the steps whose job ended without them (a worker whose outcome write failed, a claim
+    lost in a server crash): a queued step gets a new job; a running one is retried while its
+    retry policy (plus the attempts granted for database faults) allows, else it fails with
+    :class:`~flowstone.errors.StepLostError`."""
+
+    def decide(
+        step: records.Materialization, job_status: str | None
+    ) -> tuple[transitions.Settlement, dict[str, Any]]:
+        error = errors.StepLostError(
+            f"the job of this step ended ({job_status or 'and was deleted'}) without recording the "
+            "step's outcome: its worker lost the database, or the server restarted",
+            asset=step.asset,
+            partition=step.partition_key,
+            run_id=step.run_id,
+            retryable=True,
+        )
+        try:
+            allowed = svc.defs.get(step.asset).retry.max_attempts + execution.STORE_FAULT_ATTEMPTS
+        except errors.UnknownAssetError:
+            return "fail", error.to_dict()
+        return ("retry" if step.attempt < allowed else "fail"), error.to_dict()
+
+    settled = svc.postgres().settle_orphans(decide=decide, jobs=svc.job_queue(), actor=svc.actor)
+    for step, settlement in settled:
+        logger.warning("step %s [%s] lost its job: %s", step.asset, step.partition_key, settlement)
+    return len(settled)
+
+
+def abandon_runs(svc: services.Services) -> list[str]:
+    """Fail the in-process runs whose process is gone (``runtime.resume`` runs them again)."""
+    ids = svc.postgres().abandon_runs(actor=svc.actor)
+    if ids:
+        logger.warning("%d in-process run(s) lost their process: %s", len(ids), ids)
+    return ids
+
+
+def maintain(svc: services.Services) -> None:
+    """One round of recovery: stalled jobs, steps whose job ended, abandoned in-process runs,
+    runs left unfinished, due approval timeouts."""
+    recover_stalled(svc)
+    settle_orphans(svc)
+    abandon_runs(svc)
+    finish_runs(svc)
+    expire_approvals(svc)
 
 
 def finish_runs(svc: services.Services) -> list[str]:
@@ -115,7 +169,7 @@ def finish_runs(svc: services.Services) -> list[str]:
 
 def expire_approvals(svc: services.Services, *, materialization_id: int | None = None) -> int:
     """Apply the timeout of the approvals that are due (of one step, when given)."""
-    expired = svc.postgres().expire_due_approvals(jobs=svc.jobs, materialization_id=materialization_id)
+    expired = svc.postgres().approvals.expire_due(jobs=svc.jobs, materialization_id=materialization_id)
     if expired and materialization_id is None:
         logger.info("applied the timeout of %d approval(s)", len(expired))
     return len(expired)
@@ -143,23 +197,23 @@ def build_blueprint(svc: services.Services) -> procrastinate.Blueprint:
         """Run the step(s) one FlowStone job names."""
         job_runner.run(kwargs, job_id=context.job.id)
 
-    @blueprint.periodic(cron=jobs.every(options.recovery_interval_s))
-    @blueprint.task(name="recover_stalled", queue=jobs.DEFAULT_QUEUE)
+    # `flowstone worker` also runs these on a timer of its own (queue.process); as jobs, with the
+    # maintenance priority, they serve workers started with Procrastinate's own CLI.
+    @blueprint.periodic(cron=jobs.every(options.recovery_interval_s), priority=jobs.MAINTENANCE_PRIORITY)
+    @blueprint.task(name="recover_stalled", queue=jobs.DEFAULT_QUEUE, priority=jobs.MAINTENANCE_PRIORITY)
     def recover_stalled_task(timestamp: int) -> None:
-        """Recovery: stalled jobs, runs left unfinished, due approval timeouts."""
+        """Recovery (see :func:`maintain`)."""
         del timestamp
-        recover_stalled(svc)
-        finish_runs(svc)
-        expire_approvals(svc)
+        maintain(svc)
 
-    @blueprint.periodic(cron=jobs.every(options.automation_interval_s))
-    @blueprint.task(name="automation_tick", queue=jobs.DEFAULT_QUEUE)
+    @blueprint.periodic(cron=jobs.every(options.automation_interval_s), priority=jobs.MAINTENANCE_PRIORITY)
+    @blueprint.task(name="automation_tick", queue=jobs.DEFAULT_QUEUE, priority=jobs.MAINTENANCE_PRIORITY)
     def automation_task(timestamp: int) -> None:
         """Evaluate schedules and due sensors."""
         del timestamp
         automation_tick(svc)
 
-    @blueprint.task(name="approval_timeout", queue=jobs.DEFAULT_QUEUE)
+    @blueprint.task(name="approval_timeout", queue=jobs.DEFAULT_QUEUE, priority=jobs.MAINTENANCE_PRIORITY)
     def approval_timeout(**kwargs: Any) -> None:
         """Apply the on_timeout policy of one step's approval if it is still pending when due."""
         try:
@@ -177,7 +231,11 @@ def build_app(svc: services.Services, url: str, blueprint: procrastinate.Bluepri
     """A ready ``procrastinate.App`` on FlowStone's database with FlowStone's tasks."""
     options = svc.options
     app = procrastinate.App(
-        connector=procrastinate.PsycopgConnector(conninfo=url, min_size=1, max_size=options.worker_pool_size),
+        # timeout: how long a job's fetch or finish waits for a connection; a worker notices an
+        # outage within it (flowstone worker then waits for the database, queue.process).
+        connector=procrastinate.PsycopgConnector(
+            conninfo=url, min_size=1, max_size=options.worker_pool_size, timeout=10
+        ),
         worker_defaults={
             "update_heartbeat_interval": options.heartbeat_interval_s,
             "stalled_worker_timeout": options.stalled_after_s,

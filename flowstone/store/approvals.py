@@ -19,6 +19,8 @@ __all__ = [
     "approval_list",
     "approval_lock",
     "approval_request",
+    "approval_set_timeout_job",
+    "approval_withdraw_run",
 ]
 
 
@@ -90,3 +92,18 @@ def approval_decide(
         Q("approval_decide"), {"id": approval_id, "status": status, "by": by, "reason": reason, "now": now}
     ).fetchone()
     return pg.approval_from_row(row) if row else None
+
+
+def approval_set_timeout_job(conn: Conn, approval_id: int, job_id: int) -> None:
+    """Record the approval-timeout job of a request."""
+    conn.execute(Q("approval_set_timeout_job"), {"id": approval_id, "job_id": job_id})
+
+
+def approval_withdraw_run(
+    conn: Conn, run_id: str, *, by: str, reason: str, now: datetime | None
+) -> list[records.Approval]:
+    """Withdraw the pending approvals of a cancelled run."""
+    rows = conn.execute(
+        Q("approval_withdraw_run"), {"run_id": pg.run_uuid(run_id), "by": by, "reason": reason, "now": now}
+    ).fetchall()
+    return [pg.approval_from_row(r) for r in rows]

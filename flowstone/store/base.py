@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -184,6 +185,10 @@ class Store(ABC):
     @abstractmethod
     def get_materialization(self, materialization_id: int) -> records.Materialization | None:
         """The row with this id, or ``None``."""
+
+    @abstractmethod
+    def get_materializations(self, ids: Sequence[int]) -> dict[int, records.Materialization]:
+        """The rows with these ids that exist, by id."""
 
     @abstractmethod
     def find_inputs(self, run_id: str, wanted: Sequence[StepKey]) -> Found:
@@ -356,6 +361,11 @@ class Store(ABC):
     @abstractmethod
     def mark_outputs_deleted(self, ids: Sequence[int], *, now: datetime | None = None) -> None:
         """Record that gc deleted the output versions of these materializations."""
+
+    @abstractmethod
+    def hold_run(self, run_id: str) -> AbstractContextManager[None]:
+        """Own an in-process run while this process runs its steps (Postgres: a session-level
+        advisory lock the recovery sweep checks; the memory store lives and dies with its process)."""
 
     def close(self) -> None:  # noqa: B027 - optional hook, most stores hold nothing
         """Release connections."""

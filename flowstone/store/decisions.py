@@ -47,7 +47,8 @@ def request(
     if row is None:
         return False
     if row["approval_id"] is not None and row["timeout_at"] is not None and jobs is not None:
-        jobs.defer_timeout(conn, step.run_id, step.asset, step.partition_key, row["timeout_at"])
+        job_id = jobs.defer_timeout(conn, step.run_id, step.asset, step.partition_key, row["timeout_at"])
+        approvals.approval_set_timeout_job(conn, row["approval_id"], job_id)
     transitions.finish(conn, step.run_id, actor, now)
     return True
 
@@ -72,6 +73,13 @@ def decision_of(approval: records.Approval | None) -> approval_types.ApprovalDec
         decided_at=approval.decided_at,
         reason=approval.reason,
     )
+
+
+def _queued(row: Row) -> bool:
+    """Whether the approval's run is a queued one (workers continue it after an approval)."""
+    if row["run_kind"] == RunKind.SUBMIT:
+        return True
+    return row["run_kind"] == RunKind.BACKFILL and (row["run_tags"] or {}).get("backfill") != "sync"
 
 
 def decide(
@@ -142,12 +150,16 @@ def apply(
     approval = approvals.approval_decide(conn, row["id"], _STATUS[decision], by=by, reason=reason, now=now)
     if approval is None:  # pragma: no cover - the row is locked and was pending
         raise errors.ApprovalAlreadyDecidedError(f"approval {row['id']} was already decided")
+    if row["timeout_job_id"] is not None and jobs is not None:
+        jobs.cancel_job(conn, row["timeout_job_id"])  # a decision came first (a no-op if it is running)
     if decision == "approve":
         resumed = mat.materialization_resume_approved(conn, approval.materialization_id, now)
-        if resumed is not None and row["run_kind"] in (RunKind.SUBMIT, RunKind.BACKFILL):
+        if resumed is not None and _queued(row):
             if jobs is None:
                 raise errors.ConfigurationError("approving a queued run needs the queue's enqueuer")
-            transitions.defer(conn, approval.run_id, [(approval.asset, approval.partition_key)], jobs)
+            # The step alone gets the new job: batch-mates of a batched backfill keep theirs.
+            (job_id,) = jobs.defer_steps(conn, approval.run_id, [(approval.asset, approval.partition_key)])
+            mat.materialization_set_job(conn, approval.materialization_id, job_id)
     else:
         error_type: type[errors.FlowStoneError] = (
             errors.ApprovalRejectedError if decision == "reject" else errors.ApprovalTimedOutError

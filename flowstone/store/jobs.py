@@ -24,9 +24,16 @@ def job_stalled_claim(conn: Conn, task_names: Sequence[str], stalled_after_s: fl
     return [int(r["id"]) for r in rows]
 
 
-def job_retry(conn: Conn, job_id: int) -> None:
-    """Put a ``doing`` job back to ``todo`` now, with Procrastinate's own query."""
+def job_retry(conn: Conn, job_id: int, *, priority: int | None = None) -> None:
+    """Put a ``doing`` job back to ``todo`` now (with a new ``priority`` when given), with
+    Procrastinate's own query."""
     conn.execute(
         procrastinate_sql.queries["retry_job"],
-        {"job_id": job_id, "retry_at": None, "new_priority": None, "new_queue_name": None, "new_lock": None},
+        {
+            "job_id": job_id,
+            "retry_at": None,
+            "new_priority": priority,
+            "new_queue_name": None,
+            "new_lock": None,
+        },
     )

@@ -18,6 +18,7 @@ from flowstone.store import base, pg, records
 from flowstone.store.pg import Conn, Pending, Q, Row
 
 __all__ = [
+    "materialization_abandon_run",
     "materialization_cancel_run",
     "materialization_claim",
     "materialization_copy_queued",
@@ -26,6 +27,7 @@ __all__ = [
     "materialization_fail",
     "materialization_fail_unclaimed",
     "materialization_get",
+    "materialization_get_many",
     "materialization_get_step",
     "materialization_history",
     "materialization_inputs",
@@ -33,13 +35,19 @@ __all__ = [
     "materialization_latest_all",
     "materialization_mark_queued",
     "materialization_newest_all",
+    "materialization_orphaned_claim",
     "materialization_plan",
+    "materialization_ready",
+    "materialization_recount_pending",
     "materialization_release_downstream",
+    "materialization_reopen",
     "materialization_resume_approved",
     "materialization_retry_later",
     "materialization_run_steps",
+    "materialization_set_job",
     "materialization_set_jobs",
     "materialization_skip",
+    "materialization_skip_blocked",
     "materialization_skip_reachable",
     "materialization_succeed",
     "materialization_succeeded_keys",
@@ -337,6 +345,64 @@ def materialization_end_waiting(
     return _one(cursor)
 
 
+def materialization_orphaned_claim(
+    conn: Conn, limit: int
+) -> list[tuple[records.Materialization, str | None]]:
+    """Claim (SKIP LOCKED) active steps whose job ended without them, with the job's status."""
+    rows = conn.execute(Q("materialization_orphaned_claim"), {"limit": limit}).fetchall()
+    return [(_row(r), r["job_status"]) for r in rows]
+
+
+def materialization_set_job(conn: Conn, materialization_id: int, job_id: int) -> None:
+    """Record the job of one step."""
+    conn.execute(Q("materialization_set_job"), {"id": materialization_id, "job_id": job_id})
+
+
+def materialization_abandon_run(
+    conn: Conn, run_id: str, error: Mapping[str, Any], now: datetime | None
+) -> list[records.Materialization]:
+    """The active steps of an in-process run whose process is gone → ``failed``."""
+    params = {"run_id": pg.run_uuid(run_id), "error": Jsonb(dict(error)), "now": now}
+    return _rows(conn.execute(Q("materialization_abandon_run"), params))
+
+
+def materialization_reopen(
+    conn: Conn,
+    run_id: str,
+    *,
+    statuses: Sequence[str],
+    error_type: str | None,
+    assets: Sequence[str] | None,
+) -> list[records.Materialization]:
+    """Steps of a run that did not succeed (and what is downstream of them) → ``pending``."""
+    params = {
+        "run_id": pg.run_uuid(run_id),
+        "statuses": list(statuses),
+        "error_type": error_type,
+        "assets": list(assets) if assets is not None else None,
+    }
+    return _rows(conn.execute(Q("materialization_reopen"), params))
+
+
+def materialization_recount_pending(conn: Conn, run_id: str) -> None:
+    """Recompute ``pending_upstream`` of a run's pending steps from its step edges."""
+    conn.execute(Q("materialization_recount_pending"), {"run_id": pg.run_uuid(run_id)})
+
+
+def materialization_skip_blocked(
+    conn: Conn, run_id: str, error: Mapping[str, Any], now: datetime | None
+) -> list[records.Materialization]:
+    """Pending steps downstream of a step that ended without success → ``skipped``."""
+    params = {"run_id": pg.run_uuid(run_id), "error": Jsonb(dict(error)), "now": now}
+    return _rows(conn.execute(Q("materialization_skip_blocked"), params))
+
+
+def materialization_ready(conn: Conn, run_id: str) -> list[base.StepKey]:
+    """The pending steps of a run with no upstream step left."""
+    rows = conn.execute(Q("materialization_ready"), {"run_id": pg.run_uuid(run_id)}).fetchall()
+    return [(r["asset"], r["partition_key"]) for r in rows]
+
+
 # -- reading ------------------------------------------------------------------------------------
 
 
@@ -354,6 +420,11 @@ def materialization_get_step(
 def materialization_get(conn: Conn, materialization_id: int) -> records.Materialization | None:
     """The row with this id, or ``None``."""
     return _one(conn.execute(Q("materialization_get"), {"id": materialization_id}))
+
+
+def materialization_get_many(conn: Conn, ids: Sequence[int]) -> dict[int, records.Materialization]:
+    """The rows with these ids, by id."""
+    return {m.id: m for m in _rows(conn.execute(Q("materialization_get_many"), {"ids": list(ids)}))}
 
 
 def materialization_latest(conn: Conn, asset: str, partition_key: str) -> records.Materialization | None:

@@ -8,9 +8,11 @@ runs against both stores. Approvals need Postgres: this store refuses them clear
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -45,15 +47,9 @@ class MemoryStore(base.Store):
     def _append_audit(self, event: str, *, actor: str, now: datetime, **where: Any) -> int:
         audit_id = next(self._audit_ids)
         details = dict(where.pop("details", None) or {})
+        where = {k: where.get(k) for k in ("run_id", "materialization_id", "asset", "partition_key")}
         self._audit.append(
-            records.AuditEvent(
-                id=audit_id,
-                at=now,
-                event=event,
-                actor=actor,
-                details=details,
-                **{k: where.get(k) for k in ("run_id", "materialization_id", "asset", "partition_key")},
-            )
+            records.AuditEvent(id=audit_id, at=now, event=event, actor=actor, details=details, **where)
         )
         return audit_id
 
@@ -392,6 +388,9 @@ class MemoryStore(base.Store):
     def approval_decision(self, materialization_id: int) -> approval_types.ApprovalDecision | None:
         return None  # no approval can exist in this store
 
+    def hold_run(self, run_id: str) -> AbstractContextManager[None]:
+        return contextlib.nullcontext()  # the runs end with this process
+
     # -- queries, audit, retention --------------------------------------------------------------
 
     def run_steps(self, run_id: str) -> list[records.Materialization]:
@@ -405,6 +404,10 @@ class MemoryStore(base.Store):
     def get_materialization(self, materialization_id: int) -> records.Materialization | None:
         with self._lock:
             return self._t.rows.get(materialization_id)
+
+    def get_materializations(self, ids: Sequence[int]) -> dict[int, records.Materialization]:
+        with self._lock:
+            return {i: self._t.rows[i] for i in ids if i in self._t.rows}
 
     def find_inputs(self, run_id: str, wanted: Sequence[base.StepKey]) -> base.Found:
         with self._lock:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from flowstone import partition_keys
 from flowstone.status import StepStatus
 from flowstone.store import base, records
 
@@ -63,7 +64,9 @@ class Tables:
     def new_row(
         self, run_id: str, asset: str, key: str, *, status: StepStatus, now: datetime, **extra: Any
     ) -> records.Materialization:
-        """Insert a step row (in its own batch unless ``batch_key`` is given)."""
+        """Insert a step row (in its own batch unless ``batch_key`` is given). Keys longer than
+        Postgres' index entries allow are refused here too, so both stores agree."""
+        partition_keys.check_length(key)
         row = records.Materialization(
             id=next(self.ids),
             run_id=run_id,
@@ -286,7 +289,9 @@ class Tables:
 
     def gc_candidates(self, keep_last: int, active_runs: set[str]) -> list[records.GcCandidate]:
         """Succeeded rows beyond the latest ``keep_last`` per (asset, key), ranked among all
-        succeeded rows (deleted ones included) as the SQL does, outside ``active_runs``."""
+        succeeded rows (deleted ones included) as the SQL does, outside ``active_runs``, and not the
+        latest when a step still running started (it may be reading them)."""
+        starts = [r.started_at for r in self.rows.values() if r.status == StepStatus.RUNNING and r.started_at]
         found: list[records.GcCandidate] = []
         for latest in self.latest_all(None):
             succeeded = [
@@ -295,9 +300,13 @@ class Tables:
                 if m.status == StepStatus.SUCCEEDED and m.output_ref is not None
             ]
             succeeded.sort(key=_latest_key, reverse=True)
-            found.extend(
-                records.GcCandidate(m.id, m.asset, m.partition_key, dict(m.output_ref or {}))
-                for m in reversed(succeeded[keep_last:])
-                if m.run_id not in active_runs and m.output_deleted_at is None
-            )
+            for rank in range(len(succeeded) - 1, keep_last - 1, -1):
+                m = succeeded[rank]
+                until = succeeded[rank - 1].finished_at
+                assert m.finished_at is not None and until is not None  # noqa: PT018,S101 - succeeded rows
+                if m.run_id in active_runs or m.output_deleted_at is not None:
+                    continue
+                if any(m.finished_at <= start < until for start in starts):
+                    continue
+                found.append(records.GcCandidate(m.id, m.asset, m.partition_key, dict(m.output_ref or {})))
         return found

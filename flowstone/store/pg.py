@@ -8,6 +8,7 @@ The one definition of ``Conn``, ``Row`` and ``Q`` lives here; the table modules
 
 from __future__ import annotations
 
+import select
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -17,7 +18,9 @@ from typing import Any, Generic, TypeVar
 
 import psycopg
 import psycopg_pool
+from procrastinate import exceptions as procrastinate_exceptions
 from psycopg import errors as pg_errors
+from psycopg import pq
 from psycopg.rows import dict_row
 
 from flowstone import errors
@@ -43,28 +46,70 @@ Q = sqlfiles.query
 T = TypeVar("T")
 
 
+# SQLSTATE classes after which the same statement may succeed later: connection exception,
+# transaction rollback (serialization, deadlock), insufficient resources, operator intervention
+# (shutdown, restart), system error; and 55P03 (lock not available). Everything else, e.g. class 54
+# (program limit exceeded: a key too long for an index), 22 (data) or 23 (integrity), never will.
+_TRANSIENT_CLASSES = frozenset({"08", "40", "53", "57", "58"})
+_TRANSIENT_STATES = frozenset({"55P03"})
+
+
+def store_error(action: str, exc: psycopg.Error | psycopg_pool.PoolTimeout) -> errors.StoreError:
+    """The FlowStone error of a driver error, classified by SQLSTATE like Procrastinate's connector."""
+    if not isinstance(exc, psycopg.Error):  # the pool timed out: no connection could be had
+        return errors.StoreError(f"{action}: database unavailable ({str(exc).strip()})", retryable=True)
+    state = exc.sqlstate or ""
+    text = str(exc).strip()
+    if isinstance(exc, pg_errors.SerializationFailure | pg_errors.DeadlockDetected):
+        return errors.StoreError(f"{action}: concurrent update, try again ({text})", retryable=True)
+    if isinstance(exc, pg_errors.IntegrityError):
+        return errors.StoreError(
+            f"{action}: the database refused it ({text})",
+            retryable=False,
+            context={"constraint": getattr(exc.diag, "constraint_name", None), "sqlstate": state},
+        )
+    if (not state and isinstance(exc, psycopg.OperationalError)) or (
+        state[:2] in _TRANSIENT_CLASSES or state in _TRANSIENT_STATES
+    ):
+        return errors.StoreError(
+            f"{action}: database unavailable ({text})", retryable=True, context={"sqlstate": state or None}
+        )
+    if state[:2] == "54":
+        return errors.StoreError(
+            f"{action}: a database limit was exceeded ({text})", retryable=False, context={"sqlstate": state}
+        )
+    return errors.StoreError(f"{action}: {text}", retryable=False, context={"sqlstate": state or None})
+
+
 @contextmanager
 def translate_errors(action: str) -> Iterator[None]:
     """Map driver errors to FlowStone errors at the edge (STYLE.md §3)."""
     try:
         yield
-    except (pg_errors.SerializationFailure, pg_errors.DeadlockDetected) as exc:
-        raise errors.StoreError(f"{action}: concurrent update, try again ({exc})", retryable=True) from exc
-    except pg_errors.IntegrityError as exc:
-        constraint = getattr(exc.diag, "constraint_name", None)
-        raise errors.StoreError(
-            f"{action}: the database refused it ({str(exc).strip()})",
-            retryable=False,
-            context={"constraint": constraint, "sqlstate": exc.sqlstate},
-        ) from exc
-    except (psycopg.OperationalError, psycopg_pool.PoolTimeout) as exc:
-        raise errors.StoreError(
-            f"{action}: database unavailable ({str(exc).strip()})", retryable=True
-        ) from exc
-    except psycopg.Error as exc:
-        raise errors.StoreError(
-            f"{action}: {str(exc).strip()}", retryable=False, context={"sqlstate": exc.sqlstate}
-        ) from exc
+    except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
+        raise store_error(action, exc) from exc
+    except procrastinate_exceptions.ConnectorException as exc:
+        # Procrastinate deferring on our connection wraps the driver's error: classify that one.
+        cause = exc.__cause__
+        if isinstance(cause, psycopg.Error | psycopg_pool.PoolTimeout):
+            raise store_error(action, cause) from exc
+        raise errors.StoreError(f"{action}: {exc}", retryable=False) from exc
+
+
+def check_alive(conn: psycopg.Connection[Any]) -> None:
+    """The pool's check before it lends a connection: refuse one the server dropped (a restart, an
+    administrator's ``pg_terminate_backend``) without a round trip. An idle pooled connection has
+    nothing to read unless the server said goodbye: its message, then end-of-file. Reading what is
+    there never blocks; end-of-file raises."""
+    if conn.closed or conn.broken:
+        raise psycopg.OperationalError("the connection is closed")
+    for _ in range(4):
+        readable, _, _ = select.select([conn.pgconn.socket], [], [], 0)
+        if not readable:
+            break
+        conn.pgconn.consume_input()  # raises OperationalError at end-of-file
+    if conn.pgconn.status != pq.ConnStatus.OK:
+        raise psycopg.OperationalError("the connection is bad")
 
 
 class Database:
@@ -85,6 +130,7 @@ class Database:
                     max_size=self._max,
                     kwargs={"autocommit": True, "row_factory": dict_row},
                     connection_class=psycopg.Connection[Row],
+                    check=check_alive,
                     open=False,
                     name="flowstone-store",
                 )
@@ -212,6 +258,7 @@ def approval_from_row(row: Row) -> records.Approval:
         decided_by=row["decided_by"],
         decided_at=row["decided_at"],
         reason=row["reason"],
+        timeout_job_id=row.get("timeout_job_id"),
     )
 
 

@@ -8,16 +8,17 @@ it calls.
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
-from flowstone import approval_types
-from flowstone.identifiers import QualifiedName
+import psycopg
+from psycopg.rows import dict_row
+
+from flowstone import approval_types, errors
 from flowstone.io import base as io_base
-from flowstone.status import ApprovalStatus
+from flowstone.status import StepStatus
 from flowstone.store import (
     approvals,
     audit,
@@ -25,6 +26,8 @@ from flowstone.store import (
     decisions,
     lineage,
     pg,
+    pg_approvals,
+    pg_outputs,
     records,
     runs,
     step_edges,
@@ -33,7 +36,7 @@ from flowstone.store import (
 from flowstone.store import jobs as job_table
 from flowstone.store import materializations as mat
 from flowstone.store import outputs as store_outputs
-from flowstone.store.pg import Conn
+from flowstone.store.pg import Conn, translate_errors
 
 __all__ = ["PostgresStore"]
 
@@ -46,17 +49,14 @@ class PostgresStore(base.Store):
     def __init__(self, url: str, *, max_connections: int = 8) -> None:
         self.url = url
         self.db = pg.Database(url, max_connections=max_connections)
-        self._prefetch = threading.local()  # outputs fetched with a step's inputs, per thread
+        self.outputs = pg_outputs.PostgresOutputs(self.db)
+        """Stored outputs (the Postgres IO manager is bound to it) and retention."""
+        self.approvals = pg_approvals.PostgresApprovals(self.db)
+        """Reading and deciding approvals."""
 
     def close(self) -> None:
         """Close the pool; the store reopens it if used again."""
         self.db.close()
-
-    @contextmanager
-    def connection(self) -> Iterator[Conn]:
-        """A pooled autocommit connection (use ``conn.transaction()`` for several statements)."""
-        with self.db.connection() as conn:
-            yield conn
 
     @contextmanager
     def transaction(self, action: str, conn: Conn | None = None) -> Iterator[Conn]:
@@ -109,24 +109,40 @@ class PostgresStore(base.Store):
         with self.db.session("count steps") as conn:
             return runs.run_step_counts(conn, run_id)
 
-    def enqueue_batches(
+    def enqueue_backfill(
         self,
-        run_id: str,
+        run: records.NewRun,
         asset: str,
         code_version: str | None,
         batches: Sequence[Sequence[str]],
         jobs: base.JobQueue,
         *,
-        run: records.NewRun | None = None,
+        chunk: int = 5_000,
+        progress: Callable[[int], None] | None = None,
         now: datetime | None = None,
     ) -> int:
-        """One transaction: (the run, when given) + one job per batch + its steps ``queued``."""
+        """ONE transaction: the run, one job per batch of partitions and its steps ``queued``
+        (COPY), ``chunk`` steps at a time (``progress(steps written)`` after each); a run with
+        nothing to do finishes at once. Returns the number of steps written."""
         with self.db.transaction("enqueue backfill") as conn:
-            if run is not None:
-                transitions.create(conn, run, [], edges=(), ready=(), jobs=None, now=now)
-            return transitions.enqueue_batches(
-                conn, run_id, asset, code_version=code_version, batches=batches, jobs=jobs, now=now
-            )
+            transitions.create(conn, run, [], edges=(), ready=(), jobs=None, now=now)
+            per_chunk = max(1, chunk // max(1, max((len(b) for b in batches), default=1)))
+            written = 0
+            for start in range(0, len(batches), per_chunk):
+                written += transitions.enqueue_batches(
+                    conn,
+                    run.run_id,
+                    asset,
+                    code_version=code_version,
+                    batches=batches[start : start + per_chunk],
+                    jobs=jobs,
+                    now=now,
+                )
+                if progress is not None:
+                    progress(written)
+            if not written:
+                transitions.finish(conn, run.run_id, run.requested_by, now)
+            return written
 
     def cancel_run(
         self, run_id: str, *, actor: str, jobs: base.JobQueue | None, now: datetime | None = None
@@ -143,13 +159,86 @@ class PostgresStore(base.Store):
                 transitions.finish(conn, run_id, actor, None)
             return ids
 
-    def recover_stalled_jobs(self, *, task_names: Sequence[str], stalled_after_s: float) -> list[int]:
-        """Claim stalled jobs of these tasks (SKIP LOCKED, I18) and hand each back to the queue."""
+    def recover_stalled_jobs(
+        self, *, task_names: Sequence[str], stalled_after_s: float, priority: int | None = None
+    ) -> list[int]:
+        """Claim stalled jobs of these tasks (SKIP LOCKED, I18) and hand each back to the queue
+        (with ``priority``: ahead of a backlog)."""
         with self.db.transaction("recover stalled jobs") as conn:
             ids = job_table.job_stalled_claim(conn, task_names, stalled_after_s)
             for job_id in ids:
-                job_table.job_retry(conn, job_id)
+                job_table.job_retry(conn, job_id, priority=priority)
             return ids
+
+    def settle_orphans(
+        self,
+        *,
+        decide: Callable[
+            [records.Materialization, str | None], tuple[transitions.Settlement, dict[str, Any]]
+        ],
+        jobs: base.JobQueue,
+        actor: str,
+        limit: int = 100,
+    ) -> list[tuple[records.Materialization, transitions.Settlement]]:
+        """Settle the active steps whose job ended without them (claimed with SKIP LOCKED, I18):
+        ``decide(step, job_status)`` says whether a running one is retried or fails."""
+        settled = []
+        with self.db.transaction("settle steps whose job ended") as conn:
+            for step, job_status in mat.materialization_orphaned_claim(conn, limit):
+                settlement, error = decide(step, job_status)
+                done = transitions.settle_orphan(conn, step, settlement, error, jobs=jobs, actor=actor)
+                settled.append((step, done))
+        return settled
+
+    def abandon_runs(self, *, actor: str, grace_s: float = 5.0, limit: int = 20) -> list[str]:
+        """Fail the in-process runs whose owner process is gone (claimed with SKIP LOCKED, I18)."""
+        with self.db.transaction("abandon runs") as conn:
+            ids = runs.run_abandoned_claim(conn, grace_s=grace_s, limit=limit, now=None)
+            for run_id in ids:
+                transitions.abandon(conn, run_id, actor=actor, now=None)
+            return ids
+
+    def reopen_run(
+        self,
+        run_id: str,
+        *,
+        statuses: Sequence[StepStatus],
+        error_type: str | None = None,
+        assets: Sequence[str] | None = None,
+        jobs: base.JobQueue | None,
+        actor: str,
+        now: datetime | None = None,
+    ) -> list[base.StepKey]:
+        """A retry of a run (see :func:`flowstone.store.transitions.reopen`); the ready steps."""
+        with self.db.transaction("reopen run") as conn:
+            run = runs.run_get(conn, run_id)
+            if run is None:
+                raise errors.FlowStoneError(f"run {run_id} does not exist", run_id=run_id)
+            return transitions.reopen(
+                conn,
+                run,
+                statuses=statuses,
+                error_type=error_type,
+                assets=assets,
+                jobs=jobs,
+                actor=actor,
+                now=now,
+            )
+
+    @contextmanager
+    def hold_run(self, run_id: str) -> Iterator[None]:
+        """Own an in-process run while this process runs its steps: a session-level advisory lock
+        on a connection of its own (not pooled), released when the process ends however it ends.
+        The recovery sweep fails the runs nobody owns (``abandon_runs``)."""
+        with (
+            translate_errors("own run"),
+            psycopg.connect(self.url, autocommit=True, row_factory=dict_row) as conn,
+        ):
+            if not runs.run_owner_lock(conn, run_id):
+                raise errors.ConfigurationError(
+                    f"run {run_id} is being run by another process right now", run_id=run_id
+                )
+            yield
 
     # -- the step state machine ---------------------------------------------------------------
 
@@ -179,18 +268,8 @@ class PostgresStore(base.Store):
                 job_id=job_id,
                 now=now,
             )
-        self._keep_outputs(input_rows)
+        self.outputs.keep(input_rows)
         return claim
-
-    def _keep_outputs(self, rows: Sequence[pg.Row], *, more: bool = False) -> None:
-        # A claim starts this thread's set afresh (bounded: one unit of work's inputs); a later
-        # lookup for the rest of the claimed batch adds to it.
-        found = {
-            r["id"]: (r["output_format"], r["output_value"], r["output_data"])
-            for r in rows
-            if r["output_format"]
-        }
-        self._prefetch.outputs = {**getattr(self._prefetch, "outputs", {}), **found} if more else found
 
     def get_step(self, run_id: str, asset: str, partition_key: str) -> records.Materialization | None:
         with self.db.session("read step") as conn:
@@ -200,12 +279,16 @@ class PostgresStore(base.Store):
         with self.db.session("read materialization") as conn:
             return mat.materialization_get(conn, materialization_id)
 
+    def get_materializations(self, ids: Sequence[int]) -> dict[int, records.Materialization]:
+        with self.db.session("read materializations") as conn:
+            return mat.materialization_get_many(conn, ids)
+
     def find_inputs(self, run_id: str, wanted: Sequence[base.StepKey]) -> base.Found:
         if not wanted:
             return {}
         with self.db.session("find inputs") as conn:
             rows = mat.materialization_inputs(conn, run_id, wanted).get()
-        self._keep_outputs(rows, more=True)
+        self.outputs.keep(rows, more=True)
         return transitions.found_inputs(rows)
 
     def succeed_step(
@@ -327,43 +410,6 @@ class PostgresStore(base.Store):
         with self.db.session("read approval") as conn:
             return decisions.decision_of(approvals.approval_for_materialization(conn, materialization_id))
 
-    def get_approval(self, approval_id: int) -> records.Approval | None:
-        """One approval, or ``None``."""
-        with self.db.session("read approval") as conn:
-            return approvals.approval_get(conn, approval_id)
-
-    def list_approvals(
-        self, *, status: str | None = ApprovalStatus.PENDING, limit: int = 100
-    ) -> list[records.Approval]:
-        """Approvals (of one status, or all), oldest request first."""
-        with self.db.session("list approvals") as conn:
-            return approvals.approval_list(conn, status, limit)
-
-    def decide_approval(
-        self,
-        approval_id: int,
-        decision: Literal["approve", "reject"],
-        *,
-        by: str,
-        reason: str | None,
-        jobs: base.JobQueue | None,
-        now: datetime | None = None,
-    ) -> records.Approval:
-        """A person's decision and its continuation, in one transaction."""
-        with self.db.transaction("decide approval") as conn:
-            return decisions.decide(conn, approval_id, decision, by=by, reason=reason, jobs=jobs, now=now)
-
-    def expire_due_approvals(
-        self,
-        *,
-        jobs: base.JobQueue | None,
-        now: datetime | None = None,
-        materialization_id: int | None = None,
-    ) -> list[records.Approval]:
-        """Apply ``on_timeout`` to the pending approvals that are due, as the actor ``system``."""
-        with self.db.transaction("expire approvals") as conn:
-            return decisions.expire_due(conn, jobs=jobs, now=now, materialization_id=materialization_id)
-
     # -- queries ------------------------------------------------------------------------------
 
     def latest(self, asset: str, partition_key: str) -> records.Materialization | None:
@@ -433,53 +479,10 @@ class PostgresStore(base.Store):
         with self.db.session("read audit log") as conn:
             return audit.audit_list(conn, run_id, limit)
 
-    # -- outputs and retention ----------------------------------------------------------------
-
-    def read_output(self, materialization_id: int) -> tuple[str, object, bytes | None] | None:
-        """(format, JSON value, bytes) of a stored output, or ``None``. Outputs fetched with the
-        inputs of this thread's current step are served without another round trip (outputs are
-        immutable while their row is the one read)."""
-        prefetched: dict[int, tuple[str, object, bytes | None]] = getattr(self._prefetch, "outputs", {})
-        hit = prefetched.pop(materialization_id, None)
-        if hit is not None:
-            return hit
-        with self.db.session("read output") as conn:
-            return store_outputs.output_get(conn, materialization_id)
-
-    def delete_output(self, materialization_id: int) -> None:
-        """Remove a stored output (idempotent)."""
-        with self.db.session("delete output") as conn:
-            store_outputs.output_delete(conn, materialization_id)
-
-    def read_rows(
-        self,
-        table: QualifiedName,
-        partition_column: str,
-        *,
-        asset: str,
-        partition_key: str,
-        materialization_id: int,
-    ) -> list[dict[str, Any]]:
-        """The rows a rows-mode Postgres IO manager wrote for a materialization."""
-        with self.db.session("read rows") as conn:
-            return store_outputs.read_rows(
-                conn,
-                table,
-                partition_column,
-                asset=asset,
-                partition_key=partition_key,
-                materialization_id=materialization_id,
-            )
+    # -- retention ------------------------------------------------------------------------------
 
     def gc_candidates(self, keep_last: int) -> list[records.GcCandidate]:
-        with self.db.session("plan gc") as conn:
-            return store_outputs.output_gc_plan(conn, keep_last)
-
-    def delete_postgres_outputs(self, ids: Sequence[int]) -> list[int]:
-        """Delete stored ``flowstone_outputs`` rows that retention no longer needs."""
-        with self.db.transaction("delete outputs") as conn:
-            return store_outputs.output_gc_delete(conn, ids)
+        return self.outputs.gc_plan(keep_last)
 
     def mark_outputs_deleted(self, ids: Sequence[int], *, now: datetime | None = None) -> None:
-        with self.db.session("record gc") as conn:
-            store_outputs.output_mark_deleted(conn, ids, now)
+        self.outputs.mark_deleted(ids, now=now)

@@ -155,6 +155,8 @@ class Approval:
     decided_by: str | None
     decided_at: datetime | None
     reason: str | None
+    timeout_job_id: int | None = None
+    """The approval-timeout job, cancelled when a decision comes first."""
 
     @property
     def partition(self) -> partition_keys.PartitionValue | None:

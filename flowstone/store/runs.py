@@ -7,15 +7,19 @@ from datetime import datetime
 
 from psycopg.types.json import Jsonb
 
+from flowstone.status import RunStatus
 from flowstone.store import pg, records
 from flowstone.store.pg import Conn, Q
 
 __all__ = [
+    "run_abandoned_claim",
     "run_finish",
     "run_get",
     "run_insert",
     "run_list",
     "run_lock",
+    "run_owner_lock",
+    "run_reopen",
     "run_step_counts",
     "run_unfinished_claim",
 ]
@@ -69,3 +73,21 @@ def run_step_counts(conn: Conn, run_id: str) -> dict[str, int]:
     """Number of steps of a run by status."""
     rows = conn.execute(Q("run_step_counts"), {"run_id": pg.run_uuid(run_id)}).fetchall()
     return {r["status"]: int(r["n"]) for r in rows}
+
+
+def run_reopen(conn: Conn, run_id: str, status: RunStatus) -> records.Run | None:
+    """A retried run becomes active again."""
+    row = conn.execute(Q("run_reopen"), {"run_id": pg.run_uuid(run_id), "status": status}).fetchone()
+    return pg.run_from_row(row) if row else None
+
+
+def run_abandoned_claim(conn: Conn, *, grace_s: float, limit: int, now: datetime | None) -> list[str]:
+    """Claim (SKIP LOCKED) in-process runs still running whose owner process is gone."""
+    params = {"grace_s": grace_s, "limit": limit, "now": now}
+    return [str(r["run_id"]) for r in conn.execute(Q("run_abandoned_claim"), params).fetchall()]
+
+
+def run_owner_lock(conn: Conn, run_id: str) -> bool:
+    """Try the owner lock of an in-process run on ``conn`` (held until the connection ends)."""
+    row = conn.execute(Q("run_owner_lock"), {"run_id": pg.run_uuid(run_id)}).fetchone()
+    return bool(row and row["locked"])

@@ -12,15 +12,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
-from flowstone.status import RunKind
-from flowstone.store import audit, base, pg, records, runs, step_edges
+from flowstone import errors
+from flowstone.status import RunKind, RunStatus, StepStatus
+from flowstone.store import approvals, audit, base, pg, records, runs, step_edges
 from flowstone.store import materializations as mat
 from flowstone.store import outputs as store_outputs
 from flowstone.store.pg import Conn
 
 __all__ = [
+    "abandon",
     "cancel",
     "claim",
     "complete",
@@ -32,7 +34,11 @@ __all__ = [
     "fail_with_skips",
     "finish",
     "found_inputs",
+    "reopen",
+    "settle_orphan",
 ]
+
+Settlement = Literal["requeue", "retry", "fail"]
 
 
 def finish(conn: Conn, run_id: str, actor: str, now: datetime | None) -> records.Run | None:
@@ -254,11 +260,30 @@ def fail_unclaimed(
 
 
 def cancel(conn: Conn, run_id: str, actor: str, jobs: base.JobQueue | None, now: datetime | None) -> int:
-    """Not-started steps ``cancelled`` with their jobs, ``run.cancelled``, the run's status.
-    Running steps finish normally. Returns the number of steps cancelled."""
+    """Not-started steps and steps waiting for approval ``cancelled`` with their jobs (their
+    approval requests withdrawn), ``run.cancelled``, the run's status. Running steps finish
+    normally. Returns the number of steps cancelled."""
     rows = mat.materialization_cancel_run(conn, run_id, now)
+    withdrawn = approvals.approval_withdraw_run(
+        conn, run_id, by=actor, reason="the run was cancelled", now=now
+    )
+    for approval in withdrawn:
+        audit.audit_insert(
+            conn,
+            audit.audit_params(
+                "approval.withdrawn",
+                actor=actor,
+                run_id=run_id,
+                materialization_id=approval.materialization_id,
+                asset=approval.asset,
+                partition_key=approval.partition_key,
+                details={"approval_id": approval.id, "reason": approval.reason},
+                now=now,
+            ),
+        )
     if jobs is not None:
-        for job_id in sorted({r["job_id"] for r in rows if r["job_id"] is not None}):
+        job_ids = {r["job_id"] for r in rows} | {a.timeout_job_id for a in withdrawn}
+        for job_id in sorted(j for j in job_ids if j is not None):
             jobs.cancel_job(conn, job_id)
     audit.audit_insert(
         conn,
@@ -268,3 +293,97 @@ def cancel(conn: Conn, run_id: str, actor: str, jobs: base.JobQueue | None, now:
     )
     finish(conn, run_id, actor, now)
     return len(rows)
+
+
+def settle_orphan(
+    conn: Conn,
+    step: records.Materialization,
+    settlement: Settlement,
+    error: Mapping[str, Any],
+    *,
+    jobs: base.JobQueue,
+    actor: str,
+) -> Settlement:
+    """Settle an active step whose job ended without it (claimed by the recovery sweep): a
+    ``queued`` step gets a new job; a ``running`` one is retried with a new job, or fails."""
+    if step.status == StepStatus.QUEUED or settlement == "requeue":
+        defer(conn, step.run_id, [(step.asset, _batch_of(step))], jobs)
+        return "requeue"
+    if settlement == "retry" and mat.materialization_retry_later(
+        conn, step, error=error, retry_in_s=0.0, actor=actor, now=None
+    ):
+        defer(conn, step.run_id, [(step.asset, _batch_of(step))], jobs)
+        return "retry"
+    fail_terminal(conn, step, error, actor, None)
+    return "fail"
+
+
+def _batch_of(step: records.Materialization) -> str:
+    # Only the step's own key is sure to name it: a batch-mate may have moved on.
+    return step.partition_key
+
+
+def abandon(conn: Conn, run_id: str, *, actor: str, now: datetime | None) -> int:
+    """An in-process run whose process is gone: its active steps fail with
+    ``RunAbandonedError``, what depends on them is skipped, the run finishes (``failed``)."""
+    error = errors.RunAbandonedError(
+        "the process running this in-process run ended before the step did; resume the run "
+        "(runtime.resume(run_id)) to run it again",
+        run_id=run_id,
+    ).to_dict()
+    failed = mat.materialization_abandon_run(conn, run_id, error, now)
+    for step in failed:
+        mat.materialization_skip_reachable(conn, step, now)
+    audit.audit_insert(
+        conn,
+        audit.audit_params(
+            "run.abandoned", actor=actor, run_id=run_id, details={"steps": len(failed)}, now=now
+        ),
+    )
+    finish(conn, run_id, actor, now)
+    return len(failed)
+
+
+def reopen(
+    conn: Conn,
+    run: records.Run,
+    *,
+    statuses: Sequence[StepStatus],
+    error_type: str | None,
+    assets: Sequence[str] | None,
+    jobs: base.JobQueue | None,
+    actor: str,
+    now: datetime | None,
+) -> list[base.StepKey]:
+    """A retry of a run: the steps that did not succeed in ``statuses`` (of ``error_type``, of
+    ``assets``, when given) and what is downstream of them go back to ``pending`` (a claim then
+    increments their attempt); what is still blocked by another failure is skipped again; the run
+    becomes active. Queued runs get the jobs of their ready steps; returns the ready steps."""
+    reopened = mat.materialization_reopen(
+        conn, run.run_id, statuses=[s.value for s in statuses], error_type=error_type, assets=assets
+    )
+    if not reopened:
+        return []
+    mat.materialization_recount_pending(conn, run.run_id)
+    blocked = errors.DependencyFailedError(
+        "an upstream step of the run did not succeed", run_id=run.run_id
+    ).to_dict()
+    mat.materialization_skip_blocked(conn, run.run_id, blocked, now)
+    queued = run.kind != RunKind.MATERIALIZE and run.tags.get("backfill") != "sync"
+    runs.run_reopen(conn, run.run_id, RunStatus.QUEUED if queued else RunStatus.RUNNING)
+    audit.audit_insert(
+        conn,
+        audit.audit_params(
+            "run.reopened",
+            actor=actor,
+            run_id=run.run_id,
+            details={"steps": len(reopened), "statuses": [str(s) for s in statuses]},
+            now=now,
+        ),
+    )
+    ready = mat.materialization_ready(conn, run.run_id)
+    if queued:
+        defer(conn, run.run_id, mat.materialization_mark_queued(conn, run.run_id, ready, now), jobs)
+    if not ready:  # everything reopened was blocked again: the run ends as it was
+        finish(conn, run.run_id, actor, now)
+    return ready

@@ -48,8 +48,9 @@ ORDER BY requested_at, id
 LIMIT %(limit)s;
 
 -- name: approval_lock
--- Locks one approval for a decision (FOR UPDATE); returns it with its run's kind, or nothing.
-SELECT a.*, r.kind AS run_kind
+-- Locks one approval for a decision (FOR UPDATE); returns it with its run's kind and tags, or
+-- nothing.
+SELECT a.*, r.kind AS run_kind, r.tags AS run_tags
 FROM flowstone_approvals AS a
 JOIN flowstone_runs AS r ON r.run_id = a.run_id
 WHERE a.id = %(id)s
@@ -57,8 +58,8 @@ FOR UPDATE OF a;
 
 -- name: approval_due_claim
 -- Claims pending approvals whose timeout has passed (FOR UPDATE SKIP LOCKED, I18); returns them
--- with their run's kind. Optionally only the approval of one materialization.
-SELECT a.*, r.kind AS run_kind
+-- with their run's kind and tags. Optionally only the approval of one materialization.
+SELECT a.*, r.kind AS run_kind, r.tags AS run_tags
 FROM flowstone_approvals AS a
 JOIN flowstone_runs AS r ON r.run_id = a.run_id
 WHERE a.status = 'pending'
@@ -77,4 +78,19 @@ SET status     = %(status)s,
     decided_at = coalesce(%(now)s::timestamptz, now()),
     reason     = %(reason)s
 WHERE id = %(id)s AND status = 'pending'
+RETURNING *;
+
+-- name: approval_set_timeout_job
+-- Records the approval-timeout job of a request (cancelled when a decision comes first).
+UPDATE flowstone_approvals SET timeout_job_id = %(job_id)s WHERE id = %(id)s;
+
+-- name: approval_withdraw_run
+-- The pending approvals of a cancelled run are withdrawn (nobody needs to decide any more);
+-- returns them.
+UPDATE flowstone_approvals
+SET status     = 'withdrawn',
+    decided_by = %(by)s,
+    decided_at = coalesce(%(now)s::timestamptz, now()),
+    reason     = %(reason)s
+WHERE run_id = %(run_id)s AND status = 'pending'
 RETURNING *;

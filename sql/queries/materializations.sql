@@ -128,7 +128,7 @@ WITH done AS (
     INSERT INTO flowstone_outputs (materialization_id, asset, partition_key, format, value, data,
                                    created_at)
     SELECT done.id, done.asset, done.partition_key, %(output_format)s::text,
-           %(output_value)s::jsonb, %(output_data)s::bytea, done.finished_at
+           %(output_value)s::json, %(output_data)s::bytea, done.finished_at
     FROM done
     WHERE %(output_format)s::text IS NOT NULL
 )
@@ -252,11 +252,12 @@ WITH failed AS (
 SELECT * FROM failed;
 
 -- name: materialization_cancel_run
--- Cancels every step of a run that has not started; returns their job ids (to cancel the jobs).
+-- Cancels every step of a run that has not started or waits for approval; returns their job ids
+-- (to cancel the jobs).
 UPDATE flowstone_materializations
 SET status      = 'cancelled',
     finished_at = coalesce(%(now)s::timestamptz, now())
-WHERE run_id = %(run_id)s AND status IN ('pending', 'queued')
+WHERE run_id = %(run_id)s AND status IN ('pending', 'queued', 'waiting_approval')
 RETURNING id, asset, partition_key, job_id;
 
 -- name: materialization_resume_approved
@@ -336,3 +337,111 @@ SELECT DISTINCT partition_key
 FROM flowstone_materializations
 WHERE asset = %(asset)s AND partition_key = ANY(%(keys)s::text[])
   AND status IN ('succeeded', 'pending', 'queued', 'running', 'waiting_approval');
+
+-- name: materialization_orphaned_claim
+-- Claims (FOR UPDATE SKIP LOCKED, I18) the active steps of queued runs whose job ended without
+-- them: queued or running steps whose job is succeeded, failed, cancelled or aborted, or gone (a
+-- worker whose outcome write failed on a lost connection, a claim lost in a server crash). Returns
+-- them with the status of their job.
+SELECT m.*, j.status::text AS job_status
+FROM flowstone_materializations AS m
+LEFT JOIN procrastinate_jobs AS j ON j.id = m.job_id
+WHERE m.status IN ('queued', 'running')
+  AND m.job_id IS NOT NULL
+  AND (j.id IS NULL OR j.status IN ('succeeded', 'failed', 'cancelled', 'aborted'))
+ORDER BY m.id
+LIMIT %(limit)s
+FOR UPDATE OF m SKIP LOCKED;
+
+-- name: materialization_set_job
+-- Records the Procrastinate job id of one step (a step resumed on its own, e.g. after approval).
+UPDATE flowstone_materializations SET job_id = %(job_id)s WHERE id = %(id)s;
+
+-- name: materialization_abandon_run
+-- The steps of an in-process run whose process is gone: running and queued steps, and pending
+-- ones with no upstream step left, become failed with the error given; returns them.
+UPDATE flowstone_materializations
+SET status      = 'failed',
+    finished_at = coalesce(%(now)s::timestamptz, now()),
+    error       = %(error)s
+WHERE run_id = %(run_id)s
+  AND (status IN ('running', 'queued') OR (status = 'pending' AND pending_upstream = 0))
+RETURNING *;
+
+-- name: materialization_reopen
+-- A retry of a run: the steps that did not succeed in the given statuses (only those whose error
+-- has the given type, when one is given), and every step downstream of them that did not succeed,
+-- go back to pending in their own batch; returns them.
+WITH RECURSIVE roots AS (
+    SELECT m.asset, m.partition_key
+    FROM flowstone_materializations AS m
+    WHERE m.run_id = %(run_id)s AND m.status = ANY(%(statuses)s::text[])
+      AND (%(error_type)s::text IS NULL OR m.error ->> 'type' = %(error_type)s::text)
+      AND (%(assets)s::text[] IS NULL OR m.asset = ANY(%(assets)s::text[]))
+), reach (asset, partition_key) AS (
+    SELECT asset, partition_key FROM roots
+    UNION
+    SELECT e.asset, e.partition_key
+    FROM flowstone_step_edges AS e
+    JOIN reach AS r ON e.upstream_asset = r.asset AND e.upstream_partition_key = r.partition_key
+    WHERE e.run_id = %(run_id)s
+)
+UPDATE flowstone_materializations AS m
+SET status      = 'pending',
+    finished_at = NULL,
+    batch_key   = m.partition_key
+FROM reach
+WHERE m.run_id = %(run_id)s AND m.asset = reach.asset AND m.partition_key = reach.partition_key
+  AND m.status IN ('failed', 'skipped', 'cancelled', 'rejected')
+RETURNING m.*;
+
+-- name: materialization_recount_pending
+-- Recomputes pending_upstream of the pending steps of a run from the step edges: the number of
+-- its upstream steps that have not succeeded.
+UPDATE flowstone_materializations AS m
+SET pending_upstream = c.n
+FROM (SELECT e.asset, e.partition_key, count(*) FILTER (WHERE u.status <> 'succeeded') AS n
+      FROM flowstone_step_edges AS e
+      JOIN flowstone_materializations AS u
+        ON u.run_id = e.run_id AND u.asset = e.upstream_asset
+       AND u.partition_key = e.upstream_partition_key
+      WHERE e.run_id = %(run_id)s
+      GROUP BY e.asset, e.partition_key) AS c
+WHERE m.run_id = %(run_id)s AND m.status = 'pending'
+  AND m.asset = c.asset AND m.partition_key = c.partition_key;
+
+-- name: materialization_skip_blocked
+-- Marks skipped every pending step of a run that is downstream of a step that ended without
+-- success (failed, rejected, cancelled, skipped); returns them.
+WITH RECURSIVE reach (asset, partition_key) AS (
+    SELECT e.asset, e.partition_key
+    FROM flowstone_step_edges AS e
+    JOIN flowstone_materializations AS f
+      ON f.run_id = e.run_id AND f.asset = e.upstream_asset
+     AND f.partition_key = e.upstream_partition_key
+    WHERE e.run_id = %(run_id)s AND f.status IN ('failed', 'rejected', 'cancelled', 'skipped')
+    UNION
+    SELECT e.asset, e.partition_key
+    FROM flowstone_step_edges AS e
+    JOIN reach AS r ON e.upstream_asset = r.asset AND e.upstream_partition_key = r.partition_key
+    WHERE e.run_id = %(run_id)s
+)
+UPDATE flowstone_materializations AS m
+SET status      = 'skipped',
+    finished_at = coalesce(%(now)s::timestamptz, now()),
+    error       = %(error)s
+FROM reach
+WHERE m.run_id = %(run_id)s AND m.asset = reach.asset AND m.partition_key = reach.partition_key
+  AND m.status = 'pending'
+RETURNING m.*;
+
+-- name: materialization_ready
+-- Returns the pending steps of a run with no upstream step left (ready to run), in key order.
+SELECT asset, partition_key
+FROM flowstone_materializations
+WHERE run_id = %(run_id)s AND status = 'pending' AND pending_upstream = 0
+ORDER BY asset COLLATE "C", partition_key COLLATE "C";
+
+-- name: materialization_get_many
+-- Returns the materializations with these ids (those that exist).
+SELECT * FROM flowstone_materializations WHERE id = ANY(%(ids)s::bigint[]);

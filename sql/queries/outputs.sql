@@ -39,18 +39,26 @@ SELECT pg_advisory_xact_lock_shared(hashtextextended(%(lock_key)s::text, 0)) AS 
 -- name: output_gc_plan
 -- Returns the succeeded materializations (id, asset, partition_key, output_ref) that are not among
 -- the latest keep_last succeeded ones of their asset and partition (finished_at DESC, id DESC,
--- the order of latest()), leaving out runs that still have unfinished steps; oldest first.
+-- the order of latest()), leaving out runs that still have unfinished steps, and versions that a
+-- running step may still be reading: one that was the latest when that step started (it looked
+-- its inputs up then). Oldest first.
 SELECT ranked.id, ranked.asset, ranked.partition_key, ranked.output_ref
 FROM (
-    SELECT m.id, m.run_id, m.asset, m.partition_key, m.output_ref, m.output_deleted_at,
-           row_number() OVER (PARTITION BY m.asset, m.partition_key
-                              ORDER BY m.finished_at DESC, m.id DESC) AS newer_rank
+    SELECT m.id, m.run_id, m.asset, m.partition_key, m.output_ref, m.output_deleted_at, m.finished_at,
+           row_number() OVER newest AS newer_rank,
+           lag(m.finished_at) OVER newest AS superseded_at
     FROM flowstone_materializations AS m
     WHERE m.status = 'succeeded'
+    WINDOW newest AS (PARTITION BY m.asset, m.partition_key ORDER BY m.finished_at DESC, m.id DESC)
 ) AS ranked
 WHERE ranked.newer_rank > %(keep_last)s
   AND ranked.output_ref IS NOT NULL
   AND ranked.output_deleted_at IS NULL
+  AND NOT EXISTS (
+      SELECT 1
+      FROM flowstone_materializations AS reader
+      WHERE reader.status = 'running'
+        AND reader.started_at >= ranked.finished_at AND reader.started_at < ranked.superseded_at)
   AND NOT EXISTS (
       SELECT 1
       FROM flowstone_materializations AS open_step

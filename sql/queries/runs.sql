@@ -89,3 +89,30 @@ FROM flowstone_materializations
 WHERE run_id = %(run_id)s
 GROUP BY status
 ORDER BY status;
+
+-- name: run_reopen
+-- A retried run becomes active again (queued runs queued, in-process runs running); returns it.
+UPDATE flowstone_runs
+SET status = %(status)s, finished_at = NULL
+WHERE run_id = %(run_id)s
+RETURNING run_id, kind, selection, config, tags, requested_by, status, created_at, finished_at;
+
+-- name: run_abandoned_claim
+-- Claims (FOR UPDATE SKIP LOCKED, I18) in-process runs still running whose owner process is gone:
+-- nobody holds their advisory lock (the process holds it on its own connection while it runs the
+-- steps). Returns their ids.
+SELECT r.run_id
+FROM flowstone_runs AS r
+WHERE r.status = 'running'
+  AND (r.kind = 'materialize' OR (r.kind = 'backfill' AND r.tags ->> 'backfill' = 'sync'))
+  AND r.created_at < coalesce(%(now)s::timestamptz, now()) - make_interval(secs => %(grace_s)s::float8)
+  AND pg_try_advisory_xact_lock(hashtextextended('flowstone_run:' || r.run_id::text, 0))
+ORDER BY r.created_at
+LIMIT %(limit)s
+FOR UPDATE OF r SKIP LOCKED;
+
+-- name: run_owner_lock
+-- Tries the session-level advisory lock an in-process run's process holds on its own connection
+-- while it runs the steps (run_abandoned_claim takes it to see that the process is gone); returns
+-- whether it was taken (false: another process runs the run).
+SELECT pg_try_advisory_lock(hashtextextended('flowstone_run:' || %(run_id)s::text, 0)) AS locked;

@@ -33,7 +33,7 @@ runtime = fs.FlowStone(
     defs,
     stalled_after_s=2,
     heartbeat_interval_s=0.5,
-    recovery_interval_s=1,
+    recovery_interval_s=1,{options}
 )
 app = runtime.procrastinate_app
 """
@@ -42,13 +42,14 @@ app = runtime.procrastinate_app
 class Pipeline:
     """One pipeline module and the workers running it."""
 
-    def __init__(self, tmp_path: Path, database_url: str, body: str) -> None:
+    def __init__(self, tmp_path: Path, database_url: str, body: str, *, options: str = "") -> None:
         self.dir = tmp_path
         self.name = f"pipe_{uuid.uuid4().hex[:10]}"
         self.markers = tmp_path / "markers"
         self.markers.mkdir(exist_ok=True)
         self.database_url = database_url
-        (tmp_path / f"{self.name}.py").write_text(HEADER + textwrap.dedent(body) + FOOTER)
+        footer = FOOTER.format(options=f"\n    {options}," if options else "")
+        (tmp_path / f"{self.name}.py").write_text(HEADER + textwrap.dedent(body) + footer)
         self.env = dict(
             os.environ,
             FLOWSTONE_DATABASE_URL=database_url,
@@ -74,7 +75,9 @@ class Pipeline:
     def runtime(self) -> Any:
         return self.module.runtime
 
-    def start_worker(self, *, concurrency: int = 4, procrastinate_cli: bool = False) -> subprocess.Popen[str]:
+    def start_worker(
+        self, *, concurrency: int = 4, procrastinate_cli: bool = False, args: tuple[str, ...] = ()
+    ) -> subprocess.Popen[str]:
         if procrastinate_cli:
             command = [
                 sys.executable, "-m", "procrastinate", f"--app={self.name}.app", "worker",
@@ -83,7 +86,7 @@ class Pipeline:
         else:
             command = [
                 sys.executable, "-m", "flowstone.cli", "worker", "--defs", f"{self.name}:runtime",
-                "--concurrency", str(concurrency),
+                "--concurrency", str(concurrency), *args,
             ]  # fmt: skip
         log = (self.dir / f"worker-{len(self.workers)}.log").open("w")
         self.logs_open.append(log)

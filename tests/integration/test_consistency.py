@@ -9,6 +9,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import psycopg
@@ -105,6 +106,23 @@ def test_i17_non_json_output_is_refused_with_a_clear_error(runtime: fs.FlowStone
     assert runtime.latest("source") is not None  # nothing committed before was touched
 
 
+# Since 0.3 the pool refuses a connection the server dropped before lending it, so dropping the
+# connections is no longer enough to make the success write fail: the server also refuses that
+# write, once, the way a server shutting down does (SQLSTATE 57P01).
+REFUSE_ONE_SUCCESS = """
+CREATE SEQUENCE test_refusals;  -- nextval is not rolled back with the refused transaction
+CREATE FUNCTION test_refuse_success() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF nextval('test_refusals') = 1 THEN
+        RAISE EXCEPTION 'terminating connection due to administrator command' USING ERRCODE = '57P01';
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER test_refuse_success BEFORE UPDATE ON flowstone_materializations
+    FOR EACH ROW WHEN (NEW.status = 'succeeded') EXECUTE FUNCTION test_refuse_success();
+"""
+
+
 def test_i11_connection_dropped_between_store_and_record(
     runtime: fs.FlowStone, database_url: str, tmp_path: Path, io: str
 ):
@@ -114,6 +132,7 @@ def test_i11_connection_dropped_between_store_and_record(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                 "WHERE datname = current_database() AND pid <> pg_backend_pid()"
             )
+            admin.execute(REFUSE_ONE_SUCCESS)
 
     result = runtime.materialize("source", raise_on_error=False, _after_store=drop_every_connection)
     row = result.step("source")
@@ -130,6 +149,23 @@ def test_i11_connection_dropped_between_store_and_record(
     # The next run works normally.
     assert runtime.materialize("source").success
     assert runtime.load("source") == {"a": 1}
+
+
+def test_a_dropped_pooled_connection_is_replaced_before_the_success_write(
+    runtime: fs.FlowStone, database_url: str, tmp_path: Path, io: str
+):
+    def drop_every_connection(step: fs.Materialization, ref: fs.OutputRef) -> None:
+        with psycopg.connect(database_url, autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        time.sleep(0.2)  # the server's goodbye reaches the pooled connections' sockets
+
+    result = runtime.materialize("source", _after_store=drop_every_connection)
+    assert result.step("source").status == "succeeded"
+    assert runtime.load("source") == {"a": 1}
+    assert _stored_outputs(io, tmp_path, database_url) == 1
 
 
 @pytest.mark.slow

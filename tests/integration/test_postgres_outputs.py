@@ -471,7 +471,7 @@ def test_gc_keeps_the_latest_n_per_asset_and_partition(conn, database_url):
             latest = store.latest(asset, key)
             assert latest is not None
             assert latest.id == mid
-            assert store.read_output(mid) == ("jsonb", mid, None)
+            assert store.outputs.read_output(mid) == ("jsonb", mid, None)
     finally:
         store.close()
 
