@@ -176,3 +176,23 @@ def test_gc_of_the_filesystem_manager_deletes_old_files(database_url: str, tmp_p
         assert rt.gc(keep_last=1).deleted == {"default": 2}
         assert len(list((tmp_path / "out").rglob("*.json"))) == 1
         assert rt.load("counter") == 1
+
+
+@fs.asset(partitions=fs.DailyPartitions(start="2025-01-01"), io_manager="counts")
+def typed_rows(context: fs.AssetContext) -> list[dict[str, int]]:
+    return [{"n": 1}, {"n": 2}]
+
+
+def test_rows_mode_loads_validate_the_asset_type_without_the_partition_column(
+    database_url: str, tmp_path: Path
+):
+    """An asset declared ``-> list[dict[str, int]]`` loads back as that type: the partition column
+    FlowStone adds is not part of what the asset returned (0.2 refused it with OutputDecodeError)."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE typed_counts (partition_key text NOT NULL, n int NOT NULL)")
+    defs = fs.Definitions(
+        assets=[typed_rows], io_managers={"counts": fs.PostgresIOManager(table="typed_counts", mode="rows")}
+    )
+    with fs.FlowStone(defs, database_url=database_url, home=tmp_path) as rt:
+        rt.materialize("typed_rows", "2025-01-01")
+        assert sorted(rt.load("typed_rows", "2025-01-01"), key=lambda r: r["n"]) == [{"n": 1}, {"n": 2}]  # type: ignore[arg-type]

@@ -1,0 +1,128 @@
+"""Where a queued step's time goes: commits, WAL flushes and statements per step from Postgres'
+statistics, and (with py-spy installed) where the worker process spends its time.
+
+Not part of ``make bench`` (a helper: its name starts with ``_``). Run it by hand:
+
+    .venv/bin/python bench/_profile_worker.py [steps] [partitions_per_job] [chain]
+
+It prints per-step figures for a run of trivial steps through one worker process (concurrency 8)
+and, when ``py-spy`` is on the PATH, the functions with the most samples in the worker.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime as dt
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _common
+import psycopg
+
+MODULE = """
+import flowstone as fs
+
+@fs.asset(partitions=fs.DailyPartitions(start="1800-01-01"))
+def trivial(context: fs.AssetContext) -> int:
+    return 1
+
+CHAIN = [fs.asset(name="c0")(lambda: 0)]
+for i in range(1, 100):
+    namespace = {}
+    exec(f"def c{i}(c{i - 1}: int) -> int:\\n    return c{i - 1} + 1\\n", namespace)
+    CHAIN.append(fs.asset(namespace[f"c{i}"]))
+
+defs = fs.Definitions(assets=[trivial, *CHAIN])
+runtime = fs.FlowStone(defs)
+app = runtime.procrastinate_app
+"""
+
+
+def stats(url: str) -> dict[str, float]:
+    with psycopg.connect(url) as conn:
+        (commits,) = conn.execute(
+            "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
+        ).fetchone()  # type: ignore[misc]
+        (syncs, records) = conn.execute("SELECT wal_sync, wal_records FROM pg_stat_wal").fetchone()  # type: ignore[misc]
+    return {"commits": float(commits), "wal_syncs": float(syncs), "wal_records": float(records)}
+
+
+def main() -> None:
+    steps = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
+    per_job = int(sys.argv[2]) if len(sys.argv) > 2 else 1
+    chain = len(sys.argv) > 3 and sys.argv[3] == "chain"
+    with _common.scratch_database() as url, tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        name = f"profmod_{uuid.uuid4().hex[:8]}"
+        (work / f"{name}.py").write_text(textwrap.dedent(MODULE))
+        env = dict(os.environ, FLOWSTONE_DATABASE_URL=url, FLOWSTONE_HOME=str(work / "home"), PYTHONPATH=str(work))
+        os.environ.update({k: env[k] for k in ("FLOWSTONE_DATABASE_URL", "FLOWSTONE_HOME")})
+        sys.path.insert(0, str(work))
+        mod: Any = __import__(name)
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "flowstone.cli", "worker", "--defs", f"{name}:runtime", "--concurrency", "8"],
+            cwd=work,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(2)
+        before = stats(url)
+        start = time.perf_counter()
+        if chain:
+            handles = [mod.runtime.submit("c99", with_upstream=True) for _ in range(max(1, steps // 100))]
+            total = 100 * len(handles)
+        else:
+            first = dt.date(1800, 1, 1)
+            handles = [
+                mod.runtime.backfill(
+                    "trivial", start=first, end=first + dt.timedelta(days=steps - 1), partitions_per_job=per_job
+                )
+            ]
+            total = steps
+        spy = None
+        if shutil.which("py-spy"):
+            spy = subprocess.Popen(
+                ["py-spy", "record", "-p", str(worker.pid), "-o", str(work / "raw.txt"), "-f", "raw", "-r", "200",
+                 "-d", "15", "--nonblocking"],  # fmt: skip
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        for handle in handles:
+            handle.wait(timeout=900)
+        elapsed = time.perf_counter() - start
+        after = stats(url)
+        if spy is not None:
+            spy.wait(timeout=60)
+        worker.terminate()
+        worker.wait(timeout=30)
+        print(f"{total} steps in {elapsed:.2f} s = {total / elapsed:.1f} steps/s (ppj={per_job}, chain={chain})")
+        for key in before:
+            print(f"  {key} per step: {(after[key] - before[key]) / total:.2f}")
+        raw = work / "raw.txt"
+        if raw.exists():
+            own: collections.Counter[str] = collections.Counter()
+            total_samples = 0
+            for line in raw.read_text().splitlines():
+                stack, _, count = line.rpartition(" ")
+                frames = stack.split(";")
+                total_samples += int(count)
+                own[frames[-1]] += int(count)
+            print(f"  py-spy: {total_samples} samples; most self time:")
+            for frame, count in own.most_common(25):
+                print(f"    {100 * count / total_samples:5.1f}%  {frame}")
+        mod.runtime.close()
+
+
+if __name__ == "__main__":
+    main()
