@@ -53,7 +53,12 @@ def stats(url: str) -> dict[str, float]:
         (commits,) = conn.execute(
             "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
         ).fetchone()  # type: ignore[misc]
-        (syncs, records) = conn.execute("SELECT wal_sync, wal_records FROM pg_stat_wal").fetchone()  # type: ignore[misc]
+        (records,) = conn.execute("SELECT wal_records FROM pg_stat_wal").fetchone()  # type: ignore[misc]
+        if conn.info.server_version >= 180000:  # WAL fsyncs moved to pg_stat_io in PostgreSQL 18
+            query = "SELECT coalesce(sum(fsyncs), 0) FROM pg_stat_io WHERE object = 'wal'"
+        else:
+            query = "SELECT wal_sync FROM pg_stat_wal"
+        (syncs,) = conn.execute(query).fetchone()  # type: ignore[misc]
     return {"commits": float(commits), "wal_syncs": float(syncs), "wal_records": float(records)}
 
 
@@ -65,12 +70,23 @@ def main() -> None:
         work = Path(tmp)
         name = f"profmod_{uuid.uuid4().hex[:8]}"
         (work / f"{name}.py").write_text(textwrap.dedent(MODULE))
-        env = dict(os.environ, FLOWSTONE_DATABASE_URL=url, FLOWSTONE_HOME=str(work / "home"), PYTHONPATH=str(work))
+        env = dict(
+            os.environ, FLOWSTONE_DATABASE_URL=url, FLOWSTONE_HOME=str(work / "home"), PYTHONPATH=str(work)
+        )
         os.environ.update({k: env[k] for k in ("FLOWSTONE_DATABASE_URL", "FLOWSTONE_HOME")})
         sys.path.insert(0, str(work))
         mod: Any = __import__(name)
         worker = subprocess.Popen(
-            [sys.executable, "-m", "flowstone.cli", "worker", "--defs", f"{name}:runtime", "--concurrency", "8"],
+            [
+                sys.executable,
+                "-m",
+                "flowstone.cli",
+                "worker",
+                "--defs",
+                f"{name}:runtime",
+                "--concurrency",
+                "8",
+            ],
             cwd=work,
             env=env,
             stdout=subprocess.DEVNULL,
@@ -86,15 +102,31 @@ def main() -> None:
             first = dt.date(1800, 1, 1)
             handles = [
                 mod.runtime.backfill(
-                    "trivial", start=first, end=first + dt.timedelta(days=steps - 1), partitions_per_job=per_job
+                    "trivial",
+                    start=first,
+                    end=first + dt.timedelta(days=steps - 1),
+                    partitions_per_job=per_job,
                 )
             ]
             total = steps
         spy = None
         if shutil.which("py-spy"):
             spy = subprocess.Popen(
-                ["py-spy", "record", "-p", str(worker.pid), "-o", str(work / "raw.txt"), "-f", "raw", "-r", "200",
-                 "-d", "15", "--nonblocking"],  # fmt: skip
+                [
+                    "py-spy",
+                    "record",
+                    "-p",
+                    str(worker.pid),
+                    "-o",
+                    str(work / "raw.txt"),
+                    "-f",
+                    "raw",
+                    "-r",
+                    "200",
+                    "-d",
+                    "15",
+                    "--nonblocking",
+                ],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
@@ -106,20 +138,29 @@ def main() -> None:
             spy.wait(timeout=60)
         worker.terminate()
         worker.wait(timeout=30)
-        print(f"{total} steps in {elapsed:.2f} s = {total / elapsed:.1f} steps/s (ppj={per_job}, chain={chain})")
+        print(
+            f"{total} steps in {elapsed:.2f} s = {total / elapsed:.1f} steps/s (ppj={per_job}, chain={chain})"
+        )
         for key in before:
             print(f"  {key} per step: {(after[key] - before[key]) / total:.2f}")
         raw = work / "raw.txt"
         if raw.exists():
             own: collections.Counter[str] = collections.Counter()
+            inclusive: collections.Counter[str] = collections.Counter()
             total_samples = 0
             for line in raw.read_text().splitlines():
                 stack, _, count = line.rpartition(" ")
                 frames = stack.split(";")
                 total_samples += int(count)
                 own[frames[-1]] += int(count)
+                for frame in set(frames):
+                    inclusive[frame] += int(count)
             print(f"  py-spy: {total_samples} samples; most self time:")
             for frame, count in own.most_common(25):
+                print(f"    {100 * count / total_samples:5.1f}%  {frame}")
+            print("  most inclusive time (FlowStone and Procrastinate functions):")
+            shown = [(f, c) for f, c in inclusive.most_common() if "flowstone/" in f or "procrastinate/" in f]
+            for frame, count in shown[:40]:
                 print(f"    {100 * count / total_samples:5.1f}%  {frame}")
         mod.runtime.close()
 

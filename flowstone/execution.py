@@ -88,6 +88,8 @@ class Ran:
 
     outcomes: list[StepOutcome]
     released: list[store_base.BatchItem]
+    continued: store_base.BatchItem | None = None
+    """The unit of work a success kept for this job (continuation): claim and run it next."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,9 +212,17 @@ class StepRunner:
     # -- running ------------------------------------------------------------------------------
 
     def run_claimed(
-        self, asset: definitions.AssetDef, claim: store_base.Claim, *, scope: resources.ResourceScope
+        self,
+        asset: definitions.AssetDef,
+        claim: store_base.Claim,
+        *,
+        scope: resources.ResourceScope,
+        keep: store_base.Keep | None = None,
+        continued: bool = False,
     ) -> Ran:
-        """Execute claimed steps; record failures one by one and successes together."""
+        """Execute claimed steps; record failures one by one and successes together (``keep``: the
+        success keeps one step it makes ready for this job; ``continued``: the steps were kept so,
+        and a retry of one gets a job of its own; ADR 0013)."""
         outcomes: list[StepOutcome] = []
         done: list[tuple[records.Materialization, Executed]] = []
         for step in claim.steps:
@@ -224,17 +234,29 @@ class StepRunner:
                 outcomes.append(self._wait_for_approval(step, pending.request))
                 continue
             except Exception as exc:  # noqa: BLE001 - every failure of a step is recorded, then reported
-                outcomes.append(self._record_failure(step, exc))
+                outcomes.append(self._record_failure(step, exc, continued=continued))
                 continue
             done.append((step, executed))
         if not done:
             return Ran(outcomes, [])
-        completed, released = self._complete(done, release=claim.run_kind != RunKind.BACKFILL)
-        return Ran(outcomes + completed, released)
+        release = claim.run_kind != RunKind.BACKFILL
+        completed, finished = self._complete(
+            done, release=release, keep=keep if release else None, continued=continued
+        )
+        return Ran(
+            outcomes + completed,
+            finished.released if finished else [],
+            finished.continued if finished else None,
+        )
 
     def _complete(
-        self, done: Sequence[tuple[records.Materialization, Executed]], *, release: bool
-    ) -> tuple[list[StepOutcome], list[store_base.BatchItem]]:
+        self,
+        done: Sequence[tuple[records.Materialization, Executed]],
+        *,
+        release: bool,
+        keep: store_base.Keep | None,
+        continued: bool,
+    ) -> tuple[list[StepOutcome], store_base.Completed | None]:
         """Record successes together; a backfill has no step edges, so nothing to release."""
         items = [
             store_base.Success(
@@ -248,10 +270,14 @@ class StepRunner:
         ]
         try:
             completed = self.store.complete_steps(
-                items, actor=self.svc.actor, jobs=self.svc.jobs if self.queued else None, release=release
+                items,
+                actor=self.svc.actor,
+                jobs=self.svc.jobs if self.queued else None,
+                release=release,
+                keep=keep if self.queued else None,
             )
         except Exception as exc:  # noqa: BLE001 - the success transaction failed: each step failed
-            return [self._record_failure(step, exc) for step, _ in done], []
+            return [self._record_failure(step, exc, continued=continued) for step, _ in done], None
         outcomes = []
         for (step, executed), row in zip(done, completed.rows, strict=True):
             if row is None:
@@ -267,7 +293,7 @@ class StepRunner:
                 outcomes.append(StepOutcome(record=self._current(step), error=lost))
             else:
                 outcomes.append(StepOutcome(record=row, value=executed.value))
-        return outcomes, completed.released
+        return outcomes, completed
 
     def _current(self, step: records.Materialization) -> records.Materialization | None:
         return self.store.get_step(step.run_id, step.asset, step.partition_key)
@@ -284,7 +310,9 @@ class StepRunner:
             return self._record_failure(step, exc)
         return StepOutcome(record=row or self._current(step))
 
-    def _record_failure(self, step: records.Materialization, exc: Exception) -> StepOutcome:
+    def _record_failure(
+        self, step: records.Materialization, exc: Exception, *, continued: bool = False
+    ) -> StepOutcome:
         if isinstance(exc, errors.FlowStoneError):
             error = _with_location(exc, step)
         else:
@@ -301,7 +329,11 @@ class StepRunner:
             row = self._durably(
                 "record a retry",
                 lambda: self.store.retry_later(
-                    step, error=error.to_dict(), retry_in_s=delay, actor=self.svc.actor
+                    step,
+                    error=error.to_dict(),
+                    retry_in_s=delay,
+                    actor=self.svc.actor,
+                    jobs=self.svc.jobs if continued else None,
                 ),
             )
             if row is not None:

@@ -69,6 +69,8 @@ class FlowStone:
         heartbeat_interval_s: float = 10.0,
         worker_pool_size: int = 10,
         automation_interval_s: int = 10,
+        continuation_steps: int = 100,
+        continuation_s: float = 10.0,
     ) -> None:
         self.defs = defs
         env = settings_mod.Settings.from_env()
@@ -101,6 +103,8 @@ class FlowStone:
                 heartbeat_interval_s=heartbeat_interval_s,
                 worker_pool_size=worker_pool_size,
                 automation_interval_s=automation_interval_s,
+                continuation_steps=continuation_steps,
+                continuation_s=continuation_s,
             ),
         )
         self.lineage = lineage_mod.Lineage(defs, self.store)

@@ -37,6 +37,11 @@ class QueueOptions:
     before the attempt gives up (the recovery sweep then settles the step)."""
     outage_timeout_s: float = 600.0
     """How long ``flowstone worker`` waits for the database to come back before it exits non-zero."""
+    continuation_steps: int = 100
+    """Steps a queued job may run one after the other when each success makes the next ready on
+    its queue (continuation, ADR 0013); 1 turns continuation off."""
+    continuation_s: float = 10.0
+    """Seconds after which a job stops continuing, so that a long chain does not hold a worker."""
 
 
 @dataclass(frozen=True, slots=True)

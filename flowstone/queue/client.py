@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import procrastinate
@@ -40,20 +40,34 @@ class Enqueuer:
         self.job_manager = procrastinate_manager.JobManager(procrastinate.SyncPsycopgConnector(conninfo=url))
 
     def queue_of(self, asset: str) -> str:
-        """The queue of an asset's jobs."""
+        """The queue of an asset's jobs (unknown assets: the default queue)."""
+        if asset not in self.defs:
+            return jobs.DEFAULT_QUEUE
         return self.defs.get(asset).queue or jobs.DEFAULT_QUEUE
 
     def defer_steps(
-        self, conn: psycopg.Connection[Any], run_id: str, items: Sequence[store_base.BatchItem]
+        self,
+        conn: psycopg.Connection[Any],
+        run_id: str,
+        items: Sequence[store_base.BatchItem],
+        *,
+        schedule_in_s: float | None = None,
     ) -> list[int]:
-        """One job per (asset, batch_key), in one batch per queue; ids in the order of ``items``."""
+        """One job per (asset, batch_key), in one batch per queue; ids in the order of ``items``
+        (``schedule_in_s``: the jobs start no sooner than that)."""
         by_queue: dict[str, list[int]] = {}
         for index, (asset, _) in enumerate(items):
             by_queue.setdefault(self.queue_of(asset), []).append(index)
         ids: list[int] = [0] * len(items)
         for queue, indices in by_queue.items():
             deferrer = procrastinate_tasks.configure_task(
-                name=jobs.TASK_NAME, job_manager=self.job_manager, connection=conn, queue=queue
+                name=jobs.TASK_NAME,
+                job_manager=self.job_manager,
+                connection=conn,
+                queue=queue,
+                schedule_at=None
+                if schedule_in_s is None
+                else datetime.now(UTC) + timedelta(seconds=schedule_in_s),
             )
             args = [
                 jobs.JobArgs(run_id=run_id, asset=items[i][0], partition=items[i][1]).model_dump()

@@ -9,7 +9,8 @@ schedules them.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn
 
 import procrastinate
@@ -18,6 +19,7 @@ from procrastinate.job_context import JobContext
 
 from flowstone import automation, errors, execution, partition_keys, resources, results, services
 from flowstone.queue import jobs
+from flowstone.store import base as store_base
 from flowstone.store import records, transitions
 
 __all__ = [
@@ -35,6 +37,10 @@ __all__ = [
 
 logger = logging.getLogger("flowstone.queue")
 
+AFTER_JOB: Callable[[int | None, Sequence[execution.StepOutcome]], None] | None = None
+"""A test seam: called with the job id and its outcomes after a job's steps are recorded and before
+the job returns to Procrastinate (which then finishes it). The fault suite stops the server there."""
+
 
 class JobRunner:
     """What the ``flowstone:run_step`` task does with one job."""
@@ -44,9 +50,11 @@ class JobRunner:
         self.store = svc.postgres()
         self.runner = execution.StepRunner(svc, queued=True)
 
-    def run(self, raw: Mapping[str, Any], *, job_id: int | None = None) -> None:
+    def run(self, raw: Mapping[str, Any], *, job_id: int | None = None, queue: str | None = None) -> None:
         """Validate args, run the job's step(s), record outcomes; raise to steer Procrastinate.
-        ``job_id``: the Procrastinate job, whose own steps it may take over after a dead worker."""
+        ``job_id``: the Procrastinate job, whose own steps it may take over after a dead worker;
+        with its ``queue`` it also continues with the steps its successes make ready there, within
+        the continuation budget (ADR 0013)."""
         try:
             args = jobs.JobArgs.model_validate(dict(raw))
         except pydantic.ValidationError as exc:
@@ -74,12 +82,41 @@ class JobRunner:
             for step in claim.steps:
                 self.store.fail_terminal(step, error=error.to_dict(), actor=self.svc.actor)
             raise jobs.StepFailed(str(error)) from exc
+        budget = _Budget(self.svc.options, job_id, queue)
         with scope:
-            retry_in, failed = jobs.collect(self.runner.run_claimed(asset, claim, scope=scope).outcomes)
+            ran = self.runner.run_claimed(asset, claim, scope=scope, keep=budget.keep())
+            retry_in, failed = jobs.collect(ran.outcomes)
+            outcomes = ran.outcomes + self._continue(args.run_id, ran.continued, scope, budget, job_id)
+        # A continued step's retry has a job of its own; its terminal failure fails this job.
+        failed += jobs.collect(outcomes[len(ran.outcomes) :])[1]
+        if AFTER_JOB is not None:
+            AFTER_JOB(job_id, outcomes)
         if retry_in:
             raise jobs.RetryStep(max(retry_in), failed[0] if failed else None)
         if failed:
             raise jobs.StepFailed(str(failed[0]))
+
+    def _continue(
+        self,
+        run_id: str,
+        unit: store_base.BatchItem | None,
+        scope: resources.ResourceScope,
+        budget: _Budget,
+        job_id: int | None,
+    ) -> list[execution.StepOutcome]:
+        """Run the steps kept for this job, one after the other; their outcomes. A retry of one
+        was deferred as a job of its own when it was recorded."""
+        outcomes: list[execution.StepOutcome] = []
+        while unit is not None:
+            asset = self.svc.defs.get(unit[0])
+            claim = self.runner.claim(run_id, asset, unit[1], job_id=job_id)
+            if not claim.steps:
+                break
+            budget.spend()
+            ran = self.runner.run_claimed(asset, claim, scope=scope, keep=budget.keep(), continued=True)
+            outcomes += ran.outcomes
+            unit = ran.continued
+        return outcomes
 
     def _reject(self, raw: Mapping[str, Any], error: errors.FlowStoneError) -> NoReturn:
         """Record a job that cannot run where a row exists, then fail the job without retry."""
@@ -94,6 +131,31 @@ class JobRunner:
             except errors.StoreError:  # not a UUID, or no such row: nothing to record there
                 logger.warning("no step row to record the rejected job on")
         raise jobs.StepFailed(str(error)) from error
+
+
+class _Budget:
+    """How many more steps, for how long, one job may continue (ADR 0013)."""
+
+    def __init__(self, options: services.QueueOptions, job_id: int | None, queue: str | None) -> None:
+        self.steps_left = options.continuation_steps - 1
+        self.deadline = time.monotonic() + options.continuation_s
+        self.job_id = job_id
+        self.queue = queue
+
+    def keep(self) -> store_base.Keep | None:
+        """What the next success may keep for this job, if anything."""
+        if (
+            self.job_id is None
+            or self.queue is None
+            or self.steps_left <= 0
+            or time.monotonic() >= self.deadline
+        ):
+            return None
+        return store_base.Keep(job_id=self.job_id, queue=self.queue)
+
+    def spend(self) -> None:
+        """A continued step was claimed."""
+        self.steps_left -= 1
 
 
 # -- maintenance ---------------------------------------------------------------------------------
@@ -195,7 +257,7 @@ def build_blueprint(svc: services.Services) -> procrastinate.Blueprint:
     )
     def run_step(context: JobContext, /, **kwargs: Any) -> None:
         """Run the step(s) one FlowStone job names."""
-        job_runner.run(kwargs, job_id=context.job.id)
+        job_runner.run(kwargs, job_id=context.job.id, queue=context.job.queue)
 
     # `flowstone worker` also runs these on a timer of its own (queue.process); as jobs, with the
     # maintenance priority, they serve workers started with Procrastinate's own CLI.

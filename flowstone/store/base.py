@@ -31,7 +31,7 @@ from flowstone.io import base as io_base
 from flowstone.status import RunKind
 from flowstone.store import records
 
-__all__ = ["BatchItem", "Claim", "Completed", "JobQueue", "StepKey", "Store", "Success", "skip_error"]
+__all__ = ["BatchItem", "Claim", "Completed", "JobQueue", "Keep", "StepKey", "Store", "Success", "skip_error"]
 
 StepKey = tuple[str, str]
 """(asset, encoded partition key)."""
@@ -48,7 +48,9 @@ class JobQueue(Protocol):
     caller's connection, inside the caller's transaction (I1, I11). The queue package implements it
     (:class:`flowstone.queue.client.Enqueuer`)."""
 
-    def defer_steps(self, conn: Any, run_id: str, items: Sequence[BatchItem]) -> list[int]:
+    def defer_steps(
+        self, conn: Any, run_id: str, items: Sequence[BatchItem], *, schedule_in_s: float | None = None
+    ) -> list[int]:
         """One job per item; returns the job ids in the order of ``items``."""
         ...
 
@@ -59,6 +61,19 @@ class JobQueue(Protocol):
     def cancel_job(self, conn: Any, job_id: int) -> bool:
         """Cancel a ``todo`` job; whether it was cancelled."""
         ...
+
+    def queue_of(self, asset: str) -> str:
+        """The queue an asset's jobs go to."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Keep:
+    """Continuation (ADR 0013): the running job ``job_id`` on ``queue`` keeps one step its success
+    makes ready on that queue, and runs it next instead of deferring a job for it."""
+
+    job_id: int
+    queue: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +105,8 @@ class Completed:
 
     rows: list[records.Materialization | None]
     released: list[BatchItem] = field(default_factory=list)
+    continued: BatchItem | None = None
+    """The unit of work kept for the running job (``keep=``): claim and run it next."""
 
 
 class Store(ABC):
@@ -220,12 +237,14 @@ class Store(ABC):
         actor: str,
         jobs: JobQueue | None = None,
         release: bool = True,
+        keep: Keep | None = None,
         now: datetime | None = None,
     ) -> Completed:
         """One transaction (I11, I14) for successes of one run: each success (see
         :meth:`succeed_step`), the fan-in of their downstream steps (``release``; a step whose
-        last upstream succeeded becomes ``queued``, its job deferred with ``jobs`` when given) and
-        the run's status."""
+        last upstream succeeded becomes ``queued``, its job deferred with ``jobs`` when given, or
+        kept for the running job with ``keep``) and the run's status. It commits asynchronously
+        unless the run ends in it (ADR 0013)."""
 
     @abstractmethod
     def fail_step(
@@ -260,9 +279,12 @@ class Store(ABC):
         error: Mapping[str, Any],
         retry_in_s: float,
         actor: str,
+        jobs: JobQueue | None = None,
         now: datetime | None = None,
     ) -> records.Materialization | None:
-        """``running`` → ``queued`` keeping attempt and the error, audited (its job runs again)."""
+        """``running`` → ``queued`` keeping attempt and the error, audited. Its job runs again;
+        with ``jobs``, a new job is deferred for it instead, ``retry_in_s`` from now (a step run
+        by continuation, ADR 0013, whose job is not its own)."""
 
     @abstractmethod
     def skip_steps(

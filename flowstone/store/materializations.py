@@ -21,6 +21,7 @@ __all__ = [
     "materialization_abandon_run",
     "materialization_cancel_run",
     "materialization_claim",
+    "materialization_commit_mode",
     "materialization_copy_queued",
     "materialization_covered_keys",
     "materialization_end_waiting",
@@ -184,26 +185,33 @@ def materialization_inputs(conn: Conn, run_id: str, wanted: Sequence[base.StepKe
 
 
 def materialization_succeed(
-    conn: Conn, item: base.Success, actor: str, now: datetime | None
-) -> Pending[records.Materialization | None]:
-    """``running`` → ``succeeded`` for this attempt, with lineage, audit event and (Postgres IO
-    manager, value mode) the output, in one statement."""
-    output = item.output
+    conn: Conn, items: Sequence[base.Success], actor: str, now: datetime | None
+) -> Pending[dict[int, records.Materialization]]:
+    """``running`` → ``succeeded`` for each item's attempt, with its lineage, audit event and
+    (Postgres IO manager, value mode) output, in one statement; the rows that succeeded, by id (an
+    attempt that lost its step is missing)."""
+    # rows-mode outputs go to the user's table (store.outputs.write_rows), not flowstone_outputs
+    stored = [i.output if i.output is not None and i.output.format != "rows" else None for i in items]
     params = {
-        "id": item.step.id,
-        "attempt": item.step.attempt,
-        "output_ref": Jsonb(dict(item.output_ref)),
-        "metadata": Jsonb(dict(item.metadata)),
-        "upstream_ids": [u for u, _ in item.lineage],
-        "input_names": [n for _, n in item.lineage],
+        "ids": [i.step.id for i in items],
+        "attempts": [i.step.attempt for i in items],
+        "output_refs": [Jsonb(dict(i.output_ref)) for i in items],
+        "metadata": [Jsonb(dict(i.metadata)) for i in items],
+        "output_formats": [o.format if o else None for o in stored],
+        "output_values": [o.value if o else None for o in stored],
+        "output_datas": [o.data if o else None for o in stored],
+        "edge_readers": [i.step.id for i in items for _ in i.lineage],
+        "edge_upstreams": [upstream for i in items for upstream, _ in i.lineage],
+        "edge_inputs": [name for i in items for _, name in i.lineage],
         "actor": actor,
-        # rows-mode outputs go to the user's table (store.outputs.write_rows), not flowstone_outputs
-        "output_format": output.format if output and output.format != "rows" else None,
-        "output_value": output.value if output else None,
-        "output_data": output.data if output else None,
         "now": now,
     }
-    return Pending(conn.execute(Q("materialization_succeed"), params), _one)
+    return Pending(conn.execute(Q("materialization_succeed"), params), lambda c: {m.id: m for m in _rows(c)})
+
+
+def materialization_commit_mode(conn: Conn, run_id: str) -> None:
+    """The current success transaction commits asynchronously unless its run ended in it (ADR 0013)."""
+    conn.execute(Q("materialization_commit_mode"), {"run_id": pg.run_uuid(run_id)})
 
 
 def materialization_release_downstream(

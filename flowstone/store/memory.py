@@ -245,6 +245,7 @@ class MemoryStore(base.Store):
         actor: str,
         jobs: base.JobQueue | None = None,
         release: bool = True,
+        keep: base.Keep | None = None,
         now: datetime | None = None,
     ) -> base.Completed:
         if jobs is not None:
@@ -327,6 +328,7 @@ class MemoryStore(base.Store):
         error: Mapping[str, Any],
         retry_in_s: float,
         actor: str,
+        jobs: base.JobQueue | None = None,
         now: datetime | None = None,
     ) -> records.Materialization | None:
         at = _now(now)

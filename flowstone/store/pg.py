@@ -35,6 +35,7 @@ __all__ = [
     "Row",
     "approval_from_row",
     "materialization_from_row",
+    "one_trip",
     "run_from_row",
     "run_uuid",
     "translate_errors",
@@ -178,6 +179,26 @@ class Database:
             pool, self._pool = self._pool, None
         if pool is not None:
             pool.close()
+
+
+@contextmanager
+def one_trip(conn: Conn) -> Iterator[None]:
+    """A transaction on the autocommit ``conn`` whose BEGIN, statements and COMMIT go in one
+    pipeline, synced once when the block ends (``conn.transaction()`` in a pipeline syncs after
+    BEGIN, after the body and after COMMIT: three more round trips). Statements may still be
+    fetched inside the block (:meth:`Pending.get`), which syncs there.
+
+    On any error the transaction is rolled back and the connection closed, so the pool replaces
+    it: after an aborted pipeline, psycopg's cache of prepared statements may name statements the
+    server never prepared, and only its own ``transaction()`` knows to clear it."""
+    try:
+        with conn.pipeline():
+            conn.execute("BEGIN")
+            yield
+            conn.execute("COMMIT")
+    except BaseException:
+        conn.close()
+        raise
 
 
 @dataclass(frozen=True, slots=True)

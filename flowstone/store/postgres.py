@@ -304,7 +304,7 @@ class PostgresStore(base.Store):
     ) -> records.Materialization | None:
         item = base.Success(step, output_ref, metadata, lineage, output)
         with self.db.transaction("record success") as conn:
-            row = mat.materialization_succeed(conn, item, actor, now).get()
+            row = mat.materialization_succeed(conn, [item], actor, now).get().get(step.id)
             if row is not None and output is not None and output.format == "rows":
                 store_outputs.write_rows(
                     conn, output, materialization_id=row.id, asset=row.asset, partition_key=row.partition_key
@@ -318,12 +318,15 @@ class PostgresStore(base.Store):
         actor: str,
         jobs: base.JobQueue | None = None,
         release: bool = True,
+        keep: base.Keep | None = None,
         now: datetime | None = None,
     ) -> base.Completed:
         if not items:
             return base.Completed(rows=[])
-        with self.db.transaction("record success") as conn:
-            return transitions.complete(conn, items, actor=actor, jobs=jobs, release=release, now=now)
+        with self.db.session("record success") as conn:
+            return transitions.complete(
+                conn, items, actor=actor, jobs=jobs, release=release, keep=keep, now=now
+            )
 
     def fail_step(
         self,
@@ -371,12 +374,18 @@ class PostgresStore(base.Store):
         error: Mapping[str, Any],
         retry_in_s: float,
         actor: str,
+        jobs: base.JobQueue | None = None,
         now: datetime | None = None,
     ) -> records.Materialization | None:
         with self.db.transaction("record retry") as conn:
-            return mat.materialization_retry_later(
+            row = mat.materialization_retry_later(
                 conn, step, error=error, retry_in_s=retry_in_s, actor=actor, now=now
             )
+            if row is not None and jobs is not None:
+                transitions.defer(
+                    conn, row.run_id, [(row.asset, row.partition_key)], jobs, schedule_in_s=retry_in_s
+                )
+            return row
 
     def skip_steps(
         self,

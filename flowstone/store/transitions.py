@@ -52,12 +52,19 @@ def finish(conn: Conn, run_id: str, actor: str, now: datetime | None) -> records
     return runs.run_finish(conn, run_id, actor, now).get()
 
 
-def defer(conn: Conn, run_id: str, items: Sequence[base.BatchItem], jobs: base.JobQueue | None) -> None:
+def defer(
+    conn: Conn,
+    run_id: str,
+    items: Sequence[base.BatchItem],
+    jobs: base.JobQueue | None,
+    *,
+    schedule_in_s: float | None = None,
+) -> None:
     """Defer one job per unit of work (in the caller's transaction) and record the job ids."""
     unique = list(dict.fromkeys(items))
     if not unique or jobs is None:
         return
-    job_ids = jobs.defer_steps(conn, run_id, unique)
+    job_ids = jobs.defer_steps(conn, run_id, unique, schedule_in_s=schedule_in_s)
     mat.materialization_set_jobs(conn, run_id, unique, job_ids)
 
 
@@ -169,44 +176,64 @@ def complete(
     actor: str,
     jobs: base.JobQueue | None,
     release: bool,
+    keep: base.Keep | None,
     now: datetime | None,
 ) -> base.Completed:
-    """Successes of one run, their fan-in, the jobs of the steps that became ready and the run's
-    status, in the caller's transaction. Pipelined (one round trip before the jobs are deferred)
-    unless an output goes to a user table (COPY, which a pipeline refuses)."""
+    """Successes of one run (one statement), their fan-in, the jobs of the steps that became ready
+    (one of them kept for the running job with ``keep``) and the run's status, in ONE transaction
+    that this function opens on the autocommit ``conn``. BEGIN, the statements and COMMIT are
+    pipelined: one round trip in process, one more before the jobs are deferred. It commits
+    asynchronously unless the run ends in it (ADR 0013). Outputs for a user table (COPY, which a
+    pipeline refuses) go without the pipeline."""
     run_id = items[0].step.run_id
-    if any(item.output is not None and item.output.format == "rows" for item in items):
-        rows: list[records.Materialization | None] = []
-        released: list[base.BatchItem] = []
-        for item in items:
-            row = mat.materialization_succeed(conn, item, actor, now).get()
-            rows.append(row)
-            if row is None:
-                continue
-            assert item.output is not None  # noqa: S101 - rows mode has a prepared output
-            if item.output.format == "rows":
-                store_outputs.write_rows(
-                    conn,
-                    item.output,
-                    materialization_id=row.id,
-                    asset=row.asset,
-                    partition_key=row.partition_key,
-                )
-            if release:
-                released.extend(mat.materialization_release_downstream(conn, item.step, now).get())
-        finish(conn, run_id, actor, now)
-    else:
-        with conn.pipeline():
-            successes = [mat.materialization_succeed(conn, item, actor, now) for item in items]
-            releases = (
-                [mat.materialization_release_downstream(conn, i.step, now) for i in items] if release else []
+    rows_mode = any(item.output is not None and item.output.format == "rows" for item in items)
+    defer_now = release and jobs is not None
+    released: list[base.BatchItem] | None = None
+    continued: base.BatchItem | None = None
+    with conn.transaction() if rows_mode else pg.one_trip(conn):
+        succeeded = mat.materialization_succeed(conn, items, actor, now)
+        done = succeeded.get() if rows_mode else None  # rows follow their success row
+        if done is not None:
+            _write_rows(conn, items, done)
+        releases = (
+            [mat.materialization_release_downstream(conn, i.step, now) for i in items] if release else []
+        )
+        runs.run_lock(conn, run_id)
+        runs.run_finish(conn, run_id, actor, now)
+        mat.materialization_commit_mode(conn, run_id)
+        if defer_now:
+            assert jobs is not None  # noqa: S101 - defer_now says so
+            released = [unit for pending in releases for unit in pending.get()]  # syncs here
+            continued = _kept(released, keep, jobs)
+            defer(conn, run_id, [unit for unit in released if unit != continued], jobs)
+            if continued is not None and keep is not None:
+                mat.materialization_set_jobs(conn, run_id, [continued], [keep.job_id])
+    # The results came with the commit (one round trip); a pipeline's cursors keep them.
+    if done is None:
+        done = succeeded.get()
+    if released is None:
+        released = [unit for pending in releases for unit in pending.get()]
+    return base.Completed(rows=[done.get(i.step.id) for i in items], released=released, continued=continued)
+
+
+def _write_rows(
+    conn: Conn, items: Sequence[base.Success], done: Mapping[int, records.Materialization]
+) -> None:
+    for item in items:
+        row = done.get(item.step.id)
+        if row is not None and item.output is not None and item.output.format == "rows":
+            store_outputs.write_rows(
+                conn, item.output, materialization_id=row.id, asset=row.asset, partition_key=row.partition_key
             )
-            runs.run_lock(conn, run_id)
-            runs.run_finish(conn, run_id, actor, now)
-            rows = [pending.get() for pending in successes]
-            released = [item for pending in releases for item in pending.get()]
-    defer(conn, run_id, released, jobs)
-    return base.Completed(rows=rows, released=released)
+
+
+def _kept(
+    released: Sequence[base.BatchItem], keep: base.Keep | None, jobs: base.JobQueue
+) -> base.BatchItem | None:
+    """The released unit of work the running job keeps: the first one on its own queue."""
+    if keep is None:
+        return None
+    return next((unit for unit in released if jobs.queue_of(unit[0]) == keep.queue), None)
 
 
 def fail_terminal(

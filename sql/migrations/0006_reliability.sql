@@ -20,3 +20,10 @@ CREATE INDEX flowstone_materializations_active_job_idx
 -- In-process runs still running: the sweep checks that their owner process is alive
 -- (run_abandoned_claim).
 CREATE INDEX flowstone_runs_active_idx ON flowstone_runs (kind, created_at) WHERE status = 'running';
+
+-- The claim looks a unit of work up twice, by batch key and by the step's own key (identity key).
+-- A partial batch index cannot serve the second lookup, so even a generic plan made before the
+-- table has statistics (a large backfill just enqueued) cannot scan a whole run through it.
+DROP INDEX flowstone_materializations_batch_idx;
+CREATE INDEX flowstone_materializations_batch_idx
+    ON flowstone_materializations (run_id, asset, batch_key) WHERE batch_key IS NOT NULL;

@@ -50,6 +50,14 @@ WITH cfg AS (
            coalesce(%(now)s::timestamptz, now()) AS at
 ), run AS (
     SELECT r.run_id, r.kind, r.config FROM flowstone_runs AS r WHERE r.run_id = %(run_id)s
+), unit AS (
+    -- Two index lookups, not one OR: a prepared statement's generic plan would otherwise scan
+    -- every step of the (run, asset) for it.
+    SELECT b.id FROM flowstone_materializations AS b
+    WHERE b.run_id = %(run_id)s AND b.asset = %(asset)s AND b.batch_key = %(batch_key)s
+    UNION
+    SELECT l.id FROM flowstone_materializations AS l
+    WHERE l.asset = %(asset)s AND l.partition_key = %(batch_key)s AND l.run_id = %(run_id)s
 ), updated AS (
     UPDATE flowstone_materializations AS m
     SET status       = 'running',
@@ -57,22 +65,21 @@ WITH cfg AS (
         started_at   = cfg.at,
         finished_at  = NULL,
         code_version = %(code_version)s
-    FROM cfg
-    WHERE m.run_id = %(run_id)s AND m.asset = %(asset)s
-      AND (m.batch_key = %(batch_key)s OR m.partition_key = %(batch_key)s)
+    FROM cfg, unit
+    WHERE m.id = unit.id
       AND (m.status IN ('pending', 'queued')
            OR (m.status = 'running' AND %(reclaim)s
                AND (%(job_id)s::bigint IS NULL OR m.job_id = %(job_id)s::bigint)))
     RETURNING m.*
 ), inserted AS (
+    -- The unit always holds its lone step's row when it exists (the batch's first key is the
+    -- batch key), so an empty unit means the step has no row yet.
     INSERT INTO flowstone_materializations AS m (run_id, asset, partition_key, status, attempt,
                                                  started_at, created_at, code_version, batch_key)
     SELECT run.run_id, %(asset)s::text, %(batch_key)s::text, 'running', 1, cfg.at, cfg.at,
            %(code_version)s::text, %(batch_key)s::text
     FROM run, cfg
-    WHERE NOT EXISTS (SELECT 1 FROM flowstone_materializations AS e
-                      WHERE e.run_id = %(run_id)s AND e.asset = %(asset)s
-                        AND e.partition_key = %(batch_key)s)
+    WHERE NOT EXISTS (SELECT 1 FROM unit)
     ON CONFLICT ON CONSTRAINT flowstone_materializations_identity_key DO NOTHING
     RETURNING m.*
 ), claimed AS (
@@ -102,22 +109,30 @@ WHERE m.run_id = %(run_id)s OR m.status = 'succeeded'
 ORDER BY m.asset, m.partition_key, (m.run_id = %(run_id)s) DESC, m.finished_at DESC NULLS LAST, m.id DESC;
 
 -- name: materialization_succeed
--- In one statement: marks a running attempt succeeded, writes its lineage edges, the audit event
--- and (Postgres IO manager) its output. Returns the row, or nothing when the attempt no longer
--- holds the step.
-WITH done AS (
-    UPDATE flowstone_materializations
+-- In one statement, for the running attempts of one or more steps: marks each succeeded, writes
+-- its lineage edges, its audit event and (Postgres IO manager) its output. Returns the rows that
+-- succeeded; an attempt that no longer holds its step is left out.
+WITH item AS (
+    SELECT *
+    FROM unnest(%(ids)s::bigint[], %(attempts)s::int[], %(output_refs)s::jsonb[], %(metadata)s::jsonb[],
+                %(output_formats)s::text[], %(output_values)s::text[], %(output_datas)s::bytea[])
+         AS i(id, attempt, output_ref, metadata, output_format, output_value, output_data)
+), done AS (
+    UPDATE flowstone_materializations AS m
     SET status      = 'succeeded',
         finished_at = coalesce(%(now)s::timestamptz, now()),
-        output_ref  = %(output_ref)s,
-        metadata    = %(metadata)s,
+        output_ref  = item.output_ref,
+        metadata    = item.metadata,
         error       = NULL
-    WHERE id = %(id)s AND status = 'running' AND attempt = %(attempt)s
-    RETURNING *
+    FROM item
+    WHERE m.id = item.id AND m.status = 'running' AND m.attempt = item.attempt
+    RETURNING m.*
 ), edges AS (
     INSERT INTO flowstone_lineage (materialization_id, upstream_materialization_id, input_name, created_at)
     SELECT done.id, e.upstream_id, e.input_name, done.finished_at
-    FROM done, unnest(%(upstream_ids)s::bigint[], %(input_names)s::text[]) AS e(upstream_id, input_name)
+    FROM done
+    JOIN unnest(%(edge_readers)s::bigint[], %(edge_upstreams)s::bigint[], %(edge_inputs)s::text[])
+         AS e(reader_id, upstream_id, input_name) ON e.reader_id = done.id
 ), audit AS (
     INSERT INTO flowstone_audit_log (event, actor, run_id, materialization_id, asset, partition_key,
                                      details, at)
@@ -127,12 +142,23 @@ WITH done AS (
 ), output AS (
     INSERT INTO flowstone_outputs (materialization_id, asset, partition_key, format, value, data,
                                    created_at)
-    SELECT done.id, done.asset, done.partition_key, %(output_format)s::text,
-           %(output_value)s::json, %(output_data)s::bytea, done.finished_at
+    SELECT done.id, done.asset, done.partition_key, item.output_format, item.output_value::json,
+           item.output_data, done.finished_at
     FROM done
-    WHERE %(output_format)s::text IS NOT NULL
+    JOIN item ON item.id = done.id
+    WHERE item.output_format IS NOT NULL
 )
 SELECT * FROM done;
+
+-- name: materialization_commit_mode
+-- Chooses how the current success transaction commits (ADR 0013): asynchronously, unless its run
+-- ended or waits in it (then as the session is configured, durably by default, which also flushes
+-- every asynchronous success of the run before it). (Not pg_settings: that view builds every
+-- setting, about a millisecond.)
+SELECT set_config('synchronous_commit', 'off', true) AS setting
+FROM flowstone_runs
+WHERE run_id = %(run_id)s
+  AND status NOT IN ('succeeded', 'failed', 'cancelled', 'waiting_approval');
 
 -- name: materialization_release_downstream
 -- Fan-in (I14): decrements the unfinished-upstream counter of the steps that read a step that just

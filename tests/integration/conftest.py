@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +24,9 @@ def pg_server() -> pg.Server:
     base = Path(tempfile.mkdtemp(prefix="flowstone-test-pg-"))
     base.chmod(0o755)
     # The embedded server (cleanup_mode="delete") stops and deletes its data when this process
-    # exits; removing the directory here would pull it from under the running server.
+    # exits; removing the directory here would pull it from under the running server. The empty
+    # directory goes after that: registered first, this exit handler runs last (atexit is LIFO).
+    atexit.register(shutil.rmtree, base, ignore_errors=True)
     return pg.start_server(base)
 
 

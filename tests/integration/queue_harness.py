@@ -29,12 +29,8 @@ MARKERS = Path(os.environ["FLOWSTONE_TEST_MARKERS"])
 """
 
 FOOTER = """
-runtime = fs.FlowStone(
-    defs,
-    stalled_after_s=2,
-    heartbeat_interval_s=0.5,
-    recovery_interval_s=1,{options}
-)
+DEFAULTS = dict(stalled_after_s=2, heartbeat_interval_s=0.5, recovery_interval_s=1)
+runtime = fs.FlowStone(defs, **{{**DEFAULTS, **dict({options})}})
 app = runtime.procrastinate_app
 """
 
@@ -48,7 +44,7 @@ class Pipeline:
         self.markers = tmp_path / "markers"
         self.markers.mkdir(exist_ok=True)
         self.database_url = database_url
-        footer = FOOTER.format(options=f"\n    {options}," if options else "")
+        footer = FOOTER.format(options=options)  # options override the defaults
         (tmp_path / f"{self.name}.py").write_text(HEADER + textwrap.dedent(body) + footer)
         self.env = dict(
             os.environ,

@@ -278,17 +278,22 @@ def test_queued_approve_resumes_on_a_worker_and_the_waiting_job_succeeded(pipeli
     pipeline.start_worker()
     handle = pipeline.runtime.submit("after", with_upstream=True)
     assert handle.wait(timeout=60).status == "waiting_approval", pipeline.logs()
-    ((status, attempts),) = pipeline.sql(
-        "SELECT status, attempts FROM procrastinate_jobs WHERE args->>'asset' = 'gated'"
+    # The job that asked (gated's own, or the upstream's that continued with it, ADR 0013).
+    job_of_gated = (
+        "SELECT j.id, j.status, j.attempts, j.args FROM procrastinate_jobs AS j "
+        "JOIN flowstone_materializations AS m ON m.job_id = j.id WHERE m.asset = 'gated'"
     )
+    ((asked, status, attempts, _),) = pipeline.sql(job_of_gated)
     assert (status, attempts) == ("succeeded", 1)  # ended well: not failed, not retried
     (approval,) = pipeline.runtime.approvals.list()
     pipeline.runtime.approvals.approve(approval.id, by="alice")
     assert handle.wait(timeout=60).status == "succeeded", pipeline.logs()
     assert pipeline.runtime.load("after") == 210
-    jobs = pipeline.sql("SELECT args FROM procrastinate_jobs WHERE args->>'asset' = 'gated' ORDER BY id")
-    assert len(jobs) == 2
-    assert jobs[0] == jobs[1]  # the continuation has the same three-key args
+    ((resumed, status, _, args),) = pipeline.sql(job_of_gated)
+    assert resumed != asked
+    assert status == "succeeded"
+    # The continuation is gated's own job, with the same three-key args as any step's.
+    assert args == {"run_id": handle.run_id, "asset": "gated", "partition": partition_keys.UNPARTITIONED}
 
 
 @pytest.mark.slow
@@ -311,9 +316,8 @@ def test_queued_redelivery_asks_twice_but_records_one_approval(pipeline: Pipelin
     with psycopg.connect(pipeline.database_url, autocommit=True) as conn:
         conn.execute("UPDATE flowstone_materializations SET status = 'queued' WHERE asset = 'gated'")
         conn.execute("UPDATE flowstone_runs SET status = 'running'")
-        (args,) = conn.execute(
-            "SELECT args FROM procrastinate_jobs WHERE args->>'asset' = 'gated'"
-        ).fetchone()
+        # (Its job may be the upstream's, which continued with it, ADR 0013: a job of its own.)
+        args = {"run_id": handle.run_id, "asset": "gated", "partition": partition_keys.UNPARTITIONED}
         conn.execute(
             "SELECT procrastinate_defer_jobs_v1(ARRAY[ROW('flowstone', 'flowstone:run_step', 0, NULL, NULL, "
             "%s::jsonb, NULL)]::procrastinate_job_to_defer_v1[])",

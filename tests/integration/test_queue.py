@@ -107,8 +107,8 @@ def test_i1_submit_is_one_transaction(pipeline: Pipeline, monkeypatch: pytest.Mo
     enqueuer = pipeline.runtime.services.jobs
     original = type(enqueuer).defer_steps
 
-    def defer_then_fail(self, conn, run_id, items):
-        original(self, conn, run_id, items)
+    def defer_then_fail(self, conn, run_id, items, **options):
+        original(self, conn, run_id, items, **options)
         raise RuntimeError("injected failure after the defer")
 
     monkeypatch.setattr(type(enqueuer), "defer_steps", defer_then_fail)
@@ -137,7 +137,17 @@ def test_i14_diamond_dag_runs_with_fan_in_and_each_join_enqueued_once(pipeline: 
         "WHERE task_name = %s AND args->>'asset' = 'join' GROUP BY 1",
         (queue_mod.TASK_NAME,),
     )
-    assert sorted(n for _, n in rows) == [1] * 5
+    # Each join is released once: it gets one job, or (continuation, ADR 0013) it runs in the job
+    # of the branch whose success made it ready, with that job's id; never both, never twice.
+    assert all(n == 1 for _, n in rows)
+    joins = pipeline.sql(
+        "SELECT m.run_id::text, m.attempt, j.args->>'asset' FROM flowstone_materializations AS m "
+        "JOIN procrastinate_jobs AS j ON j.id = m.job_id WHERE m.asset = 'join'"
+    )
+    assert len(joins) == 5
+    assert {attempt for _, attempt, _ in joins} == {1}
+    own_job = {run for run, _ in rows}
+    assert all((run in own_job) == (job_asset == "join") for run, _, job_asset in joins)
     lineage = {n.asset for n in pipeline.runtime.lineage.upstream("top")}
     assert lineage == {"join", "left", "right", "source"}
 
@@ -153,8 +163,11 @@ def test_failure_skips_downstream_and_fails_the_job_without_retry(pipeline: Pipe
     )
     assert error["type"] == "ExecutionError"
     assert attempt == 1
+    # The job that ran it (its own, or by continuation the one whose success made it ready, ADR
+    # 0013) fails without retry.
     ((status, attempts),) = pipeline.sql(
-        "SELECT status, attempts FROM procrastinate_jobs WHERE args->>'asset' = 'broken'"
+        "SELECT j.status, j.attempts FROM procrastinate_jobs AS j "
+        "JOIN flowstone_materializations AS m ON m.job_id = j.id WHERE m.asset = 'broken'"
     )
     assert (status, attempts) == ("failed", 1)
     events = [e.event for e in pipeline.runtime.store.audit_events(run_id=handle.run_id)]
@@ -170,6 +183,14 @@ def test_retry_succeeds_on_attempt_two(pipeline: Pipeline):
     )
     assert (attempt, error) == (2, None)
     assert pipeline.runtime.load("flaky") == 2
+    # Attempt 1 may have run in source's job (continuation, ADR 0013): the retry then got a job of
+    # its own; either way the job that ran attempt 2 is flaky's and no job failed.
+    ((job_asset, job_status),) = pipeline.sql(
+        "SELECT j.args->>'asset', j.status FROM procrastinate_jobs AS j "
+        "JOIN flowstone_materializations AS m ON m.job_id = j.id WHERE m.asset = 'flaky'"
+    )
+    assert (job_asset, job_status) == ("flaky", "succeeded")
+    assert pipeline.sql("SELECT count(*) FROM procrastinate_jobs WHERE status <> 'succeeded'") == [(0,)]
     events = [e.event for e in pipeline.runtime.store.audit_events(run_id=handle.run_id)]
     assert events.count("materialization.retrying") == 1
     assert events.count("materialization.failed") == 0
