@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import inspect
 import random
+import re
 import typing
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from flowstone import partitions as parts
 
 __all__ = ["AssetDef", "AssetInput", "RetryPolicy", "asset"]
 
+_GROUP_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 ASSET_NAME_PATTERN = graph.ASSET_NAME_PATTERN
 """Asset names: an ASCII identifier of at most 128 characters (use ``fullmatch``)."""
 
@@ -109,6 +111,8 @@ class AssetDef:
         default_factory=lambda: MappingProxyType({})
     )
     approval: approval_types.ApprovalGate | None = None
+    group: str = "default"
+    owners: tuple[str, ...] = ()
 
     @property
     def upstream_names(self) -> tuple[str, ...]:
@@ -146,6 +150,8 @@ def asset(
     metadata: Mapping[str, object] | None = ...,
     tags: Mapping[str, str] | None = ...,
     approval: approval_types.ApprovalGate | None = ...,
+    group: str = ...,
+    owners: Iterable[str] = ...,
 ) -> AssetDef: ...
 @overload
 def asset(
@@ -164,6 +170,8 @@ def asset(
     metadata: Mapping[str, object] | None = ...,
     tags: Mapping[str, str] | None = ...,
     approval: approval_types.ApprovalGate | None = ...,
+    group: str = ...,
+    owners: Iterable[str] = ...,
 ) -> Callable[[AssetFn], AssetDef]: ...
 def asset(
     fn: AssetFn | None = None,
@@ -181,6 +189,8 @@ def asset(
     metadata: Mapping[str, object] | None = None,
     tags: Mapping[str, str] | None = None,
     approval: approval_types.ApprovalGate | None = None,
+    group: str = "default",
+    owners: Iterable[str] = (),
 ) -> AssetDef | Callable[[AssetFn], AssetDef]:
     """Declare an asset. Use as ``@asset``, ``@asset(...)`` or ``asset(fn, ...)``.
 
@@ -196,6 +206,10 @@ def asset(
     - ``code_version``, ``description`` (default: the docstring), ``metadata``, ``tags``.
     - ``approval``: an :class:`~flowstone.approval_types.ApprovalGate`: ask a human before the
       function runs (see ``AssetContext.require_approval``).
+    - ``group``: a group name for browsing (``[A-Za-z_][A-Za-z0-9_]*``, at most 64 characters;
+      default ``"default"``); ``owners``: people or teams (strings), e.g. ``["team:data"]``.
+
+    A parameter with a default value is a plain argument of the function, not an upstream asset.
 
     Problems with the function or the options raise :class:`~flowstone.errors.DefinitionError`
     listing all of them; a bad queue name raises :class:`~flowstone.errors.InvalidIdentifierError`.
@@ -214,6 +228,8 @@ def asset(
         metadata=metadata,
         tags=tags,
         approval=approval,
+        group=group,
+        owners=owners,
     )
     if fn is None:
         return options.build
@@ -237,6 +253,8 @@ class _Options:
     metadata: Mapping[str, object] | None
     tags: Mapping[str, str] | None
     approval: approval_types.ApprovalGate | None = None
+    group: str = "default"
+    owners: Iterable[str] = ()
 
     def build(self, fn: AssetFn) -> AssetDef:
         """Inspect ``fn`` and return its :class:`AssetDef` (or raise with every problem)."""
@@ -284,6 +302,8 @@ class _Options:
             return_type=hints.get("return"),
             partition_mappings=MappingProxyType(mappings),
             approval=self.approval,
+            group=self.group,
+            owners=tuple(self.owners) if not isinstance(self.owners, str) else (self.owners,),
         )
 
     @staticmethod
@@ -306,6 +326,8 @@ class _Options:
                 )
             elif param.name == "context" or _is_context_type(hints.get(param.name)):
                 context_params.append(param.name)
+            elif param.default is not param.empty:
+                continue  # a plain argument with its default, not an upstream
             else:
                 inputs.append(
                     AssetInput(
@@ -353,7 +375,18 @@ class _Options:
                 )
         return given
 
+    def _check_labels(self, name: str, problems: list[str]) -> None:
+        if not isinstance(self.group, str) or _GROUP_PATTERN.fullmatch(self.group) is None:
+            problems.append(
+                f"asset {name!r}: group {self.group!r} is not valid: use letters, digits and '_', "
+                "starting with a letter or '_', at most 64 characters"
+            )
+        owners = [self.owners] if isinstance(self.owners, str) else list(self.owners)
+        if any(not isinstance(o, str) or not o.strip() or len(o) > 200 for o in owners):
+            problems.append(f"asset {name!r}: owners are non-empty strings of at most 200 characters")
+
     def _check_options(self, name: str, problems: list[str]) -> None:
+        self._check_labels(name, problems)
         if self.partitions is not None and not isinstance(self.partitions, parts.PartitionsDefinition):
             problems.append(
                 f"asset {name!r}: partitions is {type(self.partitions).__name__}, not a "

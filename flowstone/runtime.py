@@ -8,10 +8,14 @@ the lower layers receive, and runs things.
 
 from __future__ import annotations
 
+import logging
+import os
+import socket
+import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import procrastinate
 
@@ -26,6 +30,7 @@ from flowstone import (
     planning,
     retention,
     services,
+    snapshot,
 )
 from flowstone import lineage as lineage_mod
 from flowstone import settings as settings_mod
@@ -44,6 +49,8 @@ from flowstone.store.postgres import PostgresStore
 __all__ = ["BackfillResult", "FlowStone", "GcReport", "RunConfig", "RunResult"]
 
 Progress = Callable[[int, int], None]
+T = TypeVar("T")
+logger = logging.getLogger("flowstone")
 
 
 class FlowStone:
@@ -71,6 +78,7 @@ class FlowStone:
         automation_interval_s: int = 10,
         continuation_steps: int = 100,
         continuation_s: float = 10.0,
+        publish_definitions: bool = True,
     ) -> None:
         self.defs = defs
         env = settings_mod.Settings.from_env()
@@ -113,6 +121,35 @@ class FlowStone:
         self.sensors = automation.Sensors(self.services)
         self._blueprint: procrastinate.Blueprint | None = None
         self._app: procrastinate.App | None = None
+        if publish_definitions and isinstance(self.store, PostgresStore):
+            snap = snapshot.build(defs)
+            by = f"{self.actor}@{socket.gethostname()}:{os.getpid()}"
+            store = self.store
+            _through_blips("publish the definitions", lambda: store.snapshots.publish(snap, published_by=by))
+
+    @classmethod
+    def from_database(
+        cls, *, database_url: str | None = None, home: str | Path | None = None, actor: str | None = None
+    ) -> FlowStone:
+        """A runtime for the definitions last published in the database (by any runtime that
+        opened it), without importing the project's code: for reading, cancelling and deciding
+        approvals. Running an asset from it raises a ``ConfigurationError`` asking for the code."""
+        settings = settings_mod.Settings.from_env()
+        if home is not None:
+            settings = settings.model_copy(update={"home": Path(home)})
+        target = _migrated(backend.resolve_database(database_url, settings=settings))
+        probe = PostgresStore(target.url, max_connections=1)
+        try:
+            published = probe.snapshots.read()
+        finally:
+            probe.close()
+        if published is None:
+            raise errors.ConfigurationError(
+                "the database has no published definitions yet: pass --defs module:attribute (or set "
+                "FLOWSTONE_DEFS), or start a worker or run any command with --defs once"
+            )
+        defs = snapshot.definitions_from(published.assets, published.automation)
+        return cls(defs, database_url=target.url, home=home, actor=actor, publish_definitions=False)
 
     def _decide_store(
         self,
@@ -129,17 +166,8 @@ class FlowStone:
             return store, default
         if store is not None:
             raise errors.ConfigurationError(f"store must be 'memory' or a Store, not {store!r}")
-        target = backend.resolve_database(database_url, settings=self.settings)
+        target = _migrated(backend.resolve_database(database_url, settings=self.settings))
         self.database_url = target.url
-        todo = migrations.pending(target.url)
-        if todo:
-            if target.source == "embedded":
-                migrations.upgrade(target.url)
-            else:
-                raise errors.ConfigurationError(
-                    f"the database has {len(todo)} FlowStone migration(s) to apply "
-                    f"({', '.join(todo)}): run `flowstone db upgrade`"
-                )
         return PostgresStore(target.url, max_connections=max_connections), PostgresIOManager()
 
     # -- the queue ----------------------------------------------------------------------------
@@ -441,3 +469,35 @@ class FlowStone:
                 type_hint=definition.return_type,
             )
         )
+
+
+def _migrated(target: backend.DatabaseTarget) -> backend.DatabaseTarget:
+    """The database, migrated when it is the embedded one; an external one with migrations to
+    apply is refused with what to run."""
+    todo = _through_blips("check the migrations", lambda: migrations.pending(target.url))
+    if todo:
+        if target.source == "embedded":
+            migrations.upgrade(target.url)
+        else:
+            raise errors.ConfigurationError(
+                f"the database has {len(todo)} FlowStone migration(s) to apply "
+                f"({', '.join(todo)}): run `flowstone db upgrade`"
+            )
+    return target
+
+
+def _through_blips(what: str, call: Callable[[], T], *, attempts: int = 6) -> T:
+    """``call()``, again after a transient database error (a dropped connection, a restart in
+    progress) with backoff, ~3 s in all: a process started in the middle of a blip (a worker
+    restarted by its supervisor) starts instead of dying. Other errors, and the last one, raise."""
+    delay = 0.1
+    for attempt in range(1, attempts + 1):
+        try:
+            return call()
+        except errors.StoreError as exc:
+            if not exc.retryable or attempt == attempts:
+                raise
+            logger.info("could not %s (%s); trying again in %.1f s", what, exc, delay)
+            time.sleep(delay)
+            delay *= 2
+    raise AssertionError("unreachable")  # pragma: no cover

@@ -12,7 +12,7 @@ from flowstone.status import StepStatus
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    with common.open_runtime(args) as rt:
+    with common.open_reader(args) as rt:
         names = [args.asset] if args.asset else list(rt.defs)
         for name in names:
             rt.defs.get(name)  # unknown names: a clear error
@@ -56,7 +56,7 @@ def _tree(start: str, nodes: Sequence[lineage_mod.LineageNode], root_id: int) ->
 
 
 def _cmd_lineage(args: argparse.Namespace) -> int:
-    with common.open_runtime(args) as rt:
+    with common.open_reader(args) as rt:
         partition = common.partition(rt.defs, [args.asset], args.partition)
         start = rt.latest(args.asset, partition)
         if start is None:

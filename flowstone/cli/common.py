@@ -69,6 +69,15 @@ def open_runtime(args: argparse.Namespace) -> runtime_mod.FlowStone:
     return runtime_mod.FlowStone(target, database_url=args.database_url)
 
 
+def open_reader(args: argparse.Namespace) -> runtime_mod.FlowStone:
+    """The runtime of a command that reads or decides but runs no asset: that of ``--defs`` (or
+    ``FLOWSTONE_DEFS``) when given, else one for the definitions published in the database, which
+    needs no import of the project's code."""
+    if args.defs or os.environ.get("FLOWSTONE_DEFS", "").strip():
+        return open_runtime(args)
+    return runtime_mod.FlowStone.from_database(database_url=args.database_url)
+
+
 def partition(defs: definitions_mod.Definitions, assets: Sequence[str], text: str | None) -> object:
     """Parse ``--partition`` text with the partition definition of the selected assets."""
     if text is None:
@@ -117,5 +126,10 @@ class ProgressBar:
 
 def add_common(sub: argparse.ArgumentParser) -> None:
     """The options of every command that works on definitions: ``--defs`` and ``--database-url``."""
-    sub.add_argument("--defs", default=None, help="module:attribute of the Definitions (or FLOWSTONE_DEFS)")
+    sub.add_argument(
+        "--defs",
+        default=None,
+        help="module:attribute of the Definitions (or FLOWSTONE_DEFS); commands that only read or "
+        "decide use the definitions published in the database when it is not given",
+    )
     sub.add_argument("--database-url", default=None, help="Postgres URL (default: FLOWSTONE_DATABASE_URL)")

@@ -29,7 +29,7 @@ def _show_approval(a: records.Approval) -> None:
 
 
 def _cmd_approvals(args: argparse.Namespace) -> int:
-    with common.open_runtime(args) as rt:
+    with common.open_reader(args) as rt:
         if args.action == "list":
             status = None if args.all else args.status
             rows = rt.approvals.list(status)
@@ -68,7 +68,8 @@ def _parse_now(text: str | None) -> datetime | None:
 
 
 def _cmd_schedules(args: argparse.Namespace) -> int:
-    with common.open_runtime(args) as rt:
+    opener = common.open_reader if args.action in ("list", "pause", "resume") else common.open_runtime
+    with opener(args) as rt:
         if args.action == "list":
             common.out(
                 f"{'NAME':<24} {'CRON':<16} {'TZ':<16} {'STATE':<8} {'LAST TICK':<26} {'NEXT TICK':<26} TICKS"
@@ -99,7 +100,7 @@ def _cmd_schedules(args: argparse.Namespace) -> int:
 
 
 def _cmd_sensors(args: argparse.Namespace) -> int:
-    with common.open_runtime(args) as rt:
+    with (common.open_reader if args.action == "list" else common.open_runtime)(args) as rt:
         if args.action == "list":
             common.out(
                 f"{'NAME':<24} {'EVERY':>7} {'EVALS':>6} {'REQUESTS':>8}  {'LAST (UTC)':<20} "

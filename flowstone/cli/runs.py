@@ -115,7 +115,7 @@ def _cmd_backfill(args: argparse.Namespace) -> int:
 
 
 def _cmd_runs(args: argparse.Namespace) -> int:
-    with common.open_runtime(args) as rt:
+    with common.open_reader(args) as rt:
         common.out(f"{'RUN':<36}  {'KIND':<11} {'STATUS':<16} {'CREATED (UTC)':<19}  STEPS")
         for run in rt.store.list_runs(limit=args.limit):
             counts = rt.store.step_counts(run.run_id)

@@ -26,7 +26,7 @@ import psycopg
 from procrastinate import schema as procrastinate_schema
 
 from flowstone import errors
-from flowstone.store import sqlfiles
+from flowstone.store import pg, sqlfiles
 
 __all__ = ["LOCK_KEY", "Migration", "UpgradeReport", "discover", "status", "upgrade"]
 
@@ -246,8 +246,9 @@ def upgrade(
 
 
 def status(url: str) -> dict[str, list[str]]:
-    """Applied migrations by component (``{"flowstone": [...], "procrastinate": [...]}``)."""
-    with _connect(url) as conn:
+    """Applied migrations by component (``{"flowstone": [...], "procrastinate": [...]}``). Driver
+    errors become :class:`~flowstone.errors.StoreError` (retryable when transient)."""
+    with _connect(url) as conn, pg.translate_errors("read the applied migrations"):
         exists = conn.execute(Q("schema_migrations_exists")).fetchone()
         if not exists or not exists[0]:
             return {"flowstone": [], "procrastinate": []}

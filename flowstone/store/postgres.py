@@ -27,6 +27,7 @@ from flowstone.store import (
     lineage,
     pg,
     pg_approvals,
+    pg_definitions,
     pg_outputs,
     records,
     runs,
@@ -53,6 +54,8 @@ class PostgresStore(base.Store):
         """Stored outputs (the Postgres IO manager is bound to it) and retention."""
         self.approvals = pg_approvals.PostgresApprovals(self.db)
         """Reading and deciding approvals."""
+        self.snapshots = pg_definitions.PostgresSnapshots(self.db)
+        """The published definitions (publishing and reading the snapshot)."""
 
     def close(self) -> None:
         """Close the pool; the store reopens it if used again."""

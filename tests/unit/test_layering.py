@@ -19,7 +19,7 @@ LAYERS: list[set[str]] = [
     {"_version", "errors", "settings", "partition_keys", "codec", "codec_decode", "identifiers", "status"},
     {"partition_base", "time_partitions", "partition_mappings", "partitions"},
     {"resources", "io", "approval_types", "graph", "context"},
-    {"assets", "definitions", "schedules", "testing"},
+    {"assets", "definitions", "schedules", "testing", "snapshot"},
     {"store"},
     {"planning", "results", "services", "lineage"},
     {"execution", "local", "retention"},
