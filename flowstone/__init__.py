@@ -50,6 +50,7 @@ from flowstone.errors import (
     StepLostError,
     StoreError,
     UnknownAssetError,
+    UnknownScheduleError,
 )
 from flowstone.io import FilesystemIOManager, IOManager, MemoryIOManager, OutputRef, PostgresIOManager
 from flowstone.lineage import ImpactRow, LineageNode
@@ -155,6 +156,7 @@ __all__ = [
     "TimeWindow",
     "TimeWindowOffset",
     "UnknownAssetError",
+    "UnknownScheduleError",
     "WeeklyPartitions",
     "__version__",
     "asset",
