@@ -68,6 +68,7 @@ from flowstone.partitions import (
     TimeWindowOffset,
     WeeklyPartitions,
 )
+from flowstone.pools import Pool, PoolContext
 from flowstone.queue import RunHandle
 from flowstone.resources import Resource
 from flowstone.runtime import BackfillResult, FlowStone, RunConfig, RunResult
@@ -132,6 +133,8 @@ __all__ = [
     "PartitionFromTick",
     "PartitionMapping",
     "PartitionsDefinition",
+    "Pool",
+    "PoolContext",
     "PostgresIOManager",
     "Resource",
     "ResourceError",
