@@ -68,7 +68,7 @@ from flowstone.partitions import (
     TimeWindowOffset,
     WeeklyPartitions,
 )
-from flowstone.pools import Pool, PoolContext
+from flowstone.pools import Pool, PoolContext, RateLimit
 from flowstone.queue import RunHandle
 from flowstone.resources import Resource
 from flowstone.runtime import BackfillResult, FlowStone, RunConfig, RunResult
@@ -136,6 +136,7 @@ __all__ = [
     "Pool",
     "PoolContext",
     "PostgresIOManager",
+    "RateLimit",
     "Resource",
     "ResourceError",
     "Result",

@@ -39,7 +39,7 @@ class Definitions:
         schedules: Sequence[object] = (),
         sensors: Sequence[object] = (),
         *,
-        pools: Sequence[pools_mod.Pool] = (),
+        pools: Sequence[pools_mod.Pool | pools_mod.RateLimit] = (),
     ) -> None:
         resources = dict(resources or {})
         io_managers = dict(io_managers or {})
@@ -67,8 +67,8 @@ class Definitions:
         """The schedules, as given."""
         self.sensors: tuple[object, ...] = tuple(sensors)
         """The sensors, as given."""
-        self.pools: Mapping[str, pools_mod.Pool] = MappingProxyType(pools_by_name)
-        """The concurrency pools by name (read-only)."""
+        self.pools: Mapping[str, pools_mod.Pool | pools_mod.RateLimit] = MappingProxyType(pools_by_name)
+        """The concurrency pools and rate limits by name (read-only)."""
 
     def get(self, name: str) -> AssetDef:
         """The asset called ``name``: a dict lookup, never an import (invariant I3).
@@ -103,15 +103,20 @@ class Definitions:
 
 
 def _pools(
-    pools: Sequence[pools_mod.Pool], by_name: Mapping[str, AssetDef], problems: list[str]
-) -> dict[str, pools_mod.Pool]:
+    pools: Sequence[pools_mod.Pool | pools_mod.RateLimit],
+    by_name: Mapping[str, AssetDef],
+    problems: list[str],
+) -> dict[str, pools_mod.Pool | pools_mod.RateLimit]:
     """Pools by name; reports non-pools, names given twice and assets naming an unknown pool."""
-    found: dict[str, pools_mod.Pool] = {}
+    found: dict[str, pools_mod.Pool | pools_mod.RateLimit] = {}
     for index, pool in enumerate(pools):
-        if not isinstance(pool, pools_mod.Pool):
-            problems.append(f"pools[{index}] is {type(pool).__name__}, not flowstone.Pool(name, limit=...)")
+        if not isinstance(pool, pools_mod.Pool | pools_mod.RateLimit):
+            problems.append(
+                f"pools[{index}] is {type(pool).__name__}, not flowstone.Pool(name, limit=...) or "
+                "flowstone.RateLimit(name, limit=..., period_s=...)"
+            )
         elif pool.name in found and found[pool.name] != pool:
-            problems.append(f"pool {pool.name!r} is defined twice with different limits")
+            problems.append(f"pool {pool.name!r} is defined twice, differently")
         else:
             found[pool.name] = pool
     problems.extend(

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from flowstone import errors, partition_keys
 
-__all__ = ["MAX_PRIORITY", "POOL_NAME", "Pool", "PoolContext", "PoolKey"]
+__all__ = ["MAX_PRIORITY", "POOL_NAME", "Pool", "PoolContext", "PoolKey", "RateLimit", "check_priority"]
 
 POOL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
 """What a pool's name may be (the CHECK of ``flowstone_pools.pool``)."""
@@ -38,6 +38,28 @@ class Pool:
             )
         if not isinstance(self.limit, int) or isinstance(self.limit, bool) or self.limit < 0:
             raise errors.DefinitionError([f"pool {self.name!r}: limit must be a whole number >= 0"])
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """At most ``limit`` step starts (per key) in any ``period_s`` seconds, across every worker. A
+    step over the limit gives its thread back and gets a job scheduled when the window frees.
+    Assets name it like a pool: ``@fs.asset(pool="api")``; it goes in ``Definitions(pools=[...])``."""
+
+    name: str
+    limit: int
+    period_s: float
+
+    def __post_init__(self) -> None:
+        Pool(self.name, self.limit)  # the same rules for the name and the limit
+        if (
+            isinstance(self.period_s, bool)
+            or not isinstance(self.period_s, int | float)
+            or not self.period_s > 0
+        ):
+            raise errors.DefinitionError(
+                [f"rate limit {self.name!r}: period_s must be a number of seconds > 0"]
+            )
 
 
 @dataclass(frozen=True, slots=True)

@@ -133,7 +133,7 @@ class FlowStone:
             startup.through_blips(
                 "publish the definitions", lambda: store.snapshots.publish(snap, published_by=by)
             )
-            limits = {p.name: p.limit for p in defs.pools.values()}
+            limits = {p.name: (p.limit, getattr(p, "period_s", None)) for p in defs.pools.values()}
             startup.through_blips("publish the pool limits", lambda: store.pools.publish(limits))
 
     @classmethod

@@ -240,7 +240,10 @@ def build(defs: Definitions) -> Snapshot:
     automation = {
         "schedules": [_schedule_spec(s) for s in defs.schedules if isinstance(s, schedules.Schedule)],
         "sensors": [_sensor_spec(s) for s in defs.sensors if isinstance(s, schedules.Sensor)],
-        "pools": [{"name": p.name, "limit": p.limit} for p in defs.pools.values()],
+        "pools": [
+            {"name": p.name, "limit": p.limit, "period_s": getattr(p, "period_s", None)}
+            for p in defs.pools.values()
+        ],
     }
     text = json.dumps(
         {"format": FORMAT, "assets": assets, "automation": automation}, sort_keys=True, default=str
@@ -418,5 +421,10 @@ def definitions_from(assets: Sequence[Mapping[str, Any]], automation: Mapping[st
             )
             for s in automation.get("sensors", [])
         ],
-        pools=[pools_mod.Pool(str(p["name"]), int(p["limit"])) for p in automation.get("pools", [])],
+        pools=[
+            pools_mod.Pool(str(p["name"]), int(p["limit"]))
+            if p.get("period_s") is None
+            else pools_mod.RateLimit(str(p["name"]), int(p["limit"]), float(p["period_s"]))
+            for p in automation.get("pools", [])
+        ],
     )

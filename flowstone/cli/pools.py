@@ -35,10 +35,11 @@ def _cmd_pools(args: argparse.Namespace) -> int:
         common.out(f"{'POOL':<24} {'LIMIT':>6}  {'SOURCE':<20} {'KEY':<24} {'HELD':>5} {'WAITING':>8}")
         for state in store.pools.list():
             source = f"set by {state.set_by}" if state.limit_override is not None else "code"
+            limit = str(state.limit) if state.period_s is None else f"{state.limit}/{state.period_s:g}s"
             keys = state.by_key or {"": {"held": 0, "waiting": 0}}
             for key, counts in sorted(keys.items()):
                 common.out(
-                    f"{state.pool:<24} {state.limit:>6}  {source:<20} {key or '-':<24} "
+                    f"{state.pool:<24} {limit:>6}  {source:<20} {key or '-':<24} "
                     f"{counts['held']:>5} {counts['waiting']:>8}"
                 )
         return 0

@@ -25,6 +25,8 @@ class PoolState:
     limit: int
     code_limit: int
     limit_override: int | None
+    period_s: float | None
+    """A rate limit's window (``None``: a concurrency pool); its ``held`` counts starts in it."""
     set_by: str | None
     updated_at: datetime
     by_key: Mapping[str, Mapping[str, int]]
@@ -36,13 +38,19 @@ class PostgresPools:
     def __init__(self, db: pg.Database) -> None:
         self.db = db
 
-    def publish(self, limits: Mapping[str, int]) -> None:
-        """Record the limits the code gives its pools (an operator's override stays)."""
+    def publish(self, limits: Mapping[str, tuple[int, float | None]]) -> None:
+        """Record the limits (and rate-limit periods) the code gives its pools (an operator's
+        override stays)."""
         if not limits:
             return
         names = sorted(limits)
+        params = {
+            "pools": names,
+            "limits": [limits[n][0] for n in names],
+            "periods": [limits[n][1] for n in names],
+        }
         with self.db.transaction("publish pool limits") as conn:
-            conn.execute(Q("pool_publish"), {"pools": names, "limits": [limits[n] for n in names]})
+            conn.execute(Q("pool_publish"), params)
 
     def acquire(
         self,
@@ -94,6 +102,7 @@ class PostgresPools:
                 limit=r["pool_limit"],
                 code_limit=r["code_limit"],
                 limit_override=r["limit_override"],
+                period_s=r["period_s"],
                 set_by=r["set_by"],
                 updated_at=r["updated_at"],
                 by_key={

@@ -7,14 +7,25 @@
 -- moves it out of `running` (success, failure, retry, cancel, the recovery sweep: every path), and
 -- gives each freed slot to the next waiter by deferring its job there: no polling, no lost wake-up.
 
--- The limit of each pool (per key): the one in the code, unless an operator set another.
+-- The limit of each pool (per key): the one in the code, unless an operator set another. A pool
+-- with a period is a rate limit: at most `limit` starts per key in any `period_s` seconds.
 CREATE TABLE flowstone_pools (
     pool           text PRIMARY KEY CHECK (pool ~ '^[A-Za-z_][A-Za-z0-9_.-]{0,63}$'),
     code_limit     integer NOT NULL CHECK (code_limit >= 0),
     limit_override integer CHECK (limit_override >= 0),
+    period_s       double precision CHECK (period_s > 0),
     set_by         text,
     updated_at     timestamptz NOT NULL DEFAULT now()
 );
+
+-- The starts of rate-limited steps inside the current window (older ones are deleted as they
+-- leave it).
+CREATE TABLE flowstone_pool_starts (
+    pool       text NOT NULL REFERENCES flowstone_pools (pool),
+    pool_key   text NOT NULL DEFAULT '',
+    started_at timestamptz NOT NULL
+);
+CREATE INDEX flowstone_pool_starts_window_idx ON flowstone_pool_starts (pool, pool_key, started_at);
 
 -- Marks the steps that took slots, so that the release trigger only fires for them.
 ALTER TABLE flowstone_materializations ADD COLUMN pooled boolean NOT NULL DEFAULT false;
@@ -113,25 +124,54 @@ CREATE TRIGGER flowstone_pool_release
     EXECUTE FUNCTION flowstone_pool_release();
 
 -- Takes a slot of each (pool, key) for a claimed step, or, when one is full, returns that pool
--- and (p_wait, queued runs) makes the step wait for it: back to `queued` without a job, the
--- claim's attempt undone, a row in flowstone_pool_waiters. In-process runs (not p_wait) change
--- nothing and ask again. The pairs come sorted, so that two steps lock them in the same order. A
--- step that holds its slots already (a redelivered job) keeps them.
+-- and (p_wait, queued runs) makes the step wait for it: back to `queued`, the claim's attempt
+-- undone, and either a row in flowstone_pool_waiters without a job (a concurrency pool) or a new
+-- job scheduled when the rate limit's window frees (a rate limit). In-process runs (not p_wait)
+-- change nothing and ask again. The pairs come sorted, so that two steps lock them in the same
+-- order. A step that holds its slots already (a redelivered job) keeps them.
 CREATE FUNCTION flowstone_pool_acquire(p_id bigint, p_pools text[], p_keys text[], p_queue text,
                                        p_priority integer, p_wait boolean) RETURNS text
 LANGUAGE plpgsql AS $$
 DECLARE
-    i     integer;
-    lim   integer;
-    held  integer;
+    i       integer;
+    lim     integer;
+    period  double precision;
+    held    integer;
+    oldest  timestamptz;
+    new_job bigint;
 BEGIN
     FOR i IN 1 .. coalesce(array_length(p_pools, 1), 0) LOOP
         PERFORM flowstone_pool_lock(p_pools[i], p_keys[i]);
     END LOOP;
     FOR i IN 1 .. coalesce(array_length(p_pools, 1), 0) LOOP
-        SELECT coalesce(limit_override, code_limit) INTO lim FROM flowstone_pools WHERE pool = p_pools[i];
+        SELECT coalesce(limit_override, code_limit), period_s INTO lim, period
+        FROM flowstone_pools WHERE pool = p_pools[i];
         IF NOT FOUND THEN
             RAISE EXCEPTION 'unknown pool %', p_pools[i] USING ERRCODE = 'foreign_key_violation';
+        END IF;
+        IF period IS NOT NULL THEN  -- a rate limit: starts in the window
+            DELETE FROM flowstone_pool_starts
+            WHERE pool = p_pools[i] AND pool_key = p_keys[i]
+              AND started_at <= clock_timestamp() - make_interval(secs => period);
+            SELECT count(*), min(started_at) INTO held, oldest FROM flowstone_pool_starts
+            WHERE pool = p_pools[i] AND pool_key = p_keys[i];
+            IF held >= lim THEN
+                IF NOT p_wait THEN
+                    RETURN p_pools[i];
+                END IF;
+                SELECT ids[1] INTO new_job FROM (
+                    SELECT procrastinate_defer_jobs_v1(ARRAY[ROW(
+                        p_queue, 'flowstone:run_step', p_priority, NULL, NULL,
+                        jsonb_build_object('run_id', m.run_id::text, 'asset', m.asset, 'partition', m.partition_key),
+                        coalesce(oldest, clock_timestamp()) + make_interval(secs => period))]::procrastinate_job_to_defer_v1[]) AS ids
+                    FROM flowstone_materializations AS m WHERE m.id = p_id) AS d;
+                UPDATE flowstone_materializations
+                SET status = 'queued', job_id = new_job, attempt = greatest(attempt - 1, 0),
+                    started_at = NULL, batch_key = partition_key
+                WHERE id = p_id AND status = 'running';
+                RETURN p_pools[i];
+            END IF;
+            CONTINUE;
         END IF;
         SELECT count(*) INTO held FROM flowstone_pool_holders
         WHERE pool = p_pools[i] AND pool_key = p_keys[i] AND materialization_id <> p_id;
@@ -152,10 +192,18 @@ BEGIN
             RETURN p_pools[i];
         END IF;
     END LOOP;
+    INSERT INTO flowstone_pool_starts (pool, pool_key, started_at)
+    SELECT u.pool, u.pool_key, clock_timestamp()
+    FROM unnest(p_pools, p_keys) AS u(pool, pool_key)
+    JOIN flowstone_pools AS p ON p.pool = u.pool AND p.period_s IS NOT NULL;
     INSERT INTO flowstone_pool_holders (materialization_id, pool, pool_key)
-    SELECT p_id, u.pool, u.pool_key FROM unnest(p_pools, p_keys) AS u(pool, pool_key)
+    SELECT p_id, u.pool, u.pool_key
+    FROM unnest(p_pools, p_keys) AS u(pool, pool_key)
+    JOIN flowstone_pools AS p ON p.pool = u.pool AND p.period_s IS NULL
     ON CONFLICT (materialization_id, pool) DO NOTHING;
-    UPDATE flowstone_materializations SET pooled = true WHERE id = p_id AND NOT pooled;
+    IF FOUND THEN
+        UPDATE flowstone_materializations SET pooled = true WHERE id = p_id AND NOT pooled;
+    END IF;
     RETURN NULL;
 END;
 $$;

@@ -1,11 +1,13 @@
 -- name: pool_publish
--- Records the limits the code gives its pools (an operator's override stays).
-INSERT INTO flowstone_pools AS p (pool, code_limit)
-SELECT u.pool, u.code_limit
-FROM unnest(%(pools)s::text[], %(limits)s::integer[]) AS u(pool, code_limit)
+-- Records the limits (and rate-limit periods) the code gives its pools (an operator's override
+-- stays).
+INSERT INTO flowstone_pools AS p (pool, code_limit, period_s)
+SELECT u.pool, u.code_limit, u.period_s
+FROM unnest(%(pools)s::text[], %(limits)s::integer[], %(periods)s::double precision[])
+     AS u(pool, code_limit, period_s)
 ON CONFLICT (pool) DO UPDATE
-SET code_limit = excluded.code_limit, updated_at = now()
-WHERE p.code_limit IS DISTINCT FROM excluded.code_limit;
+SET code_limit = excluded.code_limit, period_s = excluded.period_s, updated_at = now()
+WHERE (p.code_limit, p.period_s) IS DISTINCT FROM (excluded.code_limit, excluded.period_s);
 
 -- name: pool_acquire
 -- Takes the slots of one claimed step, or makes it wait; returns the pool it waits for (NULL when
@@ -28,14 +30,19 @@ SELECT flowstone_pool_wake_all() AS woken;
 -- name: pool_list
 -- Every pool with its limit, and per key the holders and waiters.
 SELECT p.pool, p.code_limit, p.limit_override, coalesce(p.limit_override, p.code_limit) AS pool_limit,
-       p.set_by, p.updated_at,
+       p.period_s, p.set_by, p.updated_at,
        coalesce((SELECT jsonb_object_agg(k.pool_key, jsonb_build_object('held', k.held, 'waiting', k.waiting))
                  FROM (SELECT keys.pool_key,
                               (SELECT count(*) FROM flowstone_pool_holders AS h
-                               WHERE h.pool = p.pool AND h.pool_key = keys.pool_key) AS held,
+                               WHERE h.pool = p.pool AND h.pool_key = keys.pool_key)
+                              + (SELECT count(*) FROM flowstone_pool_starts AS s
+                                 WHERE s.pool = p.pool AND s.pool_key = keys.pool_key
+                                   AND s.started_at > now() - make_interval(secs => coalesce(p.period_s, 0))) AS held,
                               (SELECT count(*) FROM flowstone_pool_waiters AS w
                                WHERE w.pool = p.pool AND w.pool_key = keys.pool_key) AS waiting
                        FROM (SELECT pool_key FROM flowstone_pool_holders WHERE pool = p.pool
+                             UNION
+                             SELECT pool_key FROM flowstone_pool_starts WHERE pool = p.pool
                              UNION
                              SELECT pool_key FROM flowstone_pool_waiters WHERE pool = p.pool) AS keys) AS k),
                 '{}'::jsonb) AS by_key
