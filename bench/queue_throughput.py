@@ -3,7 +3,8 @@ figure measured ``BENCH_ROUNDS`` times (default 3) and reported as min and media
 
 1. throughput: N trivial single-asset steps through one worker process (concurrency 8) vs raw
    Procrastinate processing N no-op jobs with the same worker settings (target >= 0.8x raw), and
-   the same with 2 worker processes;
+   the same with 2 worker processes, and the same trivial steps in a pool whose limit (64) is above
+   the worker's concurrency vs without a pool (target >= 0.9x);
 2. a queued chain of 100 assets, per step, vs a chain of 100 raw Procrastinate jobs each deferring
    the next, one worker process with concurrency 1 (target <= 1.0x raw per job: continuation);
 3. backfill: plan + enqueue of BENCH_BACKFILL daily partitions (target <= 10 s) and the processing
@@ -50,13 +51,17 @@ import procrastinate
 def trivial(context: fs.AssetContext) -> int:
     return 1
 
+@fs.asset(partitions=fs.DailyPartitions(start="1800-01-01"), pool="wide")
+def pooled(context: fs.AssetContext) -> int:
+    return 1
+
 CHAIN = [fs.asset(name="c0")(lambda: 0)]
 for i in range(1, 100):
     namespace = {}
     exec(f"def c{i}(c{i - 1}: int) -> int:\\n    return c{i - 1} + 1\\n", namespace)
     CHAIN.append(fs.asset(namespace[f"c{i}"]))
 
-defs = fs.Definitions(assets=[trivial, *CHAIN])
+defs = fs.Definitions(assets=[trivial, pooled, *CHAIN], pools=[fs.Pool("wide", limit=64)])
 runtime = fs.FlowStone(defs)
 app = runtime.procrastinate_app
 
@@ -174,9 +179,9 @@ class Bench:
             self.stop(procs)
         return n / elapsed
 
-    def flowstone_rate(self, n: int, processes: int) -> float:
+    def flowstone_rate(self, n: int, processes: int, asset: str = "trivial") -> float:
         start, end = self.days(n)
-        handle = self.mod.runtime.backfill("trivial", start=start, end=end)
+        handle = self.mod.runtime.backfill(asset, start=start, end=end)
         procs = self.workers(processes, raw=False)
         try:
             elapsed = self.wait_run(handle)
@@ -261,6 +266,11 @@ def main() -> None:
             print(f"== round {round_} of {ROUNDS} (N={N}, concurrency={CONCURRENCY})")
             measured("raw procrastinate, 1 process, jobs/s", lambda: bench.raw_rate(N, 1), results)
             measured("flowstone, 1 process, steps/s", lambda: bench.flowstone_rate(N, 1), results)
+            measured(
+                "flowstone in a pool of 64, 1 process, steps/s",
+                lambda: bench.flowstone_rate(N, 1, "pooled"),
+                results,
+            )
             measured("raw procrastinate, 2 processes, jobs/s", lambda: bench.raw_rate(N, 2), results)
             measured("flowstone, 2 processes, steps/s", lambda: bench.flowstone_rate(N, 2), results)
             measured("raw procrastinate chain of 100, ms/job", bench.raw_chain_ms, results)
@@ -274,6 +284,7 @@ def main() -> None:
     rows = [
         ("flowstone, 1 process, steps/s", "raw procrastinate, 1 process, jobs/s", ">= 0.8x"),
         ("flowstone, 2 processes, steps/s", "raw procrastinate, 2 processes, jobs/s", ">= 0.8x"),
+        ("flowstone in a pool of 64, 1 process, steps/s", "flowstone, 1 process, steps/s", ">= 0.9x"),
         ("flowstone chain of 100, ms/step", "raw procrastinate chain of 100, ms/job", "<= 1.0x"),
         (
             "flowstone backfill ppj=50, 2 processes, partitions/s",
