@@ -51,7 +51,15 @@ from flowstone.errors import (
     StoreError,
     UnknownAssetError,
 )
-from flowstone.io import FilesystemIOManager, IOManager, MemoryIOManager, OutputRef, PostgresIOManager
+from flowstone.io import (
+    DuckDBIOManager,
+    FilesystemIOManager,
+    IOManager,
+    MemoryIOManager,
+    OutputRef,
+    ParquetIOManager,
+    PostgresIOManager,
+)
 from flowstone.lineage import ImpactRow, LineageNode
 from flowstone.partitions import (
     AllPartitions,
@@ -104,6 +112,7 @@ __all__ = [
     "Definitions",
     "DependencyFailedError",
     "DependencyNotReadyError",
+    "DuckDBIOManager",
     "EmbeddedPostgresUnavailableError",
     "ExecutionError",
     "FilesystemIOManager",
@@ -128,6 +137,7 @@ __all__ = [
     "OutputDecodeError",
     "OutputNotSerializableError",
     "OutputRef",
+    "ParquetIOManager",
     "PartitionFromTick",
     "PartitionMapping",
     "PartitionsDefinition",

@@ -28,7 +28,7 @@ from pathlib import Path
 from flowstone import codec, errors, partition_keys
 from flowstone.io import base
 
-__all__ = ["MAX_NAME_CHARS", "FilesystemIOManager", "safe_name"]
+__all__ = ["MAX_NAME_CHARS", "FilesystemIOManager", "safe_name", "write_once"]
 
 MAX_NAME_CHARS = 160
 """Longest partition directory name; file systems allow 255 bytes per name."""
@@ -40,6 +40,10 @@ _VERSION_RE = re.compile(r"[0-9]{1,20}(?:-[0-9]{1,9})?")  # "<materialization id
 _SAFE_NAME_RE = re.compile(
     r"_|_unpartitioned|(?:[a-z0-9-]|_[0-9a-f]{2})+|(?:[a-z0-9-]|_[0-9a-f]{2})*_h[0-9a-f]{64}"
 )
+# Shared with the Parquet manager, which lays out its files the same way.
+ASSET_RE = _ASSET_RE
+VERSION_RE = _VERSION_RE
+SAFE_NAME_RE = _SAFE_NAME_RE
 # Where hard links are refused, fall back to os.replace (see _publish).
 _NO_LINK_ERRNOS = frozenset(
     {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, errno.EMLINK, errno.EACCES}
@@ -109,7 +113,7 @@ class FilesystemIOManager(base.IOManager):
             ctx.attach(exc)
             raise
         try:
-            _write_once(target, data)
+            write_once(target, data)
         except errors.FlowStoneError as exc:
             ctx.attach(exc)
             raise
@@ -198,7 +202,7 @@ class FilesystemIOManager(base.IOManager):
         return path
 
 
-def _write_once(target: Path, data: bytes) -> None:
+def write_once(target: Path, data: bytes | memoryview) -> None:
     """Publish ``data`` at ``target`` unless it exists; an existing file must hold the same bytes."""
     directory = target.parent
     if not directory.is_dir():
@@ -222,7 +226,7 @@ def _write_once(target: Path, data: bytes) -> None:
         temp.unlink(missing_ok=True)
 
 
-def _publish(temp: Path, target: Path, data: bytes) -> None:
+def _publish(temp: Path, target: Path, data: bytes | memoryview) -> None:
     try:
         # A hard link creates the final name atomically and fails if it exists, so a concurrent
         # writer of the same version can never be overwritten (os.replace would overwrite it).
@@ -239,7 +243,7 @@ def _publish(temp: Path, target: Path, data: bytes) -> None:
             temp.replace(target)
 
 
-def _existing_matches(target: Path, data: bytes) -> bool:
+def _existing_matches(target: Path, data: bytes | memoryview) -> bool:
     """False if ``target`` does not exist, True if it holds ``data``, else IOManagerError."""
     try:
         size = target.stat().st_size
