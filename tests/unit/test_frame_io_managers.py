@@ -122,9 +122,34 @@ MAKERS = {"pandas": pandas_frame, "polars": polars_frame, "arrow": arrow_frame}
 HINTS: dict[str, object] = {"pandas": pd.DataFrame, "polars": pl.DataFrame, "arrow": pa.Table}
 
 
-@pytest.fixture(params=["local", "file-url", "memory", "duckdb"])
+@pytest.fixture(scope="module")
+def s3_options() -> Iterator[dict[str, object]]:
+    """A local S3-compatible server (moto's server mode) with one bucket, for s3:// through fsspec."""
+    boto3 = pytest.importorskip("boto3")
+    moto_server = pytest.importorskip("moto.server")
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        endpoint = f"http://{host}:{port}"
+        credentials = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+        client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", **credentials)
+        client.create_bucket(Bucket="flowstone-tests")
+        yield {
+            "key": "testing",
+            "secret": "testing",
+            "client_kwargs": {"endpoint_url": endpoint, "region_name": "us-east-1"},
+        }
+    finally:
+        server.stop()
+
+
+@pytest.fixture(params=["local", "file-url", "memory", "s3", "duckdb"])
 def manager(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[IOManager]:
-    if request.param == "local":
+    if request.param == "s3":
+        options = request.getfixturevalue("s3_options")
+        yield ParquetIOManager(f"s3://flowstone-tests/{uuid.uuid4().hex}", storage_options=options)
+    elif request.param == "local":
         yield ParquetIOManager(tmp_path / "out")
     elif request.param == "file-url":
         yield ParquetIOManager((tmp_path / "out").as_uri())
@@ -269,8 +294,16 @@ def test_duckdb_refuses_hostile_table_names(tmp_path: Path, asset: str) -> None:
         DuckDBIOManager(tmp_path / "w.duckdb", tables={"events": "x; drop table y"})
 
 
-def test_parquet_versions_are_immutable_and_per_attempt(tmp_path: Path) -> None:
-    manager = ParquetIOManager(f"memory://flowstone-tests/{uuid.uuid4().hex}")
+@pytest.mark.parametrize("where", ["memory", "s3", "local"])
+def test_parquet_versions_are_immutable_and_per_attempt(
+    request: pytest.FixtureRequest, tmp_path: Path, where: str
+) -> None:
+    if where == "s3":
+        url = f"s3://flowstone-tests/{uuid.uuid4().hex}"
+        manager = ParquetIOManager(url, storage_options=request.getfixturevalue("s3_options"))
+    else:
+        url = f"memory://flowstone-tests/{uuid.uuid4().hex}" if where == "memory" else str(tmp_path)
+        manager = ParquetIOManager(url)
     ctx = octx(mid=7)
     ref = manager.store(ctx, pa.table({"n": [1, 2, 3]}))
     assert manager.store(ctx, pa.table({"n": [1, 2, 3]})) == ref  # a redelivered job
@@ -286,6 +319,10 @@ def test_parquet_versions_are_immutable_and_per_attempt(tmp_path: Path) -> None:
     found = sorted(v.version for _, v in manager.stored_versions("events", "main"))
     assert found == ["7", "7-2"]
     assert [mid for mid, _ in manager.stored_versions("events", "main")] == [7, 7]
+    # gc deletes through the refs stored_versions lists
+    for _, stored in list(manager.stored_versions("events", "main")):
+        manager.delete(stored)
+    assert list(manager.stored_versions("events", "main")) == []
 
 
 def test_parquet_local_layout_and_tampered_refs(tmp_path: Path) -> None:
