@@ -83,13 +83,15 @@ def hint_kind(hint: object) -> Kind | None:
     return None
 
 
-def arrow_table(value: object, kind: Kind) -> Any:
-    """``value`` (a frame of ``kind``) as a ``pyarrow.Table`` whose schema records the kind."""
+def arrow_table(value: object, kind: Kind, *, preserve_index: bool | None = None) -> Any:
+    """``value`` (a frame of ``kind``) as a ``pyarrow.Table`` whose schema records the kind.
+
+    For pandas, ``preserve_index=None`` keeps a RangeIndex as metadata only and any other index as
+    columns, so ``to_pandas()`` gives the same frame back; ``False`` drops the index.
+    """
     pa = require("pyarrow", "parquet")
     if kind == "pandas":
-        # preserve_index=None keeps a RangeIndex as metadata only and any other index as columns,
-        # so to_pandas() gives the same frame back.
-        table = pa.Table.from_pandas(value, preserve_index=None)
+        table = pa.Table.from_pandas(value, preserve_index=preserve_index)
     elif kind == "polars":
         table = typing.cast(Any, value).to_arrow()
     else:
