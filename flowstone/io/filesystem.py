@@ -22,13 +22,14 @@ import re
 import secrets
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from flowstone import codec, errors, partition_keys
 from flowstone.io import base
 
-__all__ = ["MAX_NAME_CHARS", "FilesystemIOManager", "safe_name", "write_once"]
+__all__ = ["MAX_NAME_CHARS", "FilesystemIOManager", "safe_name", "write_once", "write_once_streamed"]
 
 MAX_NAME_CHARS = 160
 """Longest partition directory name; file systems allow 255 bytes per name."""
@@ -204,20 +205,25 @@ class FilesystemIOManager(base.IOManager):
 
 def write_once(target: Path, data: bytes | memoryview) -> None:
     """Publish ``data`` at ``target`` unless it exists; an existing file must hold the same bytes."""
-    directory = target.parent
-    if not directory.is_dir():
-        directory.mkdir(parents=True, exist_ok=True)
-        # Make the new directory entries durable too, or a crash could lose a committed version.
-        _fsync_dir(directory.parent)
-        _fsync_dir(directory.parent.parent)
+    _make_dir(target.parent)
     if _existing_matches(target, data):
         return
+    write_once_streamed(target, lambda handle: handle.write(data), data)
+
+
+def write_once_streamed(
+    target: Path, write: Callable[[BinaryIO], object], data: bytes | memoryview | None = None
+) -> None:
+    """Like :func:`write_once`, with the bytes written by ``write`` straight into the temporary file
+    (a large output is never held in memory); on a conflict the file's bytes are compared."""
+    directory = target.parent
+    _make_dir(directory)
     temp = directory / f".{target.stem}.{secrets.token_hex(8)}.tmp"
     # O_EXCL: never follow or reuse a file someone else put there; 0o666 lets the umask decide.
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         _publish(temp, target, data)
@@ -226,20 +232,29 @@ def write_once(target: Path, data: bytes | memoryview) -> None:
         temp.unlink(missing_ok=True)
 
 
-def _publish(temp: Path, target: Path, data: bytes | memoryview) -> None:
+def _make_dir(directory: Path) -> None:
+    if not directory.is_dir():
+        directory.mkdir(parents=True, exist_ok=True)
+        # Make the new directory entries durable too, or a crash could lose a committed version.
+        _fsync_dir(directory.parent)
+        _fsync_dir(directory.parent.parent)
+
+
+def _publish(temp: Path, target: Path, data: bytes | memoryview | None) -> None:
     try:
         # A hard link creates the final name atomically and fails if it exists, so a concurrent
         # writer of the same version can never be overwritten (os.replace would overwrite it).
         os.link(temp, target)
     except FileExistsError:
-        _existing_matches(target, data)  # raises if the other writer stored different bytes
+        # raises if the other writer stored different bytes
+        _existing_matches(target, temp.read_bytes() if data is None else data)
     except OSError as exc:
         if exc.errno not in _NO_LINK_ERRNOS:
             raise
         # This file system has no hard links: check, then replace (atomic, with a small race
         # window against a concurrent writer of the same version; their bytes are equal when the
         # job is merely redelivered).
-        if not _existing_matches(target, data):
+        if not _existing_matches(target, temp.read_bytes() if data is None else data):
             temp.replace(target)
 
 

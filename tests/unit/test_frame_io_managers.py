@@ -427,3 +427,18 @@ def test_frame_kind_needs_no_import() -> None:
     assert frames.frame_kind(pl.DataFrame()) == "polars"
     assert frames.hint_kind(list[int]) is None
     assert frames.hint_kind(pd.DataFrame) == "pandas"
+
+
+def test_parquet_write_failure_leaves_no_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pyarrow.parquet as pq  # noqa: PLC0415
+
+    def half_then_fail(_table: object, where: object, **_options: object) -> None:
+        where.write(b"PAR1 half a file")  # type: ignore[attr-defined]
+        raise pa.ArrowInvalid("disk full halfway")
+
+    monkeypatch.setattr(pq, "write_table", half_then_fail)
+    manager = ParquetIOManager(tmp_path / "out")
+    with pytest.raises(errors.OutputNotSerializableError, match="halfway") as info:
+        manager.store(octx(), arrow_frame())
+    assert info.value.asset == "events"
+    assert [p for p in (tmp_path / "out").rglob("*") if p.is_file()] == []
