@@ -32,7 +32,24 @@ def _cmd_status(args: argparse.Namespace) -> int:
                 common.out(
                     f"{name:<24} {m.partition_key:<28} {m.status:<16} {finished:<20} {ms:>8}  {m.run_id}"
                 )
+                if args.metadata and good is not None and good.metadata:
+                    common.out(f"    metadata of #{good.id}: {_metadata_line(good.metadata)}")
         return 0
+
+
+def _metadata_line(metadata: dict[str, Any]) -> str:
+    """One line for people: a frame's schema as ``name: type`` pairs, other values as they are."""
+    parts = []
+    first = ("row_count", "columns", "size_bytes", "content_hash")  # JSONB does not keep key order
+    ordered = [k for k in first if k in metadata] + sorted(k for k in metadata if k not in first)
+    for key in ordered:
+        value = metadata[key]
+        if key == "columns" and isinstance(value, list):
+            cols = ", ".join(f"{c.get('name')}: {c.get('type')}" for c in value if isinstance(c, dict))
+            parts.append(f"columns=[{cols}]")
+        else:
+            parts.append(f"{key}={value}")
+    return " ".join(parts)
 
 
 def _tree(start: str, nodes: Sequence[lineage_mod.LineageNode], root_id: int) -> list[str]:
@@ -88,6 +105,11 @@ def add_query_commands(commands: Any) -> None:
     )
     common.add_common(status)
     status.add_argument("asset", nargs="?", default=None)
+    status.add_argument(
+        "--metadata",
+        action="store_true",
+        help="also print the metadata of each last success (a frame's rows, columns, size, content hash)",
+    )
     status.set_defaults(handler=_cmd_status)
 
     lin = commands.add_parser("lineage", help="what a materialization read (or who read it), as a tree")

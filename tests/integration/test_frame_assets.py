@@ -121,3 +121,20 @@ def test_a_non_frame_output_is_refused_and_recorded(database_url: str, tmp_path:
             rt.materialize("not_a_frame")
         assert rt.latest("not_a_frame") is None
         assert not (tmp_path / "lake").exists()
+
+
+def test_flowstone_status_shows_frame_metadata(
+    database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from flowstone import cli  # noqa: PLC0415
+
+    with fs.FlowStone(definitions(tmp_path), database_url=database_url, home=tmp_path) as rt:
+        rt.materialize("readings", partition=date(2025, 1, 1)).unwrap()
+    capsys.readouterr()
+    assert cli.main(["status", "readings", "--metadata", "--database-url", database_url]) == 0
+    out = capsys.readouterr().out
+    assert "metadata of #" in out
+    assert "row_count=2 columns=[sensor: large_string, value: double] size_bytes=" in out
+    assert "content_hash=sha256:" in out
+    assert cli.main(["status", "readings", "--database-url", database_url]) == 0
+    assert "metadata of" not in capsys.readouterr().out
