@@ -257,7 +257,8 @@ class PostgresIOManager(base.TransactionalIOManager):
                 errors.OutputNotSerializableError(f"the frame has duplicate column names: {columns}")
             )
         rows = tuple(zip(*(column.to_pylist() for column in table.columns), strict=True))
-        ctx.metadata.update(frames.describe(table, size_bytes=int(table.nbytes), digest=None))
+        digest = frames.arrow_hash(table)
+        ctx.metadata.update(frames.describe(table, size_bytes=int(table.nbytes), digest=digest))
         return base.PreparedOutput(
             ref=ref,
             format="rows",

@@ -87,6 +87,7 @@ def test_frames_round_trip_through_rows_mode(database_url: str, tmp_path: Path, 
         latest = rt.latest("sales", date(2025, 1, 1))
         assert latest is not None
         assert latest.metadata["row_count"] == 3
+        assert str(latest.metadata["content_hash"]).startswith("sha256:")
         assert [c["name"] for c in latest.metadata["columns"]] == ["name", "amount", "at", "tags"]
         loaded = rt.load("sales", date(2025, 1, 1))
         assert isinstance(loaded, list)  # no annotation on the loader: the rows as dicts
