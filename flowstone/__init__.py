@@ -73,6 +73,7 @@ from flowstone.partitions import (
     StaticPartitions,
     TimeWindow,
     TimeWindowOffset,
+    TimeWindowRange,
     WeeklyPartitions,
 )
 from flowstone.queue import RunHandle
@@ -164,6 +165,7 @@ __all__ = [
     "StoreError",
     "TimeWindow",
     "TimeWindowOffset",
+    "TimeWindowRange",
     "UnknownAssetError",
     "WeeklyPartitions",
     "__version__",

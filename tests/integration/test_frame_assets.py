@@ -138,3 +138,39 @@ def test_flowstone_status_shows_frame_metadata(
     assert "content_hash=sha256:" in out
     assert cli.main(["status", "readings", "--database-url", database_url]) == 0
     assert "metadata of" not in capsys.readouterr().out
+
+
+WEEK = fs.DailyPartitions(start="2025-01-01", end="2025-01-05")
+
+
+@fs.asset(partitions=WEEK)
+def sales(context: fs.AssetContext) -> pa.Table:
+    day = context.partition
+    assert isinstance(day, date)
+    return pa.table({"amount": [day.day]})
+
+
+@fs.asset(partitions=WEEK, partition_mapping={"sales": fs.TimeWindowRange(-2, 0)})
+def rolling(sales: pl.DataFrame) -> pl.DataFrame:
+    # the last three days (fewer at the start) as one frame with a `partition` column
+    return sales.select(pl.col("amount").sum(), pl.col("partition").min().alias("first_day"))
+
+
+def test_a_rolling_window_loads_as_one_frame(database_url: str, tmp_path: Path) -> None:
+    defs = fs.Definitions(
+        assets=[sales, rolling], io_managers={"default": fs.ParquetIOManager(tmp_path / "lake")}
+    )
+    with fs.FlowStone(defs, database_url=database_url, home=tmp_path) as rt:
+        for day in WEEK.keys():  # noqa: SIM118 - partitions, not a dict
+            rt.materialize("sales", day).unwrap()
+        rt.materialize("rolling", date(2025, 1, 1)).unwrap()
+        rt.materialize("rolling", date(2025, 1, 4)).unwrap()
+        first = rt.load("rolling", date(2025, 1, 1))
+        fourth = rt.load("rolling", date(2025, 1, 4))
+        assert isinstance(first, pl.DataFrame)
+        assert isinstance(fourth, pl.DataFrame)
+        assert first.to_dicts() == [{"amount": 1, "first_day": date(2025, 1, 1)}]
+        assert fourth.to_dicts() == [{"amount": 2 + 3 + 4, "first_day": date(2025, 1, 2)}]
+        # lineage names the three upstream partitions it read
+        upstream = rt.lineage.upstream("rolling", partition=date(2025, 1, 4), depth=1)
+        assert sorted(n.partition_key for n in upstream) == ["d:2025-01-02", "d:2025-01-03", "d:2025-01-04"]
