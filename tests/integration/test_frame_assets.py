@@ -174,3 +174,37 @@ def test_a_rolling_window_loads_as_one_frame(database_url: str, tmp_path: Path) 
         # lineage names the three upstream partitions it read
         upstream = rt.lineage.upstream("rolling", partition=date(2025, 1, 4), depth=1)
         assert sorted(n.partition_key for n in upstream) == ["d:2025-01-02", "d:2025-01-03", "d:2025-01-04"]
+
+
+def test_a_success_write_that_fails_after_the_file_leaves_no_visible_output(
+    database_url: str, tmp_path: Path
+) -> None:
+    """The Parquet file is written, then the success record is refused by the server: the output
+    is invisible (no committed row names it), the next run works, and gc removes the orphan."""
+    import psycopg  # noqa: PLC0415
+
+    from tests.integration.test_consistency import REFUSE_ONE_SUCCESS  # noqa: PLC0415
+
+    def refuse_the_success(step: fs.Materialization, ref: fs.OutputRef) -> None:
+        with psycopg.connect(database_url, autocommit=True) as admin:
+            admin.execute(REFUSE_ONE_SUCCESS)
+
+    with fs.FlowStone(definitions(tmp_path), database_url=database_url, home=tmp_path) as rt:
+        day = date(2025, 1, 1)
+        result = rt.materialize("readings", day, raise_on_error=False, _after_store=refuse_the_success)
+        failed = result.step("readings", day)
+        assert failed.status == "failed"
+        manager = rt.io_managers["default"]
+        assert isinstance(manager, fs.ParquetIOManager)
+        orphan = Path(manager.path_for("readings", failed.partition_key, failed.id))
+        assert orphan.exists()  # written before the success, which never committed
+        assert rt.latest("readings", day) is None
+        with pytest.raises(fs.DependencyNotReadyError):
+            rt.load("readings", day)
+        ok = rt.materialize("readings", day).step("readings", day)
+        assert ok.status == "succeeded"
+        assert rt.gc().orphans == {"default": 1}
+        assert not orphan.exists()
+        visible = rt.load("readings", day)
+        assert isinstance(visible, pl.DataFrame)
+        assert visible.height == 2
