@@ -15,14 +15,16 @@ from __future__ import annotations
 import hashlib
 import sys
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from flowstone import errors
 from flowstone.io import base
 
 __all__ = [
+    "KIND_METADATA_KEY",
     "Kind",
+    "arrow_hash",
     "arrow_table",
     "combine",
     "describe",
@@ -30,6 +32,7 @@ __all__ = [
     "from_arrow",
     "hint_kind",
     "require",
+    "stored_kind",
 ]
 
 Kind = Literal["pandas", "polars", "arrow"]
@@ -162,11 +165,6 @@ def _no_hint(hint: object) -> bool:
     return hint is None or hint is inspect.Parameter.empty or hint is object or hint is Any
 
 
-def content_hash(data: bytes | memoryview | Any) -> str:
-    """``sha256:<hex>`` of stored bytes (any buffer)."""
-    return "sha256:" + hashlib.sha256(memoryview(data)).hexdigest()
-
-
 def arrow_hash(table: Any) -> str:
     """``sha256:<hex>`` of the Arrow IPC stream of ``table`` (equal for equal tables with the same
     chunking), for managers that keep no file whose bytes could be hashed."""
@@ -200,9 +198,3 @@ def describe(table: Any, *, size_bytes: int | None, digest: str | None) -> dict[
     if digest is not None:
         found["content_hash"] = digest
     return found
-
-
-def merge_metadata(target: dict[str, object], found: Mapping[str, object]) -> None:
-    """Add ``found`` to the output metadata ``target`` (keys already set are kept)."""
-    for key, value in found.items():
-        target.setdefault(key, value)
