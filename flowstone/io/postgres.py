@@ -30,9 +30,9 @@ from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 import pydantic
 
 from flowstone import codec, errors, identifiers
-from flowstone.io import base, frames
+from flowstone.io import base, frames, pg_frames
 
-__all__ = ["DEFAULT_TABLE", "OutputStore", "PostgresIOManager", "RowsOutputStore"]
+__all__ = ["DEFAULT_TABLE", "OutputStore", "PostgresIOManager", "RowsOutputStore", "RowsTypesStore"]
 
 DEFAULT_TABLE = "flowstone_outputs"
 _OWN_TABLE_PREFIXES = ("flowstone_", "procrastinate_")
@@ -64,6 +64,15 @@ class RowsOutputStore(Protocol):
         materialization_id: int,
     ) -> list[dict[str, Any]]:
         """The rows of one partition, if ``materialization_id`` is the output the table holds."""
+        ...
+
+
+@runtime_checkable
+class RowsTypesStore(Protocol):
+    """What a store offers so that frames loaded from rows keep the table's column types."""
+
+    def table_types(self, table: identifiers.QualifiedName) -> dict[str, str]:
+        """The table's columns in order, with their Postgres types (``format_type``)."""
         ...
 
 
@@ -352,11 +361,13 @@ class PostgresIOManager(base.TransactionalIOManager):
             exc.context.setdefault("materialization_id", materialization_id)
             raise ctx.attach(exc) from None
         hint = ctx.type_hint
-        if frames.hint_kind(hint) is not None:  # a frame: the asset's columns, typed by Arrow
-            own_rows = [{k: v for k, v in row.items() if k != self.partition_column} for row in rows]
+        if frames.hint_kind(hint) is not None:  # a frame: the asset's columns, typed by the table
             try:
-                pa = frames.require("pyarrow", "parquet")
-                return frames.from_arrow(pa.Table.from_pylist(own_rows), hint)
+                types = store.table_types(self.table) if isinstance(store, RowsTypesStore) else None
+                if types is None:
+                    types = dict.fromkeys(rows[0] if rows else {}, "")
+                types = {k: v for k, v in types.items() if k != self.partition_column}
+                return frames.from_arrow(pg_frames.rows_table(rows, types), hint)
             except errors.FlowStoneError as exc:
                 raise ctx.attach(exc) from None
         if hint is None or hint is inspect.Parameter.empty or isinstance(hint, str | typing.ForwardRef):

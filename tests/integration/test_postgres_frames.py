@@ -125,3 +125,47 @@ def test_a_frame_column_the_table_lacks_is_refused_with_nothing_written(
         assert rt.latest("wide", date(2025, 1, 1)) is None
     with psycopg.connect(database_url) as conn:
         assert conn.execute("SELECT count(*) FROM narrow_rows").fetchone() == (0,)
+
+
+def test_frames_loaded_from_rows_take_the_table_column_types(database_url: str, tmp_path: Path) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE typed_frame_rows (partition_key text NOT NULL, n integer, amount numeric(10, 2), "
+            "at timestamptz, day date, tags text[], id uuid, label varchar(20))"
+        )
+
+    @fs.asset(partitions=DAYS, io_manager="rows")
+    def typed(context: fs.AssetContext) -> pa.Table:
+        if context.partition == date(2025, 1, 2):  # an empty frame: no rows, still typed columns
+            return pa.table({"n": pa.array([], pa.int32())})
+        return pa.table({"n": [1, None], "amount": pa.array([None, None], pa.decimal128(10, 2))})
+
+    expected = pa.schema(
+        [
+            ("n", pa.int32()),
+            ("amount", pa.decimal128(10, 2)),
+            ("at", pa.timestamp("us", tz="UTC")),
+            ("day", pa.date32()),
+            ("tags", pa.list_(pa.string())),
+            ("id", pa.string()),
+            ("label", pa.string()),
+        ]
+    )
+
+    @fs.asset(partitions=DAYS)
+    def check(typed: pa.Table) -> int:
+        assert typed.schema.remove_metadata() == expected
+        return typed.num_rows
+
+    defs = fs.Definitions(
+        assets=[typed, check],
+        io_managers={
+            "rows": fs.PostgresIOManager(table="typed_frame_rows", mode="rows"),
+            "default": fs.PostgresIOManager(),
+        },
+    )
+    with fs.FlowStone(defs, database_url=database_url, home=tmp_path) as rt:
+        rt.materialize(["typed", "check"], date(2025, 1, 1)).unwrap()
+        rt.materialize(["typed", "check"], date(2025, 1, 2)).unwrap()
+        assert rt.load("check", date(2025, 1, 1)) == 2
+        assert rt.load("check", date(2025, 1, 2)) == 0
