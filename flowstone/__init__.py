@@ -50,6 +50,7 @@ from flowstone.errors import (
     StepLostError,
     StoreError,
     UnknownAssetError,
+    UnknownScheduleError,
 )
 from flowstone.io import (
     DuckDBIOManager,
@@ -167,6 +168,7 @@ __all__ = [
     "TimeWindowOffset",
     "TimeWindowRange",
     "UnknownAssetError",
+    "UnknownScheduleError",
     "WeeklyPartitions",
     "__version__",
     "asset",

@@ -82,7 +82,7 @@ class Schedules:
         try:
             return self._by_name[name]
         except KeyError:
-            raise errors.UnknownAssetError(
+            raise errors.UnknownScheduleError(
                 f"there is no schedule {name!r}; schedules: {sorted(self._by_name)}"
             ) from None
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, NoReturn, TypeVar
 
@@ -43,9 +43,11 @@ __all__ = [
     "StepLostError",
     "StoreError",
     "UnknownAssetError",
+    "UnknownScheduleError",
 ]
 
 T = TypeVar("T")
+U = TypeVar("U")
 
 
 class FlowStoneError(Exception):
@@ -91,7 +93,12 @@ class FlowStoneError(Exception):
             if value is not None
         ]
         suffix = f" ({', '.join(where)})" if where else ""
-        return f"{self.type}: {self.message}{suffix}"
+        # The type is not repeated here: Python's traceback and the CLI put it in front once.
+        return f"{self.message}{suffix}"
+
+    def describe(self) -> str:
+        """``Type: message (location)``, the one-line form the CLI prints."""
+        return f"{self.type}: {self}"
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-safe description, the form stored in ``flowstone_materializations.error``."""
@@ -270,6 +277,10 @@ class ApprovalPendingError(FlowStoneError):
     run wait for approval. Waiting is a state, not a failure (I13): nothing else went wrong."""
 
 
+class UnknownScheduleError(FlowStoneError):
+    """No schedule or sensor has this name."""
+
+
 class NotAllowedError(FlowStoneError):
     """The actor is not among the approvers of this approval."""
 
@@ -300,6 +311,25 @@ class Result(Generic[T]):
         if self.ok:
             return self.value  # type: ignore[return-value]  # None is a valid T for success(None)
         return _raise(self.error)
+
+    def map(self, fn: Callable[[T], U]) -> Result[U]:
+        """``fn(value)`` as a success when this is a success; this failure unchanged otherwise.
+        ``fn`` raising is not caught: it is a bug in ``fn``, not an outcome."""
+        if self.ok:
+            return Result.success(fn(self.value))  # type: ignore[arg-type]  # see unwrap
+        return Result.err(self._error())
+
+    def flat_map(self, fn: Callable[[T], Result[U]]) -> Result[U]:
+        """``fn(value)`` (itself a ``Result``) when this is a success; this failure otherwise:
+        chains operations that may each fail."""
+        if self.ok:
+            return fn(self.value)  # type: ignore[arg-type]  # see unwrap
+        return Result.err(self._error())
+
+    def _error(self) -> FlowStoneError:
+        if self.error is None:
+            return FlowStoneError("Result has ok=False but no error")
+        return self.error
 
 
 def _raise(error: FlowStoneError | None) -> NoReturn:

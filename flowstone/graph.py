@@ -350,6 +350,29 @@ class AssetGraph:
         ]
         return "\n".join(lines)
 
+    def dot(self) -> str:
+        """A Graphviz ``digraph`` of the graph, left to right, names quoted."""
+        try:
+            nodes = self._full_order()
+        except errors.DefinitionError:
+            nodes = sorted(self._upstream)
+        lines = ["digraph flowstone {", "    rankdir=LR;"]
+        lines += [f"    {_dot_id(name)};" for name in nodes]
+        lines += [
+            f"    {_dot_id(up)} -> {_dot_id(name)};" for name in nodes for up in sorted(self._upstream[name])
+        ]
+        return "\n".join([*lines, "}"])
+
+    def subgraph(self, names: Iterable[str]) -> AssetGraph:
+        """The graph of ``names`` only, with the edges between them."""
+        keep = set(_as_names(names))
+        self._check_known(keep)
+        return AssetGraph({n: self._upstream[n] & keep for n in keep})
+
+
+def _dot_id(name: str) -> str:
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
 
 def _as_names(names: Iterable[str]) -> list[str]:
     items = [names] if isinstance(names, str) else list(names)

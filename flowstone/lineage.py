@@ -34,6 +34,9 @@ class LineageNode:
     finished_at: datetime | None
     via_materialization_id: int
     input_name: str
+    also_via_materialization_ids: tuple[int, ...] = ()
+    """The other materializations of the walk it is joined to: in a diamond, the node is listed
+    once (under ``via_materialization_id``) and its other edges are here."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +65,7 @@ def _node(row: records.LineageRow) -> LineageNode:
         finished_at=row.finished_at,
         via_materialization_id=row.via_id,
         input_name=row.input_name,
+        also_via_materialization_ids=row.also_via,
     )
 
 

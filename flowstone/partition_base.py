@@ -19,7 +19,7 @@ import them by name rather than through the module: they were one module before 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from datetime import datetime
+from datetime import date, datetime
 from typing import TypeAlias
 
 from flowstone import errors, partition_keys
@@ -100,8 +100,15 @@ def _decoded(text: str) -> PartitionValue | None:
 
 
 def _show(value: object) -> str:
+    """A value as a person writes it: dates and datetimes in ISO form (``2025-01-01``, not
+    ``datetime.date(2025, 1, 1)``), everything else as its repr."""
     try:
-        text = repr(value)
+        text = value.isoformat() if isinstance(value, date | datetime) else repr(value)
     except ValueError:  # repr of an int with more than sys.get_int_max_str_digits() digits
         text = f"<{type(value).__name__} that cannot be shown>"
     return text if len(text) <= 120 else text[:120] + "..."
+
+
+def article(noun: str) -> str:
+    """``an int``, ``a str``: the noun with its indefinite article."""
+    return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"

@@ -32,7 +32,7 @@ from functools import cached_property
 from typing import TypeAlias
 
 from flowstone import errors, partition_keys
-from flowstone.partition_base import PartitionsDefinition, _decoded, _InvalidError, _show
+from flowstone.partition_base import PartitionsDefinition, _decoded, _InvalidError, _show, article
 from flowstone.partition_mappings import (
     AllPartitions,
     IdentityMapping,
@@ -241,7 +241,7 @@ class MultiPartitions(PartitionsDefinition):
                 raise _InvalidError(f"expected {len(self.dimensions)} values, got {len(value)}")
             items = list(value)
         else:
-            raise _InvalidError(f"expected a tuple or mapping, got a {type(value).__name__}")
+            raise _InvalidError(f"expected a tuple or mapping, got {article(type(value).__name__)}")
         result: list[PartitionValue] = []
         for (name, definition), item in zip(self.dimensions, items, strict=True):
             try:

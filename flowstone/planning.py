@@ -23,7 +23,7 @@ from datetime import datetime
 from flowstone import definitions, errors, partition_keys
 from flowstone.store import records
 
-__all__ = ["Plan", "Step", "build_plan", "step_partitions"]
+__all__ = ["Plan", "Step", "build_plan", "plan_of_steps", "step_partitions"]
 
 StepKey = tuple[str, str]
 
@@ -153,6 +153,13 @@ def build_plan(
             names |= defs.graph.upstream(name)
     order = defs.graph.topological_order(names)
     requested = list(partitions) if partitions is not None else [partition]
+    if any(p is not None for p in requested) and all(defs.get(n).partitions is None for n in selected):
+        shown = ", ".join(repr(n) for n in selected)
+        raise errors.InvalidPartitionError(
+            f"{'asset' if len(selected) == 1 else 'assets'} {shown} "
+            f"{'is' if len(selected) == 1 else 'are'} not partitioned: do not pass a partition",
+            asset=selected[0] if len(selected) == 1 else None,
+        )
     by_asset = _partitions_by_asset(defs, order, selected, requested, now)
 
     plan = Plan(selection=tuple(selected), steps=[])
@@ -171,4 +178,20 @@ def build_plan(
                     if up_key[1] in by_asset[up_name]:
                         ups.add(up_key)
             plan.upstream[step.key] = ups
+    return plan
+
+
+def plan_of_steps(
+    selection: Sequence[str], steps: Sequence[StepKey], edges: Iterable[tuple[StepKey, StepKey]]
+) -> Plan:
+    """A plan of exactly ``steps`` (in the given order, upstream first) with those of ``edges``
+    that join two of them: e.g. part of an earlier run, re-run with the edges it had."""
+    keys = set(steps)
+    plan = Plan(selection=tuple(selection), steps=[])
+    for asset, key in steps:
+        plan.steps.append(Step(asset=asset, partition=partition_keys.decode(key), partition_key=key))
+        plan.upstream[(asset, key)] = set()
+    for up, down in edges:
+        if up in keys and down in keys:
+            plan.upstream[down].add(up)
     return plan

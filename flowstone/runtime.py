@@ -11,16 +11,16 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 import procrastinate
 
 from flowstone import approvals as approvals_mod
 from flowstone import (
+    audit_log,
     automation,
     definitions,
     errors,
@@ -31,6 +31,7 @@ from flowstone import (
     retention,
     services,
     snapshot,
+    startup,
 )
 from flowstone import lineage as lineage_mod
 from flowstone import settings as settings_mod
@@ -40,7 +41,7 @@ from flowstone.io.postgres import PostgresIOManager
 from flowstone.queue import client, worker
 from flowstone.results import BackfillResult, GcReport, RunConfig, RunResult
 from flowstone.status import RunKind, RunStatus, StepStatus
-from flowstone.store import backend, migrations, records
+from flowstone.store import backend, records
 from flowstone.store import base as store_base
 from flowstone.store.memory import MemoryStore
 from flowstone.store.postgres import PostgresStore
@@ -49,7 +50,7 @@ from flowstone.store.postgres import PostgresStore
 __all__ = ["BackfillResult", "FlowStone", "GcReport", "RunConfig", "RunResult"]
 
 Progress = Callable[[int, int], None]
-T = TypeVar("T")
+
 logger = logging.getLogger("flowstone")
 
 
@@ -85,6 +86,8 @@ class FlowStone:
         self.settings = env.model_copy(update={"home": Path(home)}) if home is not None else env
         self.actor = actor or self.settings.resolved_actor()
         self.database_url: str | None = None
+        self.database_created: Path | None = None
+        """Where this runtime had to create a new embedded database (``None``: it did not)."""
         self.store, default_io = self._decide_store(database_url, store, max_connections)
         if isinstance(self.store, PostgresStore) and self.database_url is None:
             self.database_url = self.store.url
@@ -116,6 +119,7 @@ class FlowStone:
             ),
         )
         self.lineage = lineage_mod.Lineage(defs, self.store)
+        self.audit = audit_log.AuditLog(self.store, self.actor)
         self.approvals = approvals_mod.Approvals(self.services)
         self.schedules = automation.Schedules(self.services)
         self.sensors = automation.Sensors(self.services)
@@ -125,7 +129,9 @@ class FlowStone:
             snap = snapshot.build(defs)
             by = f"{self.actor}@{socket.gethostname()}:{os.getpid()}"
             store = self.store
-            _through_blips("publish the definitions", lambda: store.snapshots.publish(snap, published_by=by))
+            startup.through_blips(
+                "publish the definitions", lambda: store.snapshots.publish(snap, published_by=by)
+            )
 
     @classmethod
     def from_database(
@@ -137,19 +143,12 @@ class FlowStone:
         settings = settings_mod.Settings.from_env()
         if home is not None:
             settings = settings.model_copy(update={"home": Path(home)})
-        target = _migrated(backend.resolve_database(database_url, settings=settings))
-        probe = PostgresStore(target.url, max_connections=1)
-        try:
-            published = probe.snapshots.read()
-        finally:
-            probe.close()
-        if published is None:
-            raise errors.ConfigurationError(
-                "the database has no published definitions yet: pass --defs module:attribute (or set "
-                "FLOWSTONE_DEFS), or start a worker or run any command with --defs once"
-            )
+        target = startup.migrated(backend.resolve_database(database_url, settings=settings))
+        published = startup.published(target.url)
         defs = snapshot.definitions_from(published.assets, published.automation)
-        return cls(defs, database_url=target.url, home=home, actor=actor, publish_definitions=False)
+        runtime = cls(defs, database_url=target.url, home=home, actor=actor, publish_definitions=False)
+        runtime.database_created = target.created
+        return runtime
 
     def _decide_store(
         self,
@@ -166,8 +165,9 @@ class FlowStone:
             return store, default
         if store is not None:
             raise errors.ConfigurationError(f"store must be 'memory' or a Store, not {store!r}")
-        target = _migrated(backend.resolve_database(database_url, settings=self.settings))
+        target = startup.migrated(backend.resolve_database(database_url, settings=self.settings))
         self.database_url = target.url
+        self.database_created = target.created
         return PostgresStore(target.url, max_connections=max_connections), PostgresIOManager()
 
     # -- the queue ----------------------------------------------------------------------------
@@ -235,7 +235,7 @@ class FlowStone:
         """Enqueue the missing partitions of ``asset`` (all, a list, or ``start``..``end``
         inclusive) and return at once; partitions whose latest is succeeded are skipped unless
         ``force``. ``partitions_per_job`` partitions share one job (each recorded on its own)."""
-        values = self._backfill_values(asset, partitions, start, end)
+        values = self.backfill_partitions(asset, partitions, start, end)
         return client.backfill(
             self.services,
             asset,
@@ -245,6 +245,12 @@ class FlowStone:
             config=RunConfig.coerce(run_config),
             progress=progress,
         )
+
+    def retry(self, run_id: str, *, from_asset: str | None = None) -> client.RunHandle:
+        """Run a queued run's failed, skipped, cancelled and rejected steps again in the same run
+        (a new attempt; succeeded steps are kept), or with ``from_asset`` that asset's steps and
+        everything downstream of them as a new run tagged ``retry_of``."""
+        return client.retry(self.services, run_id, from_asset=from_asset)
 
     def run(self, run_id: str) -> client.RunHandle:
         """A handle on an existing run (e.g. from another process)."""
@@ -349,7 +355,7 @@ class FlowStone:
         """Materialize the missing partitions of ``asset`` in this process (threads when
         ``max_workers > 1``). Partitions whose latest is succeeded are skipped unless ``force``."""
         definition = self.defs.get(asset)
-        values = self._backfill_values(asset, partitions, start, end)
+        values = self.backfill_partitions(asset, partitions, start, end)
         keys = list(dict.fromkeys(partition_keys.encode(v) for v in values))
         done = set() if force else self.store.succeeded_keys(asset, keys)
         todo = [(asset, k) for k in keys if k not in done]
@@ -385,9 +391,11 @@ class FlowStone:
             waiting=waiting,
         )
 
-    def _backfill_values(
+    def backfill_partitions(
         self, asset: str, partitions: Sequence[object] | None, start: object, end: object
     ) -> list[partition_keys.PartitionValue]:
+        """The partitions a backfill of ``asset`` covers: ``partitions``, the ``start``..``end``
+        range (inclusive), or every partition of its definition."""
         definition = self.defs.get(asset)
         if definition.partitions is None:
             raise errors.InvalidPartitionError(f"asset {asset!r} is not partitioned", asset=asset)
@@ -469,35 +477,3 @@ class FlowStone:
                 type_hint=definition.return_type,
             )
         )
-
-
-def _migrated(target: backend.DatabaseTarget) -> backend.DatabaseTarget:
-    """The database, migrated when it is the embedded one; an external one with migrations to
-    apply is refused with what to run."""
-    todo = _through_blips("check the migrations", lambda: migrations.pending(target.url))
-    if todo:
-        if target.source == "embedded":
-            migrations.upgrade(target.url)
-        else:
-            raise errors.ConfigurationError(
-                f"the database has {len(todo)} FlowStone migration(s) to apply "
-                f"({', '.join(todo)}): run `flowstone db upgrade`"
-            )
-    return target
-
-
-def _through_blips(what: str, call: Callable[[], T], *, attempts: int = 6) -> T:
-    """``call()``, again after a transient database error (a dropped connection, a restart in
-    progress) with backoff, ~3 s in all: a process started in the middle of a blip (a worker
-    restarted by its supervisor) starts instead of dying. Other errors, and the last one, raise."""
-    delay = 0.1
-    for attempt in range(1, attempts + 1):
-        try:
-            return call()
-        except errors.StoreError as exc:
-            if not exc.retryable or attempt == attempts:
-                raise
-            logger.info("could not %s (%s); trying again in %.1f s", what, exc, delay)
-            time.sleep(delay)
-            delay *= 2
-    raise AssertionError("unreachable")  # pragma: no cover

@@ -29,7 +29,7 @@ from typing import ClassVar, TypeAlias
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from flowstone import errors, partition_keys
-from flowstone.partition_base import PartitionsDefinition, _decoded, _InvalidError, _show
+from flowstone.partition_base import PartitionsDefinition, _decoded, _InvalidError, _show, article
 
 __all__ = [
     "DailyPartitions",
@@ -199,7 +199,7 @@ class _DatePartitions(TimePartitions):
 
     def _accepted(self) -> str:
         month = f" or {self.start.isoformat()[:7]!r}" if self._month_text else ""
-        return f"{self._form} such as {self.start!r} or {self.start.isoformat()!r}{month}"
+        return f"{self._form} such as {self.start.isoformat()!r}{month}"
 
     def _aligned(self, value: object) -> date:
         if type(value) is str:
@@ -209,7 +209,7 @@ class _DatePartitions(TimePartitions):
             except ValueError:
                 raise _InvalidError("the text is not a date like 2025-01-01") from None
         if isinstance(value, datetime) or not isinstance(value, date):
-            raise _InvalidError(f"expected a date, got a {type(value).__name__}")
+            raise _InvalidError(f"expected a date, got {article(type(value).__name__)}")
         day = date(value.year, value.month, value.day)  # drops date subclasses
         first = self._value_at(self._index(day))
         if first != day:
@@ -335,7 +335,7 @@ class HourlyPartitions(TimePartitions):
             except ValueError:
                 raise _InvalidError("the text is not a datetime like 2025-01-01T03:00") from None
         if not isinstance(value, datetime):
-            raise _InvalidError(f"expected a datetime, got a {type(value).__name__}")
+            raise _InvalidError(f"expected a datetime, got {article(type(value).__name__)}")
         value = datetime(  # drops datetime subclasses (pandas.Timestamp), which encode() refuses
             *value.timetuple()[:6], value.microsecond, tzinfo=value.tzinfo, fold=value.fold
         )

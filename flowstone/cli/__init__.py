@@ -1,12 +1,15 @@
 """The ``flowstone`` command line.
 
-``flowstone db upgrade|url|status|stop`` manage the database; ``materialize``, ``backfill``,
-``status`` and ``lineage`` work on the assets of ``--defs module:attribute`` (or ``FLOWSTONE_DEFS``).
-Errors are printed as one line naming what was wrong (exit status 1); usage errors exit with 2.
+``flowstone db upgrade|url|status|stop`` manage the database; ``materialize``, ``submit``,
+``backfill`` and ``worker`` run the assets of ``--defs module:attribute`` (or ``FLOWSTONE_DEFS``);
+the commands that read or decide (``runs``, ``run``, ``cancel``, ``retry``, ``status``, ``graph``,
+``lineage``, ``approvals``, ``schedules list``) need only the database. Errors are printed as one
+line naming what was wrong; the exit statuses are in ``common.EXIT_CODES``.
 
 The commands live in submodules by theme: ``db`` (the database), ``runs`` (materialize, submit,
-backfill, runs, worker), ``assets`` (status, lineage, gc) and ``ops`` (approvals, schedules,
-sensors); ``common`` holds what they share.
+backfill, worker), ``operate`` (runs, run, cancel, retry), ``assets`` (status, lineage, gc),
+``graph``, ``ops`` (approvals, schedules, sensors); ``waiting`` (progress, --watch) and ``common``
+hold what they share.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import argparse
 from collections.abc import Sequence
 
 from flowstone import _version, errors
-from flowstone.cli import assets, common, db, ops, runs
+from flowstone.cli import assets, common, db, graph, operate, ops, runs
 from flowstone.cli.common import Handler, ProgressBar, load_target
 from flowstone.cli.common import rt_partitions as rt_partitions  # importable from here, as before
 
@@ -25,14 +28,19 @@ __all__ = ["ProgressBar", "build_parser", "load_target", "main"]
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and documentation)."""
     parser = argparse.ArgumentParser(
-        prog="flowstone", description="Asset-first data orchestration on Postgres."
+        prog="flowstone",
+        description="Asset-first data orchestration on Postgres.",
+        epilog=common.EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"flowstone {_version.__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     # the order of these calls is the order of the commands in `flowstone --help`
     db.add_commands(commands)
     runs.add_commands(commands)
+    operate.add_commands(commands)
     assets.add_query_commands(commands)
+    graph.add_command(commands)
     ops.add_approval_commands(commands)
     ops.add_automation_commands(commands)
     assets.add_gc_command(commands)
@@ -46,8 +54,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handler(args)
     except errors.FlowStoneError as exc:
-        common.err(f"error: {exc}")
-        return 1
+        # The Python API names keyword arguments; on the command line they are flags.
+        exc.message = exc.message.replace("pass partition=", "pass --partition")
+        common.err(f"error: {exc.describe()}")
+        return common.EXIT_FAILED
     except KeyboardInterrupt:
         common.err("interrupted")
         return 130

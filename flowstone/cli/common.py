@@ -9,13 +9,68 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from datetime import date, datetime
 from pathlib import Path
 
 from flowstone import definitions as definitions_mod
-from flowstone import errors
+from flowstone import errors, partition_keys
 from flowstone import runtime as runtime_mod
 
 Handler = Callable[[argparse.Namespace], int]
+
+EXIT_OK = 0
+"""The command did what was asked (a waited-for run succeeded)."""
+EXIT_FAILED = 1
+"""An error, or a waited-for run that failed or was cancelled."""
+EXIT_USAGE = 2
+"""The command line was wrong (argparse's own status)."""
+EXIT_WAITING = 3
+"""A waited-for run is waiting for an approval."""
+EXIT_TIMEOUT = 4
+"""``--timeout`` passed while the run was still going (it goes on)."""
+
+EXIT_CODES = f"""exit status:
+  {EXIT_OK}  succeeded
+  {EXIT_FAILED}  failed (an error, or a run that failed or was cancelled)
+  {EXIT_USAGE}  usage error
+  {EXIT_WAITING}  the run is waiting for an approval
+  {EXIT_TIMEOUT}  timed out waiting (the run is still going)"""
+
+
+def shown(key: str) -> str:
+    """A partition key as a person reads it: ``2025-01-01`` for ``d:2025-01-01``, ``-`` for an
+    unpartitioned asset, tuples as ``a|b``; a key that does not decode is shown as stored."""
+    if key == partition_keys.UNPARTITIONED:
+        return "-"
+    try:
+        value = partition_keys.decode(key)
+    except errors.InvalidPartitionError:
+        return key
+    return _value_text(value)
+
+
+def _value_text(value: object) -> str:
+    if isinstance(value, tuple):
+        return "|".join(_value_text(v) for v in value)
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    return str(value)
+
+
+def when(moment: datetime | None) -> str:
+    """A timestamp in UTC to the second (``2025-01-01 10:00:00``), ``-`` when absent."""
+    return "-" if moment is None else moment.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer of at least 1 (``--limit -1`` is a usage error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def out(text: str) -> None:
@@ -64,9 +119,19 @@ def open_runtime(args: argparse.Namespace) -> runtime_mod.FlowStone:
     target = load_target(args.defs)
     if isinstance(target, runtime_mod.FlowStone):
         if args.database_url is None:
-            return target
+            return _told(target)
         target = target.defs
-    return runtime_mod.FlowStone(target, database_url=args.database_url)
+    return _told(runtime_mod.FlowStone(target, database_url=args.database_url))
+
+
+def _told(rt: runtime_mod.FlowStone) -> runtime_mod.FlowStone:
+    """Say so (on stderr) when opening the runtime created a new embedded database."""
+    if rt.database_created is not None:
+        err(
+            f"created a new embedded database in {rt.database_created} (FLOWSTONE_HOME; set "
+            "FLOWSTONE_DATABASE_URL or --database-url to use your own Postgres)"
+        )
+    return rt
 
 
 def open_reader(args: argparse.Namespace) -> runtime_mod.FlowStone:
@@ -75,13 +140,20 @@ def open_reader(args: argparse.Namespace) -> runtime_mod.FlowStone:
     needs no import of the project's code."""
     if args.defs or os.environ.get("FLOWSTONE_DEFS", "").strip():
         return open_runtime(args)
-    return runtime_mod.FlowStone.from_database(database_url=args.database_url)
+    return _told(runtime_mod.FlowStone.from_database(database_url=args.database_url))
 
 
 def partition(defs: definitions_mod.Definitions, assets: Sequence[str], text: str | None) -> object:
-    """Parse ``--partition`` text with the partition definition of the selected assets."""
+    """Parse ``--partition`` text with the partition definition of the selected assets; a
+    partition for assets none of which is partitioned is refused."""
     if text is None:
         return None
+    if all(defs.get(a).partitions is None for a in assets):
+        names = ", ".join(repr(a) for a in assets)
+        raise errors.InvalidPartitionError(
+            f"{'asset' if len(assets) == 1 else 'assets'} {names} "
+            f"{'is' if len(assets) == 1 else 'are'} not partitioned: leave out --partition"
+        )
     found = {defs.get(a).partitions for a in assets if defs.get(a).partitions is not None}
     if len(found) == 1:
         definition = found.pop()
@@ -122,6 +194,19 @@ class ProgressBar:
         elif int(fraction * 10) != self._last_decile:
             self._last_decile = int(fraction * 10)
             err(line)
+
+
+def add_watch(sub: argparse.ArgumentParser) -> None:
+    """``--watch [SECONDS]``: draw the output again every SECONDS (default 2) until Ctrl-C."""
+    sub.add_argument(
+        "--watch",
+        type=float,
+        nargs="?",
+        const=2.0,
+        default=None,
+        metavar="SECONDS",
+        help="draw again every SECONDS (default 2) until Ctrl-C",
+    )
 
 
 def add_common(sub: argparse.ArgumentParser) -> None:

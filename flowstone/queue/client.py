@@ -21,11 +21,21 @@ from procrastinate import tasks as procrastinate_tasks
 
 from flowstone import definitions, errors, execution, partition_keys, planning, resources, results, services
 from flowstone.queue import jobs
-from flowstone.status import RUN_TERMINAL, STEP_TERMINAL, RunKind, RunStatus
+from flowstone.status import RUN_TERMINAL, STEP_TERMINAL, RunKind, RunStatus, StepStatus
 from flowstone.store import base as store_base
 from flowstone.store import records
 
-__all__ = ["BACKFILL_CHUNK", "Enqueuer", "Progress", "RunHandle", "backfill", "finished_steps", "submit"]
+__all__ = [
+    "BACKFILL_CHUNK",
+    "RETRIED",
+    "Enqueuer",
+    "Progress",
+    "RunHandle",
+    "backfill",
+    "finished_steps",
+    "retry",
+    "submit",
+]
 
 Progress = Callable[[records.Run, Mapping[str, int]], None]
 """Called by :meth:`RunHandle.wait` with the run and its step counts at every poll."""
@@ -234,3 +244,52 @@ def backfill(
 def finished_steps(counts: Mapping[str, int]) -> int:
     """How many of a run's steps are finished, from :meth:`RunHandle.status` counts."""
     return sum(n for status, n in counts.items() if status in STEP_TERMINAL)
+
+
+RETRIED = (StepStatus.FAILED, StepStatus.SKIPPED, StepStatus.CANCELLED, StepStatus.REJECTED)
+"""The step statuses ``retry`` runs again."""
+
+
+def retry(svc: services.Services, run_id: str, *, from_asset: str | None = None) -> RunHandle:
+    """Run a queued run's failed, skipped, cancelled and rejected steps again (and what is
+    downstream of them), in the same run as a new attempt, keeping the succeeded steps; or, with
+    ``from_asset``, that asset's steps of the run and every step downstream of them, succeeded or
+    not, as a new run tagged ``retry_of`` (a succeeded materialization is history, never reset)."""
+    store = svc.postgres("retrying a run")
+    run = RunHandle(svc, run_id).run()
+    if run.kind == RunKind.MATERIALIZE or run.tags.get("backfill") == "sync":
+        raise errors.ConfigurationError(
+            f"run {run_id} ran in-process ({run.kind}): run it again with `flowstone materialize` "
+            "or `runtime.resume(run_id)`",
+            run_id=run_id,
+        )
+    if from_asset is None:
+        if run.status not in RUN_TERMINAL:
+            raise errors.ConfigurationError(
+                f"run {run_id} is still {run.status}: wait for it to end (or cancel it) before retrying",
+                run_id=run_id,
+            )
+        store.reopen_run(run_id, statuses=RETRIED, jobs=svc.jobs, actor=svc.actor)
+        return RunHandle(svc, run_id)
+    svc.defs.get(from_asset)  # an unknown name: a clear error
+    steps = store.run_steps(run_id)
+    edges = store.step_edges(run_id)
+    below: dict[planning.StepKey, list[planning.StepKey]] = {}
+    for up, down in edges:
+        below.setdefault(up, []).append(down)
+    todo = [(s.asset, s.partition_key) for s in steps if s.asset == from_asset]
+    if not todo:
+        raise errors.ConfigurationError(f"run {run_id} has no step of asset {from_asset!r}", run_id=run_id)
+    reach = set(todo)
+    while todo:
+        for nxt in below.get(todo.pop(), []):
+            if nxt not in reach:
+                reach.add(nxt)
+                todo.append(nxt)
+    position = {name: i for i, name in enumerate(svc.defs.graph.topological_order())}
+    ordered = sorted(reach, key=lambda k: (position.get(k[0], len(position)), k[1]))
+    selection = list(dict.fromkeys(asset for asset, _ in ordered))
+    plan = planning.plan_of_steps(selection, ordered, edges)
+    config = results.RunConfig.model_validate(run.config)
+    tags = {"retry_of": run_id, "from": from_asset}
+    return RunHandle(svc, execution.create_run(svc, plan, kind=RunKind.SUBMIT, config=config, tags=tags))

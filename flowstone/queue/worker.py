@@ -82,6 +82,7 @@ class JobRunner:
             for step in claim.steps:
                 self.store.fail_terminal(step, error=error.to_dict(), actor=self.svc.actor)
             raise jobs.StepFailed(str(error)) from exc
+        _log_started(claim.steps)
         budget = _Budget(self.svc.options, job_id, queue)
         with scope:
             ran = self.runner.run_claimed(asset, claim, scope=scope, keep=budget.keep())
@@ -89,6 +90,7 @@ class JobRunner:
             outcomes = ran.outcomes + self._continue(args.run_id, ran.continued, scope, budget, job_id)
         # A continued step's retry has a job of its own; its terminal failure fails this job.
         failed += jobs.collect(outcomes[len(ran.outcomes) :])[1]
+        _log_finished(outcomes)
         if AFTER_JOB is not None:
             AFTER_JOB(job_id, outcomes)
         if retry_in:
@@ -113,6 +115,7 @@ class JobRunner:
             if not claim.steps:
                 break
             budget.spend()
+            _log_started(claim.steps)
             ran = self.runner.run_claimed(asset, claim, scope=scope, keep=budget.keep(), continued=True)
             outcomes += ran.outcomes
             unit = ran.continued
@@ -209,6 +212,31 @@ def abandon_runs(svc: services.Services) -> list[str]:
     if ids:
         logger.warning("%d in-process run(s) lost their process: %s", len(ids), ids)
     return ids
+
+
+def _log_started(steps: Sequence[records.Materialization]) -> None:
+    """One line per step start (the worker log at its default level)."""
+    for step in steps:
+        logger.info(
+            "step %s [%s] started (attempt %d, run %s)",
+            step.asset,
+            step.partition_key,
+            step.attempt,
+            step.run_id,
+        )
+
+
+def _log_finished(outcomes: Sequence[execution.StepOutcome]) -> None:
+    """One line per step that succeeded or waits for approval (failures log their own line)."""
+    for outcome in outcomes:
+        row = outcome.record
+        if row is None or outcome.error is not None:
+            continue
+        if outcome.succeeded:
+            took = f" in {row.duration_ms:.0f} ms" if row.duration_ms is not None else ""
+            logger.info("step %s [%s] succeeded%s", row.asset, row.partition_key, took)
+        elif outcome.waiting:
+            logger.info("step %s [%s] waits for approval", row.asset, row.partition_key)
 
 
 def maintain(svc: services.Services) -> None:

@@ -23,6 +23,7 @@ def _row(row: Row, via: str) -> records.LineageRow:
         partition_key=row["partition_key"],
         status=StepStatus(row["status"]),
         finished_at=row["finished_at"],
+        also_via=tuple(row["also_via"]),
     )
 
 

@@ -271,6 +271,7 @@ class Tables:
                 continue
             via_id, input_name = via_of[node]
             row = self.rows[node]
+            also = sorted(p for p in depth_of if p != via_id and any(o == node for o, _ in edges.get(p, ())))
             found.append(
                 records.LineageRow(
                     depth=node_depth,
@@ -282,6 +283,7 @@ class Tables:
                     partition_key=row.partition_key,
                     status=row.status,
                     finished_at=row.finished_at,
+                    also_via=tuple(also),
                 )
             )
         found.sort(key=lambda r: (r.depth, r.asset, r.partition_key, r.id))

@@ -1,10 +1,8 @@
 """The Postgres store: the facade over one module per table (``runs``, ``materializations``,
 ``step_edges``, ``lineage``, ``approvals``, ``automation``, ``outputs``, ``audit``, ``jobs``), each
 mirroring its ``sql/queries/<table>.sql``, and the transactions that compose them
-(``transitions``, ``decisions``). Each method here takes a pooled connection, opens the
-transaction and names the action that driver errors are reported under; the SQL is in the modules
-it calls.
-"""
+(``transitions``, ``decisions``). Each method takes a pooled connection, opens the transaction and
+names the action driver errors are reported under; the SQL is in the modules it calls."""
 
 from __future__ import annotations
 
@@ -30,6 +28,7 @@ from flowstone.store import (
     pg_definitions,
     pg_outputs,
     records,
+    reports,
     runs,
     step_edges,
     transitions,
@@ -50,12 +49,12 @@ class PostgresStore(base.Store):
     def __init__(self, url: str, *, max_connections: int = 8) -> None:
         self.url = url
         self.db = pg.Database(url, max_connections=max_connections)
+        # Parts by theme: stored outputs (the Postgres IO manager binds to it), approvals, the
+        # published definitions, and what operators read (runs, summaries, partitions, workers).
         self.outputs = pg_outputs.PostgresOutputs(self.db)
-        """Stored outputs (the Postgres IO manager is bound to it) and retention."""
         self.approvals = pg_approvals.PostgresApprovals(self.db)
-        """Reading and deciding approvals."""
         self.snapshots = pg_definitions.PostgresSnapshots(self.db)
-        """The published definitions (publishing and reading the snapshot)."""
+        self.reports = reports.PostgresReports(self.db)
 
     def close(self) -> None:
         """Close the pool; the store reopens it if used again."""

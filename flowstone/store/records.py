@@ -114,6 +114,8 @@ class LineageRow:
     partition_key: str
     status: StepStatus
     finished_at: datetime | None
+    also_via: tuple[int, ...] = ()
+    """The other materializations of the walk it is joined to (the other edges of a diamond)."""
 
     @property
     def partition(self) -> partition_keys.PartitionValue | None:

@@ -180,3 +180,17 @@ def test_a_failure_whose_error_is_awkward_json_is_still_recorded_postgres(
             assert row.error["message"] == "ValueError: bad byte \\x00 in the input"
             assert "\\x00" in row.error["context"]["traceback"]
             assert "\\u0000" not in json.dumps(row.error)  # no NUL anywhere (json.dumps escapes it)
+
+
+def test_host_code_appends_its_own_audit_events(make_runtime: MakeRuntime):
+    rt = make_runtime(actor="deployer")
+    run_id = rt.materialize("numbers").run_id
+    event_id = rt.audit.record("deploy.finished", details={"version": "1.2.3"}, run_id=run_id)
+    events = rt.audit.events(run_id=run_id)
+    mine = [e for e in events if e.event == "deploy.finished"]
+    assert len(mine) == 1
+    assert (mine[0].id, mine[0].actor, mine[0].details) == (event_id, "deployer", {"version": "1.2.3"})
+    assert events[-1].id == event_id  # appended after FlowStone's own events, read with them
+    for bad in ("Deploy finished", "deploy..finished", "", "deploy.finished!"):
+        with pytest.raises(fs.ConfigurationError, match="dotted lower-case words"):
+            rt.audit.record(bad)

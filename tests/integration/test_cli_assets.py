@@ -206,11 +206,11 @@ def test_materialize_status_and_lineage(
     lines = _ok(first)
     assert first.stderr == ""
     steps = _steps(lines)
-    assert [(s.status, s.asset, s.key) for s in steps] == [
-        ("succeeded", "numbers", U),
-        ("succeeded", "doubled", U),
-        ("succeeded", "squared", U),
-        ("succeeded", "report", U),
+    assert [(s.status, s.asset, s.key) for s in steps] == [  # keys decoded: "-" is unpartitioned
+        ("succeeded", "numbers", "-"),
+        ("succeeded", "doubled", "-"),
+        ("succeeded", "squared", "-"),
+        ("succeeded", "report", "-"),
     ]
     run_id, status = _run_line(lines)
     assert status == "succeeded"
@@ -219,8 +219,8 @@ def test_materialize_status_and_lineage(
     second = cli("materialize", "daily", "--partition", "2025-01-03", *DEFS)
     lines = _ok(second)
     (day,) = _steps(lines)
-    assert (day.status, day.asset, day.key) == ("succeeded", "daily", "d:2025-01-03")
-    day_run, _ = _run_line(lines)
+    assert (day.status, day.asset, day.key) == ("succeeded", "daily", "2025-01-03")
+    _day_run, _ = _run_line(lines)
 
     with open_store() as s:
         for asset, step_id in ids.items():
@@ -244,22 +244,30 @@ def test_materialize_status_and_lineage(
         ("lineage", "report", "--depth", "0", *DEFS),
     )
 
-    table = _ok(status_all)
-    assert table[0].split() == ["ASSET", "PARTITION", "STATUS", "LAST", "SUCCESS", "(UTC)", "MS", "RUN"]
+    table = _ok(status_all)  # one line per asset
+    assert table[0].split() == [
+        "ASSET",
+        "SUCCEEDED",
+        "FAILED",
+        "ACTIVE",
+        "MISSING",
+        "LAST",
+        "SUCCESS",
+        "(UTC)",
+        "NEWEST",
+    ]
     rows = {line.split()[0]: line.split() for line in table[1:]}
     assert len(rows) == len(table) - 1 == 7
     for asset in ("numbers", "doubled", "squared", "report"):
-        asset_, key, state, day_, time_, ms, run = rows[asset]
-        assert (asset_, key, state, run) == (asset, U, "succeeded", run_id)
+        asset_, succeeded, failed_, active, missing, day_, time_, *newest = rows[asset]
+        assert (asset_, succeeded, failed_, active, missing) == (asset, "1", "0", "0", "0")
+        assert newest == ["1", "succeeded"]
         assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", day_)
         assert re.fullmatch(r"\d{2}:\d{2}:\d{2}", time_)
-        assert ms.isdigit()
-    assert rows["daily"][1:3] == ["d:2025-01-03", "succeeded"]
-    assert rows["daily"][-1] == day_run
+    assert rows["daily"][1:5] == ["1", "0", "0", "9"]  # 10 daily partitions, one succeeded
     for asset in ("broken", "after_broken"):
-        assert rows[asset] == [asset, "-", "never", "-", "-", "-"]
-    # one block per asset in the order of the Definitions (topological, ties by name), the
-    # never-materialized ones in their place, not last
+        assert rows[asset] == [asset, "0", "0", "0", "1", "-", "never", "materialized"]
+    # in the order of the Definitions (topological, ties by name), never-materialized ones in place
     assert [line.split()[0] for line in table[1:]] == [
         "numbers",
         "broken",
@@ -270,27 +278,29 @@ def test_materialize_status_and_lineage(
         "report",
     ]
 
-    one = _ok(status_one)
+    one = _ok(status_one)  # an asset's partitions
+    assert one[0].split() == ["ASSET", "PARTITION", "STATUS", "LAST", "SUCCESS", "(UTC)", "MS", "RUN"]
     assert len(one) == 2
-    assert one[1].split()[:3] == ["report", U, "succeeded"]
+    assert one[1].split()[:3] == ["report", "-", "succeeded"]
+    assert one[1].split()[-1] == run_id
 
-    # numbers, read through doubled and through squared, is listed once: under the smaller id
-    assert ids["doubled"] < ids["squared"]
+    # numbers, read through doubled and through squared: both edges of the diamond are shown
     assert _ok(tree) == [
-        f"report [{U}] #{ids['report']} succeeded",
-        f"├── doubled [{U}] #{ids['doubled']} succeeded",
-        f"│   └── numbers [{U}] #{ids['numbers']} succeeded",
-        f"└── squared [{U}] #{ids['squared']} succeeded",
+        f"report [-] #{ids['report']} succeeded",
+        f"├── doubled [-] #{ids['doubled']} succeeded",
+        f"│   └── numbers [-] #{ids['numbers']} succeeded",
+        f"└── squared [-] #{ids['squared']} succeeded",
+        f"    └── numbers [-] #{ids['numbers']} succeeded",
     ]
     assert _ok(down) == [
-        f"numbers [{U}] #{ids['numbers']} succeeded",
-        f"├── daily [d:2025-01-03] #{day.id} succeeded",
-        f"├── doubled [{U}] #{ids['doubled']} succeeded",
-        f"└── squared [{U}] #{ids['squared']} succeeded",
+        f"numbers [-] #{ids['numbers']} succeeded",
+        f"├── daily [2025-01-03] #{day.id} succeeded",
+        f"├── doubled [-] #{ids['doubled']} succeeded",
+        f"└── squared [-] #{ids['squared']} succeeded",
     ]
     assert _ok(daily_tree) == [
-        f"daily [d:2025-01-03] #{day.id} succeeded",
-        f"└── numbers [{U}] #{ids['numbers']} succeeded",
+        f"daily [2025-01-03] #{day.id} succeeded",
+        f"└── numbers [-] #{ids['numbers']} succeeded",
     ]
     assert _one_error_line(depth_zero) == "error: FlowStoneError: depth must be at least 1, got 0"
 
@@ -367,7 +377,7 @@ def test_failures_and_usage_errors(cli: Cli, open_store: Callable[[], contextlib
         assert result.stdout == ""
 
     nothing, no_selection, bad_depth, no_command = cli.many(
-        ("status",),  # neither --defs nor FLOWSTONE_DEFS (the fixture's env has no FLOWSTONE_DEFS)
+        ("materialize", "numbers"),  # neither --defs nor FLOWSTONE_DEFS (not in the fixture's env)
         ("materialize", *DEFS),
         ("lineage", "report", "--depth", "deep", *DEFS),
         (),
@@ -409,7 +419,7 @@ def test_backfill_sync_and_flowstone_defs(
         "backfill daily: 5 succeeded, 1 failed, 0 skipped (already succeeded)"
     ]
     errors = [line for line in backfill.stderr.splitlines() if not line.startswith("backfill daily [")]
-    assert errors == ["failed d:2025-01-05: ValueError: bad day"]
+    assert errors == ["failed 2025-01-05: ValueError: bad day"]  # keys are shown decoded
     progress = [line for line in backfill.stderr.splitlines() if line.startswith("backfill daily [")]
     assert progress  # stderr is not a terminal: one line per tenth done
     assert " 6/6 " in progress[-1]
@@ -466,7 +476,13 @@ def test_status_shows_an_asset_that_only_failed_as_failed(cli: Cli):
     assert len(table) == 2
     assert table[0].split() == ["ASSET", "PARTITION", "STATUS", "LAST", "SUCCESS", "(UTC)", "MS", "RUN"]
     asset, key, state, last_success, ms, run = table[1].split()
-    assert (asset, key, state, last_success, run) == ("broken", U, "failed", "-", broken_run)
+    assert (asset, key, state, last_success, run) == (
+        "broken",
+        "-",
+        "failed",
+        "-",
+        broken_run,
+    )  # "-": unpartitioned
     assert ms.isdigit()
 
 
@@ -483,8 +499,8 @@ def test_status_shows_the_newest_row_of_each_partition_with_its_last_success(cli
     assert len(table) == 3
     rows = [line.split() for line in table[1:]]
     assert [r[:3] for r in rows] == [
-        ["daily", "d:2025-01-03", "succeeded"],
-        ["daily", "d:2025-01-05", "failed"],
+        ["daily", "2025-01-03", "succeeded"],
+        ["daily", "2025-01-05", "failed"],
     ]
     (_, _, _, day_, time_, ms, run), failed_row = rows
     assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", day_)
@@ -500,7 +516,7 @@ def test_status_shows_a_failure_after_a_success_with_the_last_success_time(
 ):
     (cli.cwd / "flaky_pipeline.py").write_text(FLAKY_PIPELINE)
     flaky_defs = ("--defs", "flaky_pipeline:defs")
-    never = _ok(cli("status", *flaky_defs))
+    never = _ok(cli("status", "flaky", *flaky_defs))
     assert never[1].split() == ["flaky", "-", "never", "-", "-", "-"]
     first = _ok(cli("materialize", "flaky", *flaky_defs))
     first_run, _ = _run_line(first)
@@ -508,11 +524,14 @@ def test_status_shows_a_failure_after_a_success_with_the_last_success_time(
     second = cli("materialize", "flaky", *flaky_defs)
     assert second.returncode == 1
     second_run, _ = _run_line(second.stdout.splitlines())
-    table = _ok(cli("status", *flaky_defs))
+    summary = _ok(cli("status", *flaky_defs))
+    assert summary[1].split()[:5] == ["flaky", "1", "1", "0", "0"]  # succeeded once, newest failed
+    assert summary[1].split()[-2:] == ["1", "failed"]
+    table = _ok(cli("status", "--asset", "flaky", *flaky_defs))
     assert len(table) == 2
     asset, key, state, day_, time_, ms, run = table[1].split()
     # the newest row (the failure, its duration and run) with the time of the last success
-    assert (asset, key, state, run) == ("flaky", U, "failed", second_run)
+    assert (asset, key, state, run) == ("flaky", "-", "failed", second_run)
     with open_store() as s:
         success = s.latest("flaky", U)
         assert success is not None

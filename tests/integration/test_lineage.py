@@ -120,6 +120,8 @@ def test_upstream_of_a_diamond_with_depth_caps(runtime: fs.FlowStone):
     assert runtime.lineage.upstream("final", depth=3) == full
     assert runtime.lineage.upstream("final", depth=1000) == full  # capped at MAX_DEPTH, not an error
     assert runtime.lineage.upstream("numbers") == []  # a root read nothing
+    # the other edge of the diamond is kept: numbers was also read by squared
+    assert [n.also_via_materialization_ids for n in full] == [(), (), (), (ids["squared"],)]
 
 
 def test_downstream_of_a_diamond_with_depth_caps(runtime: fs.FlowStone):
@@ -406,6 +408,7 @@ def test_results_hold_plain_strings_and_typed_partition_values(runtime: fs.FlowS
         "latest_status": (str, type(None)),
         "finished_at": (datetime,),
         "via_materialization_id": (int,),
+        "also_via_materialization_ids": (tuple,),
         "input_name": (str,),
         "read_start": (bool,),
     }
@@ -413,6 +416,7 @@ def test_results_hold_plain_strings_and_typed_partition_values(runtime: fs.FlowS
         for f in dataclasses.fields(item):
             value = getattr(item, f.name)
             assert type(value) in allowed[f.name], (f.name, type(value))
+    assert all(type(i) is int for n in nodes for i in n.also_via_materialization_ids)
     partitions = {n.partition for n in nodes}
     assert None in partitions
     assert {date(2025, 1, 1), date(2025, 1, 2)} <= partitions

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import traceback
 import uuid
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -47,7 +48,8 @@ def test_i16_errors_are_structured_exceptions():
     assert error.retryable is False
     assert error.context == {"start": "2025-01-01"}
     text = str(error)
-    assert text.startswith("InvalidPartitionError: 2024-12-31 is before the first partition")
+    assert text.startswith("2024-12-31 is before the first partition")  # the type is not repeated
+    assert error.describe().startswith("InvalidPartitionError: 2024-12-31 is before the first partition")
     assert "asset=events" in text
     assert "partition=d:2024-12-31" in text
     assert "run_id=0b0e7a43-0000-4000-8000-000000000000" in text
@@ -72,10 +74,38 @@ def test_result_with_ok_false_and_no_error_still_raises_a_flowstone_error():
 
 
 def test_str_leaves_out_unknown_location_fields():
-    assert str(fs.StoreError("connection lost")) == "StoreError: connection lost"
-    assert str(fs.UnknownAssetError("no such asset", asset="x")) == (
+    assert str(fs.StoreError("connection lost")) == "connection lost"
+    assert fs.UnknownAssetError("no such asset", asset="x").describe() == (
         "UnknownAssetError: no such asset (asset=x)"
     )
+
+
+def test_a_traceback_names_the_error_type_once():
+    error = fs.DefinitionError(["'sum' depends on 'numbrs'"])
+    trace = "".join(traceback.format_exception(error))
+    last = trace.rstrip().splitlines()[-2]
+    assert last == "flowstone.errors.DefinitionError: 1 problem in the definitions:"
+    assert "DefinitionError: DefinitionError" not in trace
+
+
+def test_result_map_and_flat_map():
+    doubled: fs.Result[int] = fs.Result.success(3).map(lambda v: v * 2)
+    assert doubled.unwrap() == 6
+    failure: fs.Result[int] = fs.Result.err(fs.StoreError("down"))
+    mapped = failure.map(lambda v: v * 2)
+    assert not mapped.ok
+    assert mapped.error is failure.error  # the same error travels on
+
+    def half(v: int) -> fs.Result[int]:
+        if v % 2:
+            return fs.Result.err(fs.ConfigurationError(f"{v} is odd"))
+        return fs.Result.success(v // 2)
+
+    assert fs.Result.success(8).flat_map(half).flat_map(half).unwrap() == 2
+    odd = fs.Result.success(6).flat_map(half).flat_map(half)
+    assert not odd.ok
+    assert str(odd.error) == "3 is odd"
+    assert failure.flat_map(half).error is failure.error
 
 
 def test_retryable_defaults_per_class_and_can_be_overridden():
@@ -226,7 +256,7 @@ def test_every_exported_exception_is_a_flowstone_error_with_a_bool_retryable():
         assert isinstance(instance.retryable, bool), cls
         assert instance.retryable is cls.default_retryable, cls
         assert instance.type == cls.__name__
-        assert str(instance).startswith(f"{cls.__name__}: ")
+        assert instance.describe().startswith(f"{cls.__name__}: ")
         json.dumps(instance.to_dict())
         assert getattr(fs, cls.__name__) is cls, f"{cls.__name__} is not re-exported by flowstone"
 

@@ -21,7 +21,7 @@ LAYERS: list[set[str]] = [
     {"resources", "io", "approval_types", "graph", "context"},
     {"assets", "definitions", "schedules", "testing", "snapshot"},
     {"store"},
-    {"planning", "results", "services", "lineage"},
+    {"planning", "results", "services", "lineage", "startup", "audit_log"},
     {"execution", "local", "retention"},
     {"queue", "approvals", "automation"},
     {"runtime"},

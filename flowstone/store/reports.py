@@ -1,0 +1,107 @@
+"""What the operator commands and the web UI read (``sql/queries/reports.sql``), Postgres only:
+runs with their step counts, a per-asset summary, an asset's partitions, live workers. Composed
+into :class:`flowstone.store.postgres.PostgresStore` as ``store.reports``. Every query reads a
+bounded number of rows through an index, or aggregates once over the table (``report_assets``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from flowstone.status import StepStatus
+from flowstone.store import pg, records
+from flowstone.store.pg import Q
+
+__all__ = ["AssetSummary", "PartitionRow", "PostgresReports", "RunRow"]
+
+
+@dataclass(frozen=True, slots=True)
+class RunRow:
+    """A run with its steps counted by status."""
+
+    run: records.Run
+    counts: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class AssetSummary:
+    """One asset: its partitions by the status of their newest step, how many ever succeeded, and
+    when it last finished and last succeeded."""
+
+    asset: str
+    by_status: dict[str, int]
+    succeeded_partitions: int
+    last_finished_at: datetime | None
+    last_success_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionRow:
+    """The newest step of one partition, and when the partition last succeeded."""
+
+    step: records.Materialization
+    last_success_at: datetime | None
+
+
+class PostgresReports:
+    """The read-only reports, on a Database."""
+
+    def __init__(self, db: pg.Database) -> None:
+        self.db = db
+
+    def runs(
+        self,
+        *,
+        limit: int,
+        status: str | None = None,
+        asset: str | None = None,
+        since: datetime | None = None,
+    ) -> list[RunRow]:
+        """The newest runs first (at most ``limit``), filtered when the filters are given."""
+        params = {"limit": limit, "status": status, "asset": asset, "since": since}
+        with self.db.session("list runs") as conn:
+            rows = conn.execute(Q("report_runs"), params).fetchall()
+        return [RunRow(run=pg.run_from_row(r), counts=dict(r["counts"])) for r in rows]
+
+    def assets(self) -> dict[str, AssetSummary]:
+        """A summary of every asset that has a step, by name."""
+        with self.db.session("summarise assets") as conn:
+            rows = conn.execute(Q("report_assets")).fetchall()
+        found: dict[str, AssetSummary] = {}
+        for r in rows:
+            prior = found.get(r["asset"])
+            by_status = dict(prior.by_status) if prior else {}
+            by_status[r["status"]] = r["partitions"]
+            finished = [t for t in (r["last_finished_at"], prior.last_finished_at if prior else None) if t]
+            found[r["asset"]] = AssetSummary(
+                asset=r["asset"],
+                by_status=by_status,
+                succeeded_partitions=r["succeeded_partitions"],
+                last_finished_at=max(finished) if finished else None,
+                last_success_at=r["last_success_at"],
+            )
+        return found
+
+    def partitions(
+        self, asset: str, *, status: StepStatus | None = None, limit: int = 10_000
+    ) -> list[PartitionRow]:
+        """The newest step of each partition of ``asset`` in key order (one status, when given)."""
+        params = {"asset": asset, "status": status, "limit": limit}
+        with self.db.session("list partitions") as conn:
+            rows = conn.execute(Q("report_partitions"), params).fetchall()
+        return [
+            PartitionRow(step=pg.materialization_from_row(r), last_success_at=r["last_success_at"])
+            for r in rows
+        ]
+
+    def live_workers(self, within_s: float) -> int:
+        """How many Procrastinate workers sent a heartbeat in the last ``within_s`` seconds."""
+        with self.db.session("count live workers") as conn:
+            row = conn.execute(Q("report_workers"), {"within_s": within_s}).fetchone()
+        return int(row["alive"]) if row else 0
+
+    def run_approvals(self, run_id: str) -> list[records.Approval]:
+        """The approvals of a run's steps, oldest first."""
+        with self.db.session("list a run's approvals") as conn:
+            rows = conn.execute(Q("report_run_approvals"), {"run_id": pg.run_uuid(run_id)}).fetchall()
+        return [pg.approval_from_row(r) for r in rows]

@@ -1,0 +1,74 @@
+-- name: report_runs
+-- Returns the newest runs first with their steps counted by status (a JSON object), filtered by
+-- status, by an asset they have a step of, and by creation time; each filter is off when NULL.
+SELECT r.run_id, r.kind, r.selection, r.config, r.tags, r.requested_by, r.status, r.created_at,
+       r.finished_at, coalesce(c.counts, '{}'::jsonb) AS counts
+FROM flowstone_runs AS r
+LEFT JOIN LATERAL (
+    SELECT jsonb_object_agg(s.status, s.n) AS counts
+    FROM (SELECT m.status, count(*) AS n
+          FROM flowstone_materializations AS m
+          WHERE m.run_id = r.run_id
+          GROUP BY m.status) AS s
+) AS c ON true
+WHERE (%(status)s::text IS NULL OR r.status = %(status)s::text)
+  AND (%(since)s::timestamptz IS NULL OR r.created_at >= %(since)s::timestamptz)
+  AND (%(asset)s::text IS NULL
+       OR %(asset)s::text = ANY(r.selection)
+       OR EXISTS (SELECT 1 FROM flowstone_materializations AS a
+                  WHERE a.run_id = r.run_id AND a.asset = %(asset)s::text))
+ORDER BY r.created_at DESC, r.run_id
+LIMIT %(limit)s;
+
+-- name: report_assets
+-- Returns one row per asset and status of the newest step of each of its partitions: how many
+-- partitions are in that status, how many have ever succeeded, and the newest finish and success.
+WITH newest AS (
+    SELECT DISTINCT ON (m.asset, m.partition_key) m.asset, m.partition_key, m.status, m.finished_at
+    FROM flowstone_materializations AS m
+    ORDER BY m.asset, m.partition_key, m.id DESC
+), good AS (
+    SELECT m.asset, count(DISTINCT m.partition_key) AS succeeded_partitions,
+           max(m.finished_at) AS last_success_at
+    FROM flowstone_materializations AS m
+    WHERE m.status = 'succeeded'
+    GROUP BY m.asset
+)
+SELECT n.asset, n.status, count(*) AS partitions, max(n.finished_at) AS last_finished_at,
+       coalesce(g.succeeded_partitions, 0) AS succeeded_partitions, g.last_success_at
+FROM newest AS n
+LEFT JOIN good AS g ON g.asset = n.asset
+GROUP BY n.asset, n.status, g.succeeded_partitions, g.last_success_at
+ORDER BY n.asset, n.status;
+
+-- name: report_partitions
+-- Returns the newest step of every partition of one asset (optionally only those in one status),
+-- with the finish time of the partition's latest success, in partition key order.
+SELECT n.*, s.finished_at AS last_success_at
+FROM (SELECT DISTINCT ON (m.partition_key) m.*
+      FROM flowstone_materializations AS m
+      WHERE m.asset = %(asset)s
+      ORDER BY m.partition_key, m.id DESC) AS n
+LEFT JOIN LATERAL (
+    SELECT l.finished_at
+    FROM flowstone_materializations AS l
+    WHERE l.asset = n.asset AND l.partition_key = n.partition_key AND l.status = 'succeeded'
+    ORDER BY l.finished_at DESC, l.id DESC
+    LIMIT 1
+) AS s ON true
+WHERE %(status)s::text IS NULL OR n.status = %(status)s::text
+ORDER BY n.partition_key
+LIMIT %(limit)s;
+
+-- name: report_workers
+-- Returns how many Procrastinate workers sent a heartbeat within the given number of seconds.
+SELECT count(*) AS alive
+FROM procrastinate_workers
+WHERE last_heartbeat > now() - make_interval(secs => %(within_s)s);
+
+-- name: report_run_approvals
+-- Returns the approvals of one run's steps, oldest request first.
+SELECT *
+FROM flowstone_approvals
+WHERE run_id = %(run_id)s
+ORDER BY requested_at, id;
