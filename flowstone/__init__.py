@@ -77,6 +77,7 @@ from flowstone.partitions import (
     TimeWindowRange,
     WeeklyPartitions,
 )
+from flowstone.pools import Pool, PoolContext
 from flowstone.queue import RunHandle
 from flowstone.resources import Resource
 from flowstone.runtime import BackfillResult, FlowStone, RunConfig, RunResult
@@ -143,6 +144,8 @@ __all__ = [
     "PartitionFromTick",
     "PartitionMapping",
     "PartitionsDefinition",
+    "Pool",
+    "PoolContext",
     "PostgresIOManager",
     "Resource",
     "ResourceError",

@@ -22,6 +22,7 @@ import pydantic
 
 from flowstone import approval_types, context, errors, graph, identifiers
 from flowstone import partitions as parts
+from flowstone import pools as pools_mod
 
 __all__ = ["AssetDef", "AssetInput", "RetryPolicy", "asset"]
 
@@ -113,6 +114,9 @@ class AssetDef:
     approval: approval_types.ApprovalGate | None = None
     group: str = "default"
     owners: tuple[str, ...] = ()
+    pools: tuple[str, ...] = ()
+    pool_key: pools_mod.PoolKey | None = None
+    priority: int = 0
 
     @property
     def upstream_names(self) -> tuple[str, ...]:
@@ -152,6 +156,9 @@ def asset(
     approval: approval_types.ApprovalGate | None = ...,
     group: str = ...,
     owners: Iterable[str] = ...,
+    pool: str | Iterable[str] = ...,
+    pool_key: pools_mod.PoolKey | None = ...,
+    priority: int = ...,
 ) -> AssetDef: ...
 @overload
 def asset(
@@ -172,6 +179,9 @@ def asset(
     approval: approval_types.ApprovalGate | None = ...,
     group: str = ...,
     owners: Iterable[str] = ...,
+    pool: str | Iterable[str] = ...,
+    pool_key: pools_mod.PoolKey | None = ...,
+    priority: int = ...,
 ) -> Callable[[AssetFn], AssetDef]: ...
 def asset(
     fn: AssetFn | None = None,
@@ -191,6 +201,9 @@ def asset(
     approval: approval_types.ApprovalGate | None = None,
     group: str = "default",
     owners: Iterable[str] = (),
+    pool: str | Iterable[str] = (),
+    pool_key: pools_mod.PoolKey | None = None,
+    priority: int = 0,
 ) -> AssetDef | Callable[[AssetFn], AssetDef]:
     """Declare an asset. Use as ``@asset``, ``@asset(...)`` or ``asset(fn, ...)``.
 
@@ -208,6 +221,9 @@ def asset(
       function runs (see ``AssetContext.require_approval``).
     - ``group``: a group name for browsing (``[A-Za-z_][A-Za-z0-9_]*``, at most 64 characters;
       default ``"default"``); ``owners``: people or teams (strings), e.g. ``["team:data"]``.
+    - ``pool``: pools (:class:`~flowstone.pools.Pool`) a step holds a slot of while it runs;
+      ``pool_key``: a function of a :class:`~flowstone.pools.PoolContext` giving the key each
+      limit applies to (default: one key); ``priority``: -999..999, higher runs first.
 
     A parameter with a default value is a plain argument of the function, not an upstream asset.
 
@@ -230,6 +246,9 @@ def asset(
         approval=approval,
         group=group,
         owners=owners,
+        pool=pool,
+        pool_key=pool_key,
+        priority=priority,
     )
     if fn is None:
         return options.build
@@ -255,6 +274,9 @@ class _Options:
     approval: approval_types.ApprovalGate | None = None
     group: str = "default"
     owners: Iterable[str] = ()
+    pool: str | Iterable[str] = ()
+    pool_key: pools_mod.PoolKey | None = None
+    priority: int = 0
 
     def build(self, fn: AssetFn) -> AssetDef:
         """Inspect ``fn`` and return its :class:`AssetDef` (or raise with every problem)."""
@@ -304,6 +326,9 @@ class _Options:
             approval=self.approval,
             group=self.group,
             owners=tuple(self.owners) if not isinstance(self.owners, str) else (self.owners,),
+            pools=tuple(dict.fromkeys(_names(self.pool))),
+            pool_key=self.pool_key,
+            priority=self.priority,
         )
 
     @staticmethod
@@ -384,6 +409,14 @@ class _Options:
         owners = [self.owners] if isinstance(self.owners, str) else list(self.owners)
         if any(not isinstance(o, str) or not o.strip() or len(o) > 200 for o in owners):
             problems.append(f"asset {name!r}: owners are non-empty strings of at most 200 characters")
+        if any(not isinstance(p, str) or pools_mod.POOL_NAME.fullmatch(p) is None for p in _names(self.pool)):
+            problems.append(f"asset {name!r}: pool names are strings like 'warehouse', got {self.pool!r}")
+        if self.pool_key is not None and not callable(self.pool_key):
+            problems.append(f"asset {name!r}: pool_key must be a function of the step's PoolContext")
+        try:
+            pools_mod.check_priority(self.priority, f"asset {name!r}")
+        except errors.ConfigurationError as exc:
+            problems.append(exc.message)
 
     def _check_options(self, name: str, problems: list[str]) -> None:
         self._check_labels(name, problems)

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from types import MappingProxyType
 
 from flowstone import errors, graph
+from flowstone import pools as pools_mod
 from flowstone.assets import ASSET_NAME_PATTERN, AssetDef, AssetInput, RetryPolicy, asset
 from flowstone.io import base as io_base
 
@@ -37,6 +38,8 @@ class Definitions:
         io_managers: Mapping[str, io_base.IOManager] | None = None,
         schedules: Sequence[object] = (),
         sensors: Sequence[object] = (),
+        *,
+        pools: Sequence[pools_mod.Pool] = (),
     ) -> None:
         resources = dict(resources or {})
         io_managers = dict(io_managers or {})
@@ -47,6 +50,7 @@ class Definitions:
         asset_graph = graph.AssetGraph(deps)
         problems += [f"cycle: {' -> '.join(cycle)}" for cycle in asset_graph.find_cycles()]
         problems += _partition_problems(by_name)
+        pools_by_name = _pools(pools, by_name, problems)
         if problems:
             raise errors.DefinitionError(problems)
         self.graph: graph.AssetGraph = asset_graph
@@ -63,6 +67,8 @@ class Definitions:
         """The schedules, as given."""
         self.sensors: tuple[object, ...] = tuple(sensors)
         """The sensors, as given."""
+        self.pools: Mapping[str, pools_mod.Pool] = MappingProxyType(pools_by_name)
+        """The concurrency pools by name (read-only)."""
 
     def get(self, name: str) -> AssetDef:
         """The asset called ``name``: a dict lookup, never an import (invariant I3).
@@ -94,6 +100,27 @@ class Definitions:
 
     def __repr__(self) -> str:
         return f"<Definitions: {len(self.assets)} assets>"
+
+
+def _pools(
+    pools: Sequence[pools_mod.Pool], by_name: Mapping[str, AssetDef], problems: list[str]
+) -> dict[str, pools_mod.Pool]:
+    """Pools by name; reports non-pools, names given twice and assets naming an unknown pool."""
+    found: dict[str, pools_mod.Pool] = {}
+    for index, pool in enumerate(pools):
+        if not isinstance(pool, pools_mod.Pool):
+            problems.append(f"pools[{index}] is {type(pool).__name__}, not flowstone.Pool(name, limit=...)")
+        elif pool.name in found and found[pool.name] != pool:
+            problems.append(f"pool {pool.name!r} is defined twice with different limits")
+        else:
+            found[pool.name] = pool
+    problems.extend(
+        f"asset {name!r} uses pool {pool_name!r}, which is not in Definitions(pools=[...])"
+        for name, item in by_name.items()
+        for pool_name in item.pools
+        if pool_name not in found
+    )
+    return found
 
 
 def _origin(item: AssetDef) -> str:

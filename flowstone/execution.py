@@ -39,6 +39,7 @@ from flowstone import (
     resources,
     results,
     services,
+    slots,
 )
 from flowstone import context as context_mod
 from flowstone.io import base as io_base
@@ -194,6 +195,8 @@ class StepRunner:
             ]
             inputs = {**claim.inputs, **self.store.find_inputs(run_id, list(dict.fromkeys(more)))}
             claim = store_base.Claim(claim.steps, inputs, claim.run_kind, claim.run_config)
+        if asset.pools and claim.steps:  # one slot of each pool per step, or wait (slots.py)
+            claim = slots.take(self.svc, asset, claim, queued=self.queued)
         return claim
 
     def unstartable(self, run_id: str, asset: str, partition_key: str) -> StepOutcome:

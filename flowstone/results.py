@@ -25,12 +25,14 @@ class RunConfig(pydantic.BaseModel):
     """A run's configuration, stored in ``flowstone_runs.config``.
 
     ``resources`` overrides resource configuration by name for this run; ``None`` values and
-    absent keys never replace a default (I2). Unknown top-level keys are refused.
+    absent keys never replace a default (I2). ``priority`` (-999..999) is added to each asset's
+    own priority for the run's jobs: higher runs first. Unknown top-level keys are refused.
     """
 
     model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
 
     resources: dict[str, dict[str, Any] | None] = pydantic.Field(default_factory=dict)
+    priority: int = pydantic.Field(default=0, ge=-999, le=999, strict=True)
 
     @classmethod
     def coerce(cls, value: Mapping[str, Any] | RunConfig | None) -> RunConfig:

@@ -28,6 +28,7 @@ from flowstone import (
     local,
     partition_keys,
     planning,
+    pools,
     retention,
     services,
     snapshot,
@@ -132,6 +133,8 @@ class FlowStone:
             startup.through_blips(
                 "publish the definitions", lambda: store.snapshots.publish(snap, published_by=by)
             )
+            limits = {p.name: p.limit for p in defs.pools.values()}
+            startup.through_blips("publish the pool limits", lambda: store.pools.publish(limits))
 
     @classmethod
     def from_database(
@@ -204,11 +207,13 @@ class FlowStone:
         with_upstream: bool = False,
         run_config: Mapping[str, Any] | RunConfig | None = None,
         tags: Mapping[str, str] | None = None,
+        priority: int | None = None,
     ) -> client.RunHandle:
         """Enqueue a run of ``selection`` (for each of ``partitions``) and return at once (I15).
 
         The run, its steps and the jobs of its ready steps are written in one transaction; workers
-        run the steps, each enqueueing its downstream steps when they become ready.
+        run the steps, each enqueueing its downstream steps when they become ready. ``priority``
+        (-999..999, added to each asset's) puts the run's jobs ahead of lower ones, e.g. a backfill.
         """
         names = selection if isinstance(selection, str) else list(selection)
         return client.submit(
@@ -216,7 +221,7 @@ class FlowStone:
             names,
             partitions,
             with_upstream=with_upstream,
-            config=RunConfig.coerce(run_config),
+            config=_prioritized(RunConfig.coerce(run_config), priority),
             tags=tags,
         )
 
@@ -231,6 +236,7 @@ class FlowStone:
         partitions_per_job: int = 1,
         run_config: Mapping[str, Any] | RunConfig | None = None,
         progress: Progress | None = None,
+        priority: int | None = None,
     ) -> client.RunHandle:
         """Enqueue the missing partitions of ``asset`` (all, a list, or ``start``..``end``
         inclusive) and return at once; partitions whose latest is succeeded are skipped unless
@@ -242,7 +248,7 @@ class FlowStone:
             values,
             force=force,
             partitions_per_job=partitions_per_job,
-            config=RunConfig.coerce(run_config),
+            config=_prioritized(RunConfig.coerce(run_config), priority),
             progress=progress,
         )
 
@@ -477,3 +483,10 @@ class FlowStone:
                 type_hint=definition.return_type,
             )
         )
+
+
+def _prioritized(config: RunConfig, priority: int | None) -> RunConfig:
+    """``config`` with the run's ``priority`` when one is given (checked: -999..999)."""
+    if priority is None:
+        return config
+    return config.model_copy(update={"priority": pools.check_priority(priority, "submit")})

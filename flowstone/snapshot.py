@@ -26,6 +26,7 @@ from typing import Any, NoReturn
 
 from flowstone import approval_types, errors, schedules
 from flowstone import partitions as parts
+from flowstone import pools as pools_mod
 from flowstone.assets import AssetDef, AssetInput, RetryPolicy
 from flowstone.definitions import Definitions
 from flowstone.io import base as io_base
@@ -199,6 +200,8 @@ def asset_spec(item: AssetDef) -> dict[str, Any]:
         "queue": item.queue,
         "code_version": item.code_version,
         "owners": list(item.owners),
+        "pools": list(item.pools),
+        "priority": item.priority,
         "tags": dict(item.tags),
         "metadata": _plain(dict(item.metadata)),
         "approval": None
@@ -241,6 +244,7 @@ def build(defs: Definitions) -> Snapshot:
     automation = {
         "schedules": [_schedule_spec(s) for s in defs.schedules if isinstance(s, schedules.Schedule)],
         "sensors": [_sensor_spec(s) for s in defs.sensors if isinstance(s, schedules.Sensor)],
+        "pools": [{"name": p.name, "limit": p.limit} for p in defs.pools.values()],
     }
     text = json.dumps(
         {"format": FORMAT, "assets": assets, "automation": automation}, sort_keys=True, default=str
@@ -354,6 +358,8 @@ def _asset_from(spec: Mapping[str, Any], opaque: Mapping[str, OpaquePartitions],
         tags={str(k): str(v) for k, v in (spec.get("tags") or {}).items()},
         group=str(spec.get("group") or "default"),
         owners=tuple(str(o) for o in spec.get("owners", [])),
+        pools=tuple(str(p) for p in spec.get("pools", [])),
+        priority=int(spec.get("priority", 0)),
         partition_mappings={k: v for k, v in mappings.items() if not isinstance(v, parts.IdentityMapping)},
         approval=None
         if not gate
@@ -416,4 +422,5 @@ def definitions_from(assets: Sequence[Mapping[str, Any]], automation: Mapping[st
             )
             for s in automation.get("sensors", [])
         ],
+        pools=[pools_mod.Pool(str(p["name"]), int(p["limit"])) for p in automation.get("pools", [])],
     )

@@ -46,7 +46,9 @@ def _cmd_submit(args: argparse.Namespace) -> int:
         partitions = (
             [common.partition(rt.defs, selected, p) for p in args.partition] if args.partition else None
         )
-        handle = rt.submit(args.selection, partitions, with_upstream=args.with_upstream)
+        handle = rt.submit(
+            args.selection, partitions, with_upstream=args.with_upstream, priority=args.priority
+        )
         common.out(f"submitted run {handle.run_id}: {handle.status()}")
         if not args.wait:
             return 0
@@ -284,6 +286,9 @@ def add_commands(commands: Any) -> None:
     sub.add_argument("--partition", action="append", default=[], help="a partition (repeatable)")
     sub.add_argument("--with-upstream", action="store_true", help="also run upstream assets")
     sub.add_argument("--wait", action="store_true", help="show progress until the run is done")
+    sub.add_argument(
+        "--priority", type=int, default=None, help="-999..999, added to each asset's: higher runs first"
+    )
     sub.add_argument("--timeout", type=float, default=None, help="stop waiting after N seconds")
     sub.add_argument("--quiet", action="store_true", help="no progress display")
     sub.set_defaults(handler=_cmd_submit)

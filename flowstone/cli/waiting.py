@@ -32,6 +32,7 @@ class RunBar:
     def __init__(self, label: str) -> None:
         self.console = Console(stderr=True)
         self.label = label
+        self.started = time.monotonic()
         self._decile = -1
         self._progress: Progress | None = None
         self._task: TaskID | None = None
@@ -67,7 +68,9 @@ class RunBar:
         decile = int(10 * done / total) if total else 10
         if decile != self._decile:
             self._decile = decile
-            common.err(f"{self.label}: {done}/{total} done, {detail}")
+            elapsed = time.monotonic() - self.started
+            eta = f", about {(total - done) * elapsed / done:.0f} s left" if 0 < done < total else ""
+            common.err(f"{self.label}: {done}/{total} done, {detail}{eta}")
 
 
 def queues_of(rt: runtime_mod.FlowStone, handle: client.RunHandle) -> list[str]:

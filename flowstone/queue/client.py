@@ -19,11 +19,22 @@ import psycopg
 from procrastinate import manager as procrastinate_manager
 from procrastinate import tasks as procrastinate_tasks
 
-from flowstone import definitions, errors, execution, partition_keys, planning, resources, results, services
+from flowstone import (
+    definitions,
+    errors,
+    execution,
+    partition_keys,
+    planning,
+    pools,
+    resources,
+    results,
+    services,
+)
 from flowstone.queue import jobs
 from flowstone.status import RUN_TERMINAL, STEP_TERMINAL, RunKind, RunStatus, StepStatus
 from flowstone.store import base as store_base
 from flowstone.store import records
+from flowstone.store import runs as store_runs
 
 __all__ = [
     "BACKFILL_CHUNK",
@@ -48,6 +59,22 @@ class Enqueuer:
         self.defs = defs
         # Never opened: with connection= the manager runs its query on the caller's connection.
         self.job_manager = procrastinate_manager.JobManager(procrastinate.SyncPsycopgConnector(conninfo=url))
+        self._run_priority: dict[str, int] = {}  # a run's priority never changes
+
+    def priority_of(self, asset: str, run_priority: int = 0) -> int:
+        """The job priority of an asset's step in a run of ``run_priority`` (within -999..999)."""
+        own = self.defs.get(asset).priority if asset in self.defs else 0
+        return max(-pools.MAX_PRIORITY, min(pools.MAX_PRIORITY, own + run_priority))
+
+    def run_priority(self, conn: psycopg.Connection[Any], run_id: str) -> int:
+        """The run's priority (its config), read once per run and process."""
+        found = self._run_priority.get(run_id)
+        if found is None:
+            found = store_runs.run_priority(conn, run_id)
+            if len(self._run_priority) > 10_000:
+                self._run_priority.clear()
+            self._run_priority[run_id] = found
+        return found
 
     def queue_of(self, asset: str) -> str:
         """The queue of an asset's jobs (unknown assets: the default queue)."""
@@ -65,16 +92,20 @@ class Enqueuer:
     ) -> list[int]:
         """One job per (asset, batch_key), in one batch per queue; ids in the order of ``items``
         (``schedule_in_s``: the jobs start no sooner than that)."""
-        by_queue: dict[str, list[int]] = {}
+        run_priority = self.run_priority(conn, run_id)
+        by_queue: dict[tuple[str, int], list[int]] = {}
         for index, (asset, _) in enumerate(items):
-            by_queue.setdefault(self.queue_of(asset), []).append(index)
+            by_queue.setdefault((self.queue_of(asset), self.priority_of(asset, run_priority)), []).append(
+                index
+            )
         ids: list[int] = [0] * len(items)
-        for queue, indices in by_queue.items():
+        for (queue, priority), indices in by_queue.items():
             deferrer = procrastinate_tasks.configure_task(
                 name=jobs.TASK_NAME,
                 job_manager=self.job_manager,
                 connection=conn,
                 queue=queue,
+                priority=priority,
                 schedule_at=None
                 if schedule_in_s is None
                 else datetime.now(UTC) + timedelta(seconds=schedule_in_s),
@@ -210,6 +241,10 @@ def backfill(
         raise errors.ConfigurationError(f"partitions_per_job must be at least 1, got {partitions_per_job}")
     store = svc.postgres()
     definition = svc.defs.get(asset)
+    if definition.pools and partitions_per_job > 1:
+        raise errors.ConfigurationError(
+            f"asset {asset!r} uses pools: each step holds its own slot, so partitions_per_job must be 1"
+        )
     resources.ResourceScope(svc.defs.resources, config.resources)
     keys = list(dict.fromkeys(partition_keys.encode(v) for v in values))
     done = set() if force else store.succeeded_keys(asset, keys)

@@ -241,12 +241,21 @@ def _log_finished(outcomes: Sequence[execution.StepOutcome]) -> None:
 
 def maintain(svc: services.Services) -> None:
     """One round of recovery: stalled jobs, steps whose job ended, abandoned in-process runs,
-    runs left unfinished, due approval timeouts."""
+    runs left unfinished, due approval timeouts, pool waiters with free slots."""
     recover_stalled(svc)
     settle_orphans(svc)
     abandon_runs(svc)
     finish_runs(svc)
     expire_approvals(svc)
+    wake_pool_waiters(svc)
+
+
+def wake_pool_waiters(svc: services.Services) -> int:
+    """Give free pool slots to waiting steps (a safety net: releases wake them as they happen)."""
+    woken = svc.postgres().pools.wake_all()
+    if woken:
+        logger.info("woke %d step(s) waiting for a pool slot", woken)
+    return woken
 
 
 def finish_runs(svc: services.Services) -> list[str]:

@@ -27,6 +27,7 @@ from flowstone.store import (
     pg_approvals,
     pg_definitions,
     pg_outputs,
+    pools,
     records,
     reports,
     runs,
@@ -49,12 +50,12 @@ class PostgresStore(base.Store):
     def __init__(self, url: str, *, max_connections: int = 8) -> None:
         self.url = url
         self.db = pg.Database(url, max_connections=max_connections)
-        # Parts by theme: stored outputs (the Postgres IO manager binds to it), approvals, the
-        # published definitions, and what operators read (runs, summaries, partitions, workers).
+        # By theme: outputs (the Postgres IO manager binds to it), approvals, definitions, reports, pools
         self.outputs = pg_outputs.PostgresOutputs(self.db)
         self.approvals = pg_approvals.PostgresApprovals(self.db)
         self.snapshots = pg_definitions.PostgresSnapshots(self.db)
         self.reports = reports.PostgresReports(self.db)
+        self.pools = pools.PostgresPools(self.db)
 
     def close(self) -> None:
         """Close the pool; the store reopens it if used again."""
@@ -79,8 +80,7 @@ class PostgresStore(base.Store):
         now: datetime | None = None,
         conn: Conn | None = None,
     ) -> records.Run:
-        """See :meth:`Store.create_run`; ``conn`` writes inside the caller's transaction (a
-        savepoint), e.g. a schedule's tick and its run."""
+        """See :meth:`Store.create_run`; ``conn``: in the caller's transaction (a savepoint)."""
         with self.db.transaction("create run", conn) as tx:
             transitions.create(tx, run, steps, edges=edges, ready=ready, jobs=jobs, now=now)
             created = runs.run_get(tx, run.run_id)

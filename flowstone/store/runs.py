@@ -19,6 +19,7 @@ __all__ = [
     "run_list",
     "run_lock",
     "run_owner_lock",
+    "run_priority",
     "run_reopen",
     "run_step_counts",
     "run_unfinished_claim",
@@ -91,3 +92,9 @@ def run_owner_lock(conn: Conn, run_id: str) -> bool:
     """Try the owner lock of an in-process run on ``conn`` (held until the connection ends)."""
     row = conn.execute(Q("run_owner_lock"), {"run_id": pg.run_uuid(run_id)}).fetchone()
     return bool(row and row["locked"])
+
+
+def run_priority(conn: Conn, run_id: str) -> int:
+    """The priority a run was submitted with (0 when none, or when the run has no row)."""
+    row = conn.execute(Q("run_priority"), {"run_id": pg.run_uuid(run_id)}).fetchone()
+    return int(row["priority"]) if row else 0

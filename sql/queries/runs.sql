@@ -116,3 +116,9 @@ FOR UPDATE OF r SKIP LOCKED;
 -- while it runs the steps (run_abandoned_claim takes it to see that the process is gone); returns
 -- whether it was taken (false: another process runs the run).
 SELECT pg_try_advisory_lock(hashtextextended('flowstone_run:' || %(run_id)s::text, 0)) AS locked;
+
+-- name: run_priority
+-- Returns the priority a run was submitted with (0 when none).
+SELECT coalesce((config ->> 'priority')::integer, 0) AS priority
+FROM flowstone_runs
+WHERE run_id = %(run_id)s;

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -106,6 +108,8 @@ def test_submit_wait_run_runs_and_exit_statuses(pipeline: Pipeline):  # noqa: PL
     assert ok.returncode == 0, (ok.stdout, ok.stderr)
     run_id = _run_id(ok.stdout)
     assert f"run {run_id}: succeeded {{'succeeded': 4}}" in ok.stdout
+    # stderr is not a terminal: a progress line per tenth done, with the counts
+    assert f"run {run_id[:8]}: 4/4 done, 0 failed, 0 waiting for approval" in ok.stderr
 
     bad = cli(pipeline, "submit", "after_fragile", "--with-upstream", "--wait", "--timeout", "60", defs=True)
     assert bad.returncode == 1, (bad.stdout, bad.stderr)
@@ -300,7 +304,11 @@ def test_messages_that_tell_the_user_what_to_do(pipeline: Pipeline, tmp_path: Pa
         assert "example: flowstone" in sub.stdout, command
 
 
-def test_a_new_embedded_database_is_announced(tmp_path: Path):
+def test_a_new_embedded_database_is_announced():
+    # Outside pytest's own temporary root: that one is private to root (0700), which the embedded
+    # server's own system user cannot enter once another pytest session resets it.
+    tmp_path = Path(tempfile.mkdtemp(prefix="flowstone-announce-"))
+    tmp_path.chmod(0o755)
     (tmp_path / "tiny.py").write_text(
         "import flowstone as fs\n\n@fs.asset\ndef one() -> int:\n    return 1\n\n"
         "defs = fs.Definitions([one])\n"
@@ -325,6 +333,7 @@ def test_a_new_embedded_database_is_announced(tmp_path: Path):
             [sys.executable, "-m", "flowstone.cli", "db", "stop"],
             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, check=False,
         )  # fmt: skip
+        shutil.rmtree(tmp_path, ignore_errors=True)
 
 
 def test_watch_redraws_until_the_run_ends(pipeline: Pipeline):

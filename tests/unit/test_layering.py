@@ -18,11 +18,11 @@ PACKAGE = Path(__file__).resolve().parents[2] / "flowstone"
 LAYERS: list[set[str]] = [
     {"_version", "errors", "settings", "partition_keys", "codec", "codec_decode", "identifiers", "status"},
     {"partition_base", "time_partitions", "partition_mappings", "partitions"},
-    {"resources", "io", "approval_types", "graph", "context"},
+    {"resources", "io", "approval_types", "graph", "context", "pools"},
     {"assets", "definitions", "schedules", "testing", "snapshot"},
     {"store"},
     {"planning", "results", "services", "lineage", "startup", "audit_log"},
-    {"execution", "local", "retention"},
+    {"execution", "local", "retention", "slots"},
     {"queue", "approvals", "automation"},
     {"runtime"},
     {"cli"},
