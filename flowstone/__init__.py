@@ -52,7 +52,15 @@ from flowstone.errors import (
     UnknownAssetError,
     UnknownScheduleError,
 )
-from flowstone.io import FilesystemIOManager, IOManager, MemoryIOManager, OutputRef, PostgresIOManager
+from flowstone.io import (
+    DuckDBIOManager,
+    FilesystemIOManager,
+    IOManager,
+    MemoryIOManager,
+    OutputRef,
+    ParquetIOManager,
+    PostgresIOManager,
+)
 from flowstone.lineage import ImpactRow, LineageNode
 from flowstone.partitions import (
     AllPartitions,
@@ -66,6 +74,7 @@ from flowstone.partitions import (
     StaticPartitions,
     TimeWindow,
     TimeWindowOffset,
+    TimeWindowRange,
     WeeklyPartitions,
 )
 from flowstone.pools import Pool, PoolContext, RateLimit
@@ -106,6 +115,7 @@ __all__ = [
     "Definitions",
     "DependencyFailedError",
     "DependencyNotReadyError",
+    "DuckDBIOManager",
     "EmbeddedPostgresUnavailableError",
     "ExecutionError",
     "FilesystemIOManager",
@@ -130,6 +140,7 @@ __all__ = [
     "OutputDecodeError",
     "OutputNotSerializableError",
     "OutputRef",
+    "ParquetIOManager",
     "PartitionFromTick",
     "PartitionMapping",
     "PartitionsDefinition",
@@ -159,6 +170,7 @@ __all__ = [
     "StoreError",
     "TimeWindow",
     "TimeWindowOffset",
+    "TimeWindowRange",
     "UnknownAssetError",
     "UnknownScheduleError",
     "WeeklyPartitions",

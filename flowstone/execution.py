@@ -411,7 +411,7 @@ class StepRunner:
         else:
             ref = manager.store(out_ctx, value)  # a new immutable version, before the success
         # Metadata is stored as JSON: typed values (Decimal, date, ...) go through the codec.
-        metadata = codec.to_jsonable(dict(ctx.metadata))
+        metadata = codec.to_jsonable({**out_ctx.metadata, **ctx.metadata})
         assert isinstance(metadata, dict)  # noqa: S101 - a dict encodes to a dict
         return Executed(value=value, ref=ref, metadata=metadata, lineage=lineage, output=output)
 
@@ -445,22 +445,24 @@ class StepRunner:
         lineage: list[tuple[int, str]] = []
         for inp in asset.inputs:
             loaded: dict[object, object] = {}
+            upstream = self.defs.get(inp.asset)
+            manager = self._manager(upstream.io_manager, upstream.name)
+            # Several partitions read as one frame (Parquet, DuckDB) instead of a dict of them.
+            combined = inp.mapping.is_multi() and manager.loads_combined(inp.type_hint)
+            contexts: list[io_base.InputContext] = []
             for value, key in wanted[inp.name]:
                 row = _input_row(found.get((inp.asset, key)), inp.asset, key)
-                upstream = self.defs.get(inp.asset)
-                manager = self._manager(upstream.io_manager, upstream.name)
                 ref = io_base.OutputRef.model_validate(row.output_ref)
-                loaded[value] = manager.load(
-                    io_base.InputContext(
-                        asset=inp.asset,
-                        partition=value,
-                        partition_key=key,
-                        ref=ref,
-                        type_hint=None if inp.mapping.is_multi() else inp.type_hint,
-                    )
-                )
+                hint = None if inp.mapping.is_multi() and not combined else inp.type_hint
+                in_ctx = io_base.InputContext(inp.asset, value, key, ref, hint)
+                if combined:
+                    contexts.append(in_ctx)
+                else:
+                    loaded[value] = manager.load(in_ctx)
                 lineage.append((row.id, inp.name))
-            if inp.mapping.is_multi():
+            if combined:
+                kwargs[inp.name] = manager.load_combined(contexts, inp.type_hint)
+            elif inp.mapping.is_multi():
                 kwargs[inp.name] = loaded
             elif len(loaded) == 1:
                 kwargs[inp.name] = next(iter(loaded.values()))

@@ -16,7 +16,7 @@ from flowstone import errors, partition_keys
 from flowstone.partition_base import PartitionsDefinition, _show
 from flowstone.time_partitions import TimePartitions
 
-__all__ = ["AllPartitions", "IdentityMapping", "PartitionMapping", "TimeWindowOffset"]
+__all__ = ["AllPartitions", "IdentityMapping", "PartitionMapping", "TimeWindowOffset", "TimeWindowRange"]
 
 PartitionValue: TypeAlias = partition_keys.PartitionValue
 
@@ -147,6 +147,54 @@ class TimeWindowOffset(PartitionMapping):
         if not isinstance(upstream, TimePartitions):  # pragma: no cover - check() refuses it
             return []
         return [upstream.offset(upstream.validate(downstream), self.n)]
+
+
+@dataclass(frozen=True)
+class TimeWindowRange(PartitionMapping):
+    """Partition ``p`` reads upstream partitions ``p + start`` to ``p + end`` (both inclusive, in
+    periods): a rolling window, e.g. ``TimeWindowRange(-6, 0)`` for the last seven days.
+
+    Partitions outside the definition's bounds are left out (the first day of a seven-day window
+    reads one day). The input is a dict ``{partition_value: loaded value}``, or one frame with a
+    partition column for a frame-annotated parameter of the Parquet and DuckDB IO managers. Both
+    assets need equal time partitions.
+    """
+
+    start: int
+    end: int = 0
+
+    def __post_init__(self) -> None:
+        """Refuse non-int bounds, ``start > end`` and windows of more than 10,000 periods."""
+        if type(self.start) is not int or type(self.end) is not int:
+            raise errors.DefinitionError(
+                [f"TimeWindowRange(start, end) needs ints, got {_show(self.start)}, {_show(self.end)}"]
+            )
+        if self.start > self.end or self.end - self.start >= 10_000:
+            raise errors.DefinitionError(
+                [f"TimeWindowRange({self.start}, {self.end}) needs start <= end and at most 10,000 periods"]
+            )
+
+    def is_multi(self) -> bool:
+        """Always True."""
+        return True
+
+    def check(self, downstream_def: _Definition, upstream_def: _Definition) -> str | None:
+        """Both definitions must be equal time partitions."""
+        return TimeWindowOffset(0).check(downstream_def, upstream_def)
+
+    def _upstream(
+        self, downstream: PartitionValue | None, upstream: _Definition, now: datetime | None
+    ) -> list[PartitionValue | None]:
+        if not isinstance(upstream, TimePartitions):  # pragma: no cover - check() refuses it
+            return []
+        base = upstream.validate(downstream)
+        found: list[PartitionValue | None] = []
+        for n in range(self.start, self.end + 1):
+            try:
+                found.append(upstream.validate(upstream.offset(base, n)))
+            except errors.InvalidPartitionError:
+                continue  # before start or after end: not part of the window
+        return found
 
 
 def _describe(definition: PartitionsDefinition | None) -> str:

@@ -33,7 +33,13 @@ from typing import TypeAlias
 
 from flowstone import errors, partition_keys
 from flowstone.partition_base import PartitionsDefinition, _decoded, _InvalidError, _show, article
-from flowstone.partition_mappings import AllPartitions, IdentityMapping, PartitionMapping, TimeWindowOffset
+from flowstone.partition_mappings import (
+    AllPartitions,
+    IdentityMapping,
+    PartitionMapping,
+    TimeWindowOffset,
+    TimeWindowRange,
+)
 from flowstone.time_partitions import (
     DailyPartitions,
     HourlyPartitions,
@@ -57,6 +63,7 @@ __all__ = [
     "TimePartitions",
     "TimeWindow",
     "TimeWindowOffset",
+    "TimeWindowRange",
     "WeeklyPartitions",
 ]
 

@@ -130,6 +130,8 @@ def mapping_spec(mapping: parts.PartitionMapping) -> dict[str, Any]:
         return {"kind": "all"}
     if type(mapping) is parts.TimeWindowOffset:
         return {"kind": "time_window_offset", "n": mapping.n}
+    if type(mapping) is parts.TimeWindowRange:
+        return {"kind": "time_window_range", "start": mapping.start, "end": mapping.end}
     return {"kind": "custom", "class": type(mapping).__qualname__}
 
 
@@ -142,6 +144,8 @@ def mapping_from_spec(spec: Mapping[str, Any]) -> parts.PartitionMapping | None:
         return parts.AllPartitions()
     if kind == "time_window_offset":
         return parts.TimeWindowOffset(int(spec["n"]))
+    if kind == "time_window_range":
+        return parts.TimeWindowRange(int(spec["start"]), int(spec["end"]))
     return None
 
 

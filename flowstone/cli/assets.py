@@ -48,7 +48,9 @@ def _summary(rt: runtime_mod.FlowStone, store: PostgresStore, status: str | None
         common.out(f"{name:<24} {succeeded:>9} {failed:>7} {active:>7} {missing:>8}  {last:<19}  {newest}")
 
 
-def _partitions(store: PostgresStore, asset: str, status: StepStatus | None, limit: int) -> None:
+def _partitions(
+    store: PostgresStore, asset: str, status: StepStatus | None, limit: int, *, metadata: bool = False
+) -> None:
     rows = store.reports.partitions(asset, status=status, limit=limit)
     common.out(f"{'ASSET':<24} {'PARTITION':<28} {'STATUS':<16} {'LAST SUCCESS (UTC)':<20} {'MS':>8}  RUN")
     if not rows and status is None:
@@ -60,8 +62,26 @@ def _partitions(store: PostgresStore, asset: str, status: StepStatus | None, lim
             f"{asset:<24} {common.shown(m.partition_key):<28} {m.status:<16} "
             f"{common.when(row.last_success_at):<20} {ms:>8}  {m.run_id}"
         )
+        good = m if m.status == StepStatus.SUCCEEDED or not metadata else store.latest(asset, m.partition_key)
+        if metadata and good is not None and good.metadata:
+            common.out(f"    metadata of #{good.id}: {_metadata_line(good.metadata)}")
     if len(rows) == limit:
         common.out(f"... (first {limit} partitions; --limit shows more)")
+
+
+def _metadata_line(metadata: dict[str, Any]) -> str:
+    """One line for people: a frame's schema as ``name: type`` pairs, other values as they are."""
+    parts = []
+    first = ("row_count", "columns", "size_bytes", "content_hash")  # JSONB does not keep key order
+    ordered = [k for k in first if k in metadata] + sorted(k for k in metadata if k not in first)
+    for key in ordered:
+        value = metadata[key]
+        if key == "columns" and isinstance(value, list):
+            cols = ", ".join(f"{c.get('name')}: {c.get('type')}" for c in value if isinstance(c, dict))
+            parts.append(f"columns=[{cols}]")
+        else:
+            parts.append(f"{key}={value}")
+    return " ".join(parts)
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -79,7 +99,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
             if asset is None:
                 _summary(rt, store, status)
             else:
-                _partitions(store, asset, status, args.limit)
+                _partitions(store, asset, status, args.limit, metadata=args.metadata)
             return False
 
         return waiting.watch(args.watch, draw)
@@ -159,6 +179,12 @@ def add_query_commands(commands: Any) -> None:
         "--status", choices=[s.value for s in StepStatus], default=None, help="only partitions in this status"
     )
     status.add_argument("--limit", type=common.positive_int, default=10_000, help="partitions listed at most")
+    status.add_argument(
+        "--metadata",
+        action="store_true",
+        help="with an asset: also print each partition's last success metadata (a frame's rows, "
+        "columns, size, content hash)",
+    )
     common.add_watch(status)
     status.set_defaults(handler=_cmd_status)
 

@@ -11,8 +11,8 @@ never read and can be removed with :meth:`IOManager.delete`.
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar, TypeVar
 
 import pydantic
@@ -65,6 +65,10 @@ class OutputContext:
     """The asset function's return annotation (``None`` if it has none)."""
     attempt: int = 1
     """The attempt of the materialization (a retry or a reclaimed step is a new attempt)."""
+    metadata: dict[str, object] = field(default_factory=dict, compare=False)
+    """Metadata the manager found while storing (a frame's row count, schema, size, content hash):
+    the step runner records it in ``flowstone_materializations.metadata`` under the keys the asset
+    set itself (the asset's own keys win)."""
 
     @property
     def version(self) -> str:
@@ -144,6 +148,18 @@ class IOManager(abc.ABC):
         so that gc can collect versions no committed row references (an attempt that stored its
         output, then never recorded its success). Managers that cannot list yield nothing."""
         return iter(())
+
+    def loads_combined(self, type_hint: object) -> bool:
+        """True if a parameter annotated ``type_hint`` that reads several partitions of an asset
+        (``AllPartitions``, a time-window range) gets them from :meth:`load_combined` as one value
+        (a frame with a partition column) instead of a ``{partition: value}`` dict."""
+        return False
+
+    def load_combined(self, ctxs: Sequence[InputContext], type_hint: object) -> object:
+        """Load the outputs of ``ctxs`` as one value (only called when :meth:`loads_combined`)."""
+        raise errors.IOManagerError(
+            f"{type(self).__name__} cannot load several partitions as one value", retryable=False
+        )
 
 
 @dataclass(frozen=True)

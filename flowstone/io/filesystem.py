@@ -22,13 +22,14 @@ import re
 import secrets
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 from flowstone import codec, errors, partition_keys
 from flowstone.io import base
 
-__all__ = ["MAX_NAME_CHARS", "FilesystemIOManager", "safe_name"]
+__all__ = ["MAX_NAME_CHARS", "FilesystemIOManager", "safe_name", "write_once", "write_once_streamed"]
 
 MAX_NAME_CHARS = 160
 """Longest partition directory name; file systems allow 255 bytes per name."""
@@ -40,6 +41,10 @@ _VERSION_RE = re.compile(r"[0-9]{1,20}(?:-[0-9]{1,9})?")  # "<materialization id
 _SAFE_NAME_RE = re.compile(
     r"_|_unpartitioned|(?:[a-z0-9-]|_[0-9a-f]{2})+|(?:[a-z0-9-]|_[0-9a-f]{2})*_h[0-9a-f]{64}"
 )
+# Shared with the Parquet manager, which lays out its files the same way.
+ASSET_RE = _ASSET_RE
+VERSION_RE = _VERSION_RE
+SAFE_NAME_RE = _SAFE_NAME_RE
 # Where hard links are refused, fall back to os.replace (see _publish).
 _NO_LINK_ERRNOS = frozenset(
     {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS, errno.EMLINK, errno.EACCES}
@@ -109,7 +114,7 @@ class FilesystemIOManager(base.IOManager):
             ctx.attach(exc)
             raise
         try:
-            _write_once(target, data)
+            write_once(target, data)
         except errors.FlowStoneError as exc:
             ctx.attach(exc)
             raise
@@ -198,22 +203,27 @@ class FilesystemIOManager(base.IOManager):
         return path
 
 
-def _write_once(target: Path, data: bytes) -> None:
+def write_once(target: Path, data: bytes | memoryview) -> None:
     """Publish ``data`` at ``target`` unless it exists; an existing file must hold the same bytes."""
-    directory = target.parent
-    if not directory.is_dir():
-        directory.mkdir(parents=True, exist_ok=True)
-        # Make the new directory entries durable too, or a crash could lose a committed version.
-        _fsync_dir(directory.parent)
-        _fsync_dir(directory.parent.parent)
+    _make_dir(target.parent)
     if _existing_matches(target, data):
         return
+    write_once_streamed(target, lambda handle: handle.write(data), data)
+
+
+def write_once_streamed(
+    target: Path, write: Callable[[BinaryIO], object], data: bytes | memoryview | None = None
+) -> None:
+    """Like :func:`write_once`, with the bytes written by ``write`` straight into the temporary file
+    (a large output is never held in memory); on a conflict the file's bytes are compared."""
+    directory = target.parent
+    _make_dir(directory)
     temp = directory / f".{target.stem}.{secrets.token_hex(8)}.tmp"
     # O_EXCL: never follow or reuse a file someone else put there; 0o666 lets the umask decide.
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         _publish(temp, target, data)
@@ -222,24 +232,33 @@ def _write_once(target: Path, data: bytes) -> None:
         temp.unlink(missing_ok=True)
 
 
-def _publish(temp: Path, target: Path, data: bytes) -> None:
+def _make_dir(directory: Path) -> None:
+    if not directory.is_dir():
+        directory.mkdir(parents=True, exist_ok=True)
+        # Make the new directory entries durable too, or a crash could lose a committed version.
+        _fsync_dir(directory.parent)
+        _fsync_dir(directory.parent.parent)
+
+
+def _publish(temp: Path, target: Path, data: bytes | memoryview | None) -> None:
     try:
         # A hard link creates the final name atomically and fails if it exists, so a concurrent
         # writer of the same version can never be overwritten (os.replace would overwrite it).
         os.link(temp, target)
     except FileExistsError:
-        _existing_matches(target, data)  # raises if the other writer stored different bytes
+        # raises if the other writer stored different bytes
+        _existing_matches(target, temp.read_bytes() if data is None else data)
     except OSError as exc:
         if exc.errno not in _NO_LINK_ERRNOS:
             raise
         # This file system has no hard links: check, then replace (atomic, with a small race
         # window against a concurrent writer of the same version; their bytes are equal when the
         # job is merely redelivered).
-        if not _existing_matches(target, data):
+        if not _existing_matches(target, temp.read_bytes() if data is None else data):
             temp.replace(target)
 
 
-def _existing_matches(target: Path, data: bytes) -> bool:
+def _existing_matches(target: Path, data: bytes | memoryview) -> bool:
     """False if ``target`` does not exist, True if it holds ``data``, else IOManagerError."""
     try:
         size = target.stat().st_size

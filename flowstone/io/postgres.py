@@ -30,9 +30,9 @@ from typing import Any, ClassVar, Literal, Protocol, runtime_checkable
 import pydantic
 
 from flowstone import codec, errors, identifiers
-from flowstone.io import base
+from flowstone.io import base, frames, pg_frames
 
-__all__ = ["DEFAULT_TABLE", "OutputStore", "PostgresIOManager", "RowsOutputStore"]
+__all__ = ["DEFAULT_TABLE", "OutputStore", "PostgresIOManager", "RowsOutputStore", "RowsTypesStore"]
 
 DEFAULT_TABLE = "flowstone_outputs"
 _OWN_TABLE_PREFIXES = ("flowstone_", "procrastinate_")
@@ -64,6 +64,15 @@ class RowsOutputStore(Protocol):
         materialization_id: int,
     ) -> list[dict[str, Any]]:
         """The rows of one partition, if ``materialization_id`` is the output the table holds."""
+        ...
+
+
+@runtime_checkable
+class RowsTypesStore(Protocol):
+    """What a store offers so that frames loaded from rows keep the table's column types."""
+
+    def table_types(self, table: identifiers.QualifiedName) -> dict[str, str]:
+        """The table's columns in order, with their Postgres types (``format_type``)."""
         ...
 
 
@@ -209,6 +218,8 @@ class PostgresIOManager(base.TransactionalIOManager):
         self, ctx: base.OutputContext, ref: base.OutputRef, value: object
     ) -> base.PreparedOutput:
         self._claim(ctx)
+        if frames.frame_kind(value) is not None:
+            return self._prepare_frame(ctx, ref, value)
         if not isinstance(value, list | tuple):
             raise ctx.attach(
                 errors.OutputNotSerializableError(
@@ -237,6 +248,33 @@ class PostgresIOManager(base.TransactionalIOManager):
             partition_column=self.partition_column,
             rows_columns=columns,
             rows=tuple(rows),
+        )
+
+    def _prepare_frame(
+        self, ctx: base.OutputContext, ref: base.OutputRef, value: object
+    ) -> base.PreparedOutput:
+        """A pandas or polars DataFrame or an Arrow table: its columns are the table's columns."""
+        kind = frames.frame_kind(value)
+        assert kind is not None  # noqa: S101 - checked by the caller
+        try:
+            table = frames.arrow_table(value, kind, preserve_index=False)
+        except errors.FlowStoneError as exc:
+            raise ctx.attach(exc) from None
+        columns = self._columns(ctx, dict.fromkeys(table.column_names))
+        if len(set(columns)) != len(columns):
+            raise ctx.attach(
+                errors.OutputNotSerializableError(f"the frame has duplicate column names: {columns}")
+            )
+        rows = tuple(zip(*(column.to_pylist() for column in table.columns), strict=True))
+        digest = frames.arrow_hash(table)
+        ctx.metadata.update(frames.describe(table, size_bytes=int(table.nbytes), digest=digest))
+        return base.PreparedOutput(
+            ref=ref,
+            format="rows",
+            rows_table=self.table,
+            partition_column=self.partition_column,
+            rows_columns=columns,
+            rows=rows,
         )
 
     def _columns(self, ctx: base.OutputContext, data: Mapping[object, object]) -> tuple[str, ...]:
@@ -323,6 +361,15 @@ class PostgresIOManager(base.TransactionalIOManager):
             exc.context.setdefault("materialization_id", materialization_id)
             raise ctx.attach(exc) from None
         hint = ctx.type_hint
+        if frames.hint_kind(hint) is not None:  # a frame: the asset's columns, typed by the table
+            try:
+                types = store.table_types(self.table) if isinstance(store, RowsTypesStore) else None
+                if types is None:
+                    types = dict.fromkeys(rows[0] if rows else {}, "")
+                types = {k: v for k, v in types.items() if k != self.partition_column}
+                return frames.from_arrow(pg_frames.rows_table(rows, types), hint)
+            except errors.FlowStoneError as exc:
+                raise ctx.attach(exc) from None
         if hint is None or hint is inspect.Parameter.empty or isinstance(hint, str | typing.ForwardRef):
             return rows
         # The asset's own rows never hold the partition column (FlowStone fills it): validate them

@@ -71,6 +71,13 @@ class PostgresOutputs:
                 materialization_id=materialization_id,
             )
 
+    def table_types(self, table: QualifiedName) -> dict[str, str]:
+        """The columns of a user table, in table order, with their types as Postgres prints them
+        (``numeric(10,2)``, ``timestamp with time zone``, ``text[]``): a frame loaded from
+        rows-mode rows gets these types, not ones guessed from the values."""
+        with self.db.session("read table columns") as conn:
+            return {name: column.data_type for name, column in outputs.table_columns(conn, table).items()}
+
     def gc_plan(self, keep_last: int) -> list[records.GcCandidate]:
         """The outputs retention no longer needs (see :func:`outputs.output_gc_plan`)."""
         with self.db.session("plan gc") as conn:

@@ -15,6 +15,7 @@ import pytest
 
 from examples import (
     approvals,
+    dataframes,
     partitions_and_backfill,
     postgres_io,
     quickstart,
@@ -128,3 +129,17 @@ def test_partitions_and_backfill(example_db: str, capsys: pytest.CaptureFixture[
     # 2025-01-01 twice (materialized by each run of the example) + 6 from the queued backfill
     assert pg.count(example_db, succeeded, ("daily_stats",)) == 8
     assert pg.count(example_db, succeeded, ("hourly_temperatures",)) == 8
+
+
+def test_dataframes(example_db: str, capsys: pytest.CaptureFixture[str]):
+    for _ in range(2):  # runnable again: new immutable Parquet versions, DuckDB partitions replaced
+        result = dataframes.main()
+        assert result["report"] == {"Adelie": 151, "Gentoo": 123, "Chinstrap": 68}
+        summary = result["summary"]
+        assert list(summary.columns) == ["species", "nests_2007", "nests_2008", "nests_2009"]
+        assert summary["nests_2008"].tolist() == [50, 46, 18]
+    out = capsys.readouterr().out
+    assert "raw_penguins: 344 rows [studyName: large_string" in out
+    assert "cleaned: 342 rows [species: dictionary<" in out
+    assert pg.count(example_db, "SELECT count(*) FROM flowstone_runs WHERE status <> 'succeeded'") == 0
+    assert pg.count(example_db, "SELECT count(*) FROM flowstone_materializations WHERE asset = 'nests'") == 6

@@ -1,0 +1,189 @@
+"""DataFrame IO manager benchmarks (issue 18), each beside a baseline measured in the same run:
+
+1. ParquetIOManager store / load (as Arrow) of a BENCH_FRAME_ROWS x 10 frame (default 1,000,000)
+   vs pyarrow writing / reading the same table directly (target >= 0.8x direct);
+2. DuckDBIOManager store / load of the same frame vs DuckDB creating the table from the Arrow table
+   and selecting it back directly (target >= 0.8x direct);
+3. PostgresIOManager rows mode: BENCH_PG_ROWS rows (default 200,000) materialized through a runtime
+   vs a bare COPY of the same rows by psycopg (text COPY, one write_row per row), and vs COPY of the
+   same table as CSV produced by Arrow (the fastest bare path; target <= 2x).
+
+The speed figures are direct time / manager time: 1.0x is as fast as the library itself.
+Environment: BENCH_FRAME_ROWS, BENCH_PG_ROWS, BENCH_ROUNDS (default 3), FLOWSTONE_BENCH_DATABASE_URL.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import tempfile
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _common
+import duckdb
+import numpy as np
+import psycopg
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+import flowstone as fs
+from flowstone import partition_keys
+from flowstone.io import InputContext, OutputContext, OutputRef
+
+ROWS = int(os.environ.get("BENCH_FRAME_ROWS", "1000000"))
+PG_ROWS = int(os.environ.get("BENCH_PG_ROWS", "200000"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+
+
+def make_table(rows: int) -> pa.Table:
+    rng = np.random.default_rng(42)
+    columns: dict[str, pa.Array] = {}
+    for i in range(4):
+        columns[f"i{i}"] = pa.array(rng.integers(0, 1_000_000, rows))
+    for i in range(4):
+        columns[f"f{i}"] = pa.array(rng.random(rows))
+    columns["s0"] = pa.array(rng.integers(0, 1000, rows).astype(str))
+    columns["t0"] = pa.array(rng.integers(0, 10**15, rows).astype("datetime64[us]"))
+    return pa.table(columns)
+
+
+def out_ctx(mid: int) -> OutputContext:
+    return OutputContext("frame", None, partition_keys.UNPARTITIONED, "bench", mid, "bench")
+
+
+def paired(direct: Callable[[], object], managed: Callable[[], object]) -> tuple[float, float]:
+    """Best of ROUNDS for each, the two interleaved so that load on this shared machine hits both."""
+    direct_times, managed_times = [], []
+    for _ in range(ROUNDS):
+        direct_times.append(_common.best_of(1, direct)[0])
+        managed_times.append(_common.best_of(1, managed)[0])
+    return min(direct_times), min(managed_times)
+
+
+def storer(
+    manager: fs.ParquetIOManager | fs.DuckDBIOManager, table: pa.Table
+) -> tuple[Callable[[], None], list[OutputRef]]:
+    """A function storing ``table`` as a new materialization each call, and the refs it stored."""
+    counter = iter(range(1, 10**6))
+    refs: list[OutputRef] = []
+
+    def store() -> None:
+        refs.append(manager.store(out_ctx(next(counter)), table))
+
+    return store, refs
+
+
+def speed(name: str, direct_s: float, manager_s: float, target: str) -> None:
+    print(
+        f"{name:<48} manager {manager_s * 1000:9.1f} ms  direct {direct_s * 1000:9.1f} ms"
+        f"  speed vs direct {direct_s / manager_s:5.2f}x  (target {target})"
+    )
+
+
+def bench_parquet(table: pa.Table, tmp: Path) -> None:
+    for hashing in (True, False):
+        manager = fs.ParquetIOManager(tmp / f"lake-{hashing}", content_hash=hashing)
+        store, refs = storer(manager, table)
+
+        def direct_write() -> None:
+            pq.write_table(table, tmp / f"direct-{uuid.uuid4().hex}.parquet")
+
+        label = "with content hash" if hashing else "content_hash=False"
+        speed(f"parquet write ({label})", *paired(direct_write, store), ">= 0.8x")
+    ref = refs[0]
+    path = manager.path_for("frame", partition_keys.UNPARTITIONED, ref.version)
+    ictx = InputContext("frame", None, partition_keys.UNPARTITIONED, ref, pa.Table)
+    speed(
+        "parquet read (as Arrow)", *paired(lambda: pq.read_table(path), lambda: manager.load(ictx)), ">= 0.8x"
+    )
+
+
+def bench_duckdb(table: pa.Table, tmp: Path) -> None:
+    con = duckdb.connect(str(tmp / "direct.duckdb"))
+
+    def direct_write() -> None:
+        con.register("frame_view", table)
+        con.execute("CREATE OR REPLACE TABLE frame AS SELECT * FROM frame_view")
+
+    for hashing in (True, False):
+        duck = fs.DuckDBIOManager(tmp / f"managed-{hashing}.duckdb", content_hash=hashing)
+        store, refs = storer(duck, table)
+
+        label = "with content hash" if hashing else "content_hash=False"
+        speed(f"duckdb write ({label})", *paired(direct_write, store), ">= 0.8x")
+        if not hashing:
+            ictx = InputContext("frame", None, partition_keys.UNPARTITIONED, refs[-1], pa.Table)
+            direct_read = lambda: con.sql("SELECT * FROM frame").to_arrow_table()  # noqa: E731
+            speed(
+                "duckdb read (as Arrow)", *paired(direct_read, functools.partial(duck.load, ictx)), ">= 0.8x"
+            )
+        duck.close()
+    con.close()
+
+
+def bench_postgres_rows(tmp: Path) -> None:
+    table = make_table(PG_ROWS).drop_columns(["t0"])
+    ddl = ", ".join(
+        f"{n} {'bigint' if n[0] == 'i' else 'float8' if n[0] == 'f' else 'text'}" for n in table.column_names
+    )
+
+    @fs.asset(io_manager="rows")
+    def frame() -> pa.Table:
+        return table
+
+    with _common.scratch_database() as url:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f"CREATE TABLE frame_rows (partition_key text NOT NULL, {ddl})")
+            conn.execute(f"CREATE TABLE bare_rows (partition_key text NOT NULL, {ddl})")
+        defs = fs.Definitions(
+            assets=[frame], io_managers={"rows": fs.PostgresIOManager(table="frame_rows", mode="rows")}
+        )
+        names = ", ".join(["partition_key", *table.column_names])
+        rows = list(zip(*(c.to_pylist() for c in table.columns), strict=True))
+
+        def bare_text() -> None:
+            with psycopg.connect(url) as conn, conn.transaction():
+                conn.execute("TRUNCATE bare_rows")
+                with conn.cursor().copy(f"COPY bare_rows ({names}) FROM STDIN") as copy:
+                    for row in rows:
+                        copy.write_row(("__unpartitioned__", *row))
+
+        def bare_csv() -> None:
+            with psycopg.connect(url) as conn, conn.transaction():
+                conn.execute("TRUNCATE bare_rows")
+                sink = pa.BufferOutputStream()
+                with_key = table.add_column(
+                    0, "partition_key", pa.array(["__unpartitioned__"] * table.num_rows)
+                )
+                pacsv.write_csv(with_key, sink, pacsv.WriteOptions(include_header=False))
+                with conn.cursor().copy(f"COPY bare_rows ({names}) FROM STDIN (FORMAT csv)") as copy:
+                    copy.write(sink.getvalue().to_pybytes())
+
+        with fs.FlowStone(defs, database_url=url, home=tmp) as rt:
+            managed, _ = _common.best_of(ROUNDS, lambda: rt.materialize("frame").unwrap())
+        text_s, _ = _common.best_of(ROUNDS, bare_text)
+        csv_s, _ = _common.best_of(ROUNDS, bare_csv)
+        print(
+            f"{'postgres rows mode (' + str(PG_ROWS) + ' rows)':<48} manager {managed * 1000:9.1f} ms  "
+            f"bare text COPY {text_s * 1000:9.1f} ms ({managed / text_s:4.2f}x)  "
+            f"bare CSV COPY {csv_s * 1000:9.1f} ms ({managed / csv_s:4.2f}x)  (target <= 2x)"
+        )
+
+
+def main() -> None:
+    table = make_table(ROWS)
+    print(f"frame: {ROWS} rows x {table.num_columns} columns, {table.nbytes / 1e6:.0f} MB in Arrow")
+    with tempfile.TemporaryDirectory(prefix="flowstone-bench-frames-") as tmp:
+        bench_parquet(table, Path(tmp))
+        bench_duckdb(table, Path(tmp))
+        bench_postgres_rows(Path(tmp))
+
+
+if __name__ == "__main__":
+    main()
