@@ -93,16 +93,7 @@ class FilesystemIOManager(base.IOManager):
 
     def path_for(self, asset: str, partition_key: str, version: str | int) -> Path:
         """The file that holds ``version`` of ``asset``'s output for ``partition_key``."""
-        if not isinstance(asset, str) or not _ASSET_RE.fullmatch(asset):
-            raise errors.IOManagerError(
-                f"asset name {asset!r} cannot be used as a directory name", retryable=False
-            )
-        text = str(version) if isinstance(version, str | int) else ""
-        if isinstance(version, bool) or not _VERSION_RE.fullmatch(text):
-            raise errors.IOManagerError(
-                f"version {version!r} is not a materialization id (digits, then -attempt)", retryable=False
-            )
-        return self.base_dir / asset / safe_name(partition_key) / f"{text}.json"
+        return self.base_dir / version_path(asset, partition_key, version, ".json")
 
     def store(self, ctx: base.OutputContext, value: object) -> base.OutputRef:
         """Encode ``value`` and publish it as an immutable version file (see the class docstring)."""
@@ -281,3 +272,18 @@ def _fsync_dir(directory: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def version_path(asset: str, partition_key: str, version: str | int, suffix: str) -> str:
+    """``<asset>/<safe partition>/<version><suffix>``, validated: the asset is a plain name and the
+    version a materialization id (digits, then ``-attempt``), so the path never escapes its base."""
+    if not isinstance(asset, str) or not _ASSET_RE.fullmatch(asset):
+        raise errors.IOManagerError(
+            f"asset name {asset!r} cannot be used as a directory name", retryable=False
+        )
+    text = str(version) if isinstance(version, str | int) else ""
+    if isinstance(version, bool) or not _VERSION_RE.fullmatch(text):
+        raise errors.IOManagerError(
+            f"version {version!r} is not a materialization id (digits, then -attempt)", retryable=False
+        )
+    return f"{asset}/{safe_name(partition_key)}/{text}{suffix}"

@@ -92,16 +92,7 @@ class ParquetIOManager(base.IOManager):
 
     def relative_path(self, asset: str, partition_key: str, version: str | int) -> str:
         """``<asset>/<safe partition>/<version>.parquet``: validated, never escaping the base."""
-        if not isinstance(asset, str) or not _ASSET_RE.fullmatch(asset):
-            raise errors.IOManagerError(
-                f"asset name {asset!r} cannot be used as a directory name", retryable=False
-            )
-        text = str(version) if isinstance(version, str | int) else ""
-        if isinstance(version, bool) or not _VERSION_RE.fullmatch(text):
-            raise errors.IOManagerError(
-                f"version {version!r} is not a materialization id (digits, then -attempt)", retryable=False
-            )
-        return f"{asset}/{fs_io.safe_name(partition_key)}/{text}{_SUFFIX}"
+        return fs_io.version_path(asset, partition_key, version, _SUFFIX)
 
     def path_for(self, asset: str, partition_key: str, version: str | int) -> str:
         """The file system path of one version (see :meth:`relative_path`)."""
