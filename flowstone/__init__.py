@@ -80,6 +80,7 @@ from flowstone.partitions import (
 from flowstone.pools import Pool, PoolContext, RateLimit
 from flowstone.queue import RunHandle
 from flowstone.resources import Resource
+from flowstone.retention_policy import Retention
 from flowstone.runtime import BackfillResult, FlowStone, RunConfig, RunResult
 from flowstone.schedules import (
     AutomationCondition,
@@ -151,6 +152,7 @@ __all__ = [
     "Resource",
     "ResourceError",
     "Result",
+    "Retention",
     "RetryPolicy",
     "Run",
     "RunAbandonedError",

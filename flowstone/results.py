@@ -13,7 +13,7 @@ from typing import Any
 
 import pydantic
 
-from flowstone import errors, partition_keys
+from flowstone import errors, partition_keys, pools
 from flowstone.errors import FlowStoneError
 from flowstone.status import RunStatus
 from flowstone.store import records
@@ -40,6 +40,12 @@ class RunConfig(pydantic.BaseModel):
         if isinstance(value, RunConfig):
             return value
         return cls.model_validate(value or {})
+
+    def with_priority(self, priority: int | None) -> RunConfig:
+        """This config with the run's ``priority`` when one is given (checked: -999..999)."""
+        if priority is None:
+            return self
+        return self.model_copy(update={"priority": pools.check_priority(priority, "submit")})
 
 
 @dataclass

@@ -28,19 +28,20 @@ from flowstone import (
     local,
     partition_keys,
     planning,
-    pools,
     retention,
     services,
     snapshot,
     startup,
 )
 from flowstone import lineage as lineage_mod
+from flowstone import prune as prune_mod
 from flowstone import settings as settings_mod
 from flowstone.io import base as io_base
 from flowstone.io.memory import MemoryIOManager
 from flowstone.io.postgres import PostgresIOManager
 from flowstone.queue import client, worker
 from flowstone.results import BackfillResult, GcReport, RunConfig, RunResult
+from flowstone.retention_policy import Retention
 from flowstone.status import RunKind, RunStatus, StepStatus
 from flowstone.store import backend, records
 from flowstone.store import base as store_base
@@ -81,6 +82,7 @@ class FlowStone:
         continuation_steps: int = 100,
         continuation_s: float = 10.0,
         publish_definitions: bool = True,
+        retention: Retention | None = None,
     ) -> None:
         self.defs = defs
         env = settings_mod.Settings.from_env()
@@ -117,6 +119,7 @@ class FlowStone:
                 automation_interval_s=automation_interval_s,
                 continuation_steps=continuation_steps,
                 continuation_s=continuation_s,
+                retention=retention,
             ),
         )
         self.lineage = lineage_mod.Lineage(defs, self.store)
@@ -221,7 +224,7 @@ class FlowStone:
             names,
             partitions,
             with_upstream=with_upstream,
-            config=_prioritized(RunConfig.coerce(run_config), priority),
+            config=RunConfig.coerce(run_config).with_priority(priority),
             tags=tags,
         )
 
@@ -248,7 +251,7 @@ class FlowStone:
             values,
             force=force,
             partitions_per_job=partitions_per_job,
-            config=_prioritized(RunConfig.coerce(run_config), priority),
+            config=RunConfig.coerce(run_config).with_priority(priority),
             progress=progress,
         )
 
@@ -417,6 +420,15 @@ class FlowStone:
 
     # -- retention ----------------------------------------------------------------------------
 
+    def prune(self, policy: Retention | None = None, *, dry_run: bool = False) -> prune_mod.PruneReport:
+        """Apply ``policy`` (default: the runtime's ``retention=``): see :mod:`flowstone.prune`."""
+        chosen = policy or self.services.options.retention
+        if chosen is None:
+            raise errors.ConfigurationError(
+                "no retention policy: pass FlowStone(retention=fs.Retention(...))"
+            )
+        return prune_mod.prune(self.services, chosen, dry_run=dry_run)
+
     def gc(self, keep_last: int = 1, *, dry_run: bool = False) -> GcReport:
         """Delete output versions no longer referenced by the latest ``keep_last`` succeeded
         materializations of each asset and partition (Postgres and filesystem IO managers). The
@@ -483,10 +495,3 @@ class FlowStone:
                 type_hint=definition.return_type,
             )
         )
-
-
-def _prioritized(config: RunConfig, priority: int | None) -> RunConfig:
-    """``config`` with the run's ``priority`` when one is given (checked: -999..999)."""
-    if priority is None:
-        return config
-    return config.model_copy(update={"priority": pools.check_priority(priority, "submit")})

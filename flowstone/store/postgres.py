@@ -28,6 +28,7 @@ from flowstone.store import (
     pg_definitions,
     pg_outputs,
     pools,
+    pruning,
     records,
     reports,
     runs,
@@ -50,12 +51,12 @@ class PostgresStore(base.Store):
     def __init__(self, url: str, *, max_connections: int = 8) -> None:
         self.url = url
         self.db = pg.Database(url, max_connections=max_connections)
-        # By theme: outputs (the Postgres IO manager binds to it), approvals, definitions, reports, pools
         self.outputs = pg_outputs.PostgresOutputs(self.db)
         self.approvals = pg_approvals.PostgresApprovals(self.db)
         self.snapshots = pg_definitions.PostgresSnapshots(self.db)
         self.reports = reports.PostgresReports(self.db)
         self.pools = pools.PostgresPools(self.db)
+        self.pruning = pruning.PostgresPruning(self.db)
 
     def close(self) -> None:
         """Close the pool; the store reopens it if used again."""
