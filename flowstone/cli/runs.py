@@ -8,7 +8,7 @@ import logging
 import sys
 from typing import Any
 
-from flowstone import errors, partition_keys, planning
+from flowstone import errors, partition_keys, planning, services, startup
 from flowstone import runtime as runtime_mod
 from flowstone.cli import common, waiting
 from flowstone.queue import client, jobs, process
@@ -172,6 +172,8 @@ def _backfill_sync(rt: runtime_mod.FlowStone, args: argparse.Namespace, asset: s
     return 0 if result.failed == 0 else 1
 
 
+OUTAGE_TIMEOUT_S = services.QueueOptions().outage_timeout_s
+
 LIFECYCLE = frozenset({"start_worker", "stopping_worker", "stop_worker"})
 """The ``action`` of Procrastinate's log records a worker shows at its default level."""
 
@@ -216,6 +218,9 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     if args.concurrency < 1:
         raise errors.ConfigurationError(f"--concurrency must be at least 1, got {args.concurrency}")
     _worker_logging(args.log_level, args.verbose)
+    # Started during an outage (a supervisor restarting it): wait for the database at start-up
+    # as long as for an outage later.
+    startup.patience(args.outage_timeout if args.outage_timeout is not None else OUTAGE_TIMEOUT_S)
     runtime = common.open_runtime(args)
     queues = [q.strip() for q in args.queues.split(",") if q.strip()] if args.queues else None
     if queues is not None and jobs.DEFAULT_QUEUE not in queues:
