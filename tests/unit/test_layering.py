@@ -25,7 +25,7 @@ LAYERS: list[set[str]] = [
     {"execution", "local", "retention"},
     {"queue", "approvals", "automation"},
     {"runtime"},
-    {"cli"},
+    {"cli", "ui"},
 ]
 
 

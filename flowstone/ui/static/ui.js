@@ -1,0 +1,27 @@
+// FlowStone UI: live pages fetch their own content again every few seconds (no reload, no build step).
+// A page opts in with <main data-live="MS">; the server answers `X-Fragment: 1` with the main block only.
+// Nothing is refreshed while the person is typing in a field, so a reason being written is never lost.
+(function () {
+  "use strict";
+  var main = document.getElementById("main");
+  if (!main) { return; }
+  var every = parseInt(main.getAttribute("data-live") || "0", 10);
+  if (!every) { return; }
+  function busy() {
+    var active = document.activeElement;
+    if (active && (active.tagName === "INPUT" || active.tagName === "TEXTAREA" || active.tagName === "SELECT")) {
+      return true;
+    }
+    var fields = main.querySelectorAll("input[name=reason], input[name=start], input[name=end]");
+    for (var i = 0; i < fields.length; i++) { if (fields[i].value) { return true; } }
+    return false;
+  }
+  function refresh() {
+    if (document.hidden || busy()) { return; }
+    fetch(window.location.href, { headers: { "X-Fragment": "1" }, credentials: "same-origin" })
+      .then(function (response) { return response.ok ? response.text() : null; })
+      .then(function (html) { if (html !== null && !busy()) { main.innerHTML = html; } })
+      .catch(function () { /* the next tick tries again */ });
+  }
+  window.setInterval(refresh, every);
+})();

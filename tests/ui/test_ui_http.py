@@ -1,0 +1,198 @@
+"""The web UI over HTTP (uvicorn in a thread, an httpx client) against real Postgres: every page and its JSON,
+the actions (approve, reject, cancel, retry, materialize, pause), CSRF and origin checks, the
+approvers list, escaping of hostile text, and the definitions read from the snapshot."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from flowstone.ui import security
+from tests.integration.queue_harness import Pipeline
+from tests.ui.conftest import HOSTILE, IMG, SCRIPT, LiveServer
+
+
+@pytest.fixture
+def ui(live: LiveServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=live.url, timeout=30) as client:
+        yield client
+
+
+def _token(client: httpx.Client) -> str:
+    page = client.get("/approvals")
+    assert page.status_code == 200
+    token = client.cookies.get(security.CSRF_COOKIE)
+    assert token
+    assert f'value="{token}"' in page.text or "Nothing waits" in page.text
+    return token
+
+
+def _post(client: httpx.Client, path: str, **form: str):
+    return client.post(
+        path, data={"csrf_token": _token(client), "next": "/runs", **form}, follow_redirects=False
+    )
+
+
+def _no_raw_payload(html: str) -> None:
+    assert SCRIPT not in html
+    assert "<img" not in html
+    assert 'onerror="' not in html
+
+
+def test_pages_and_json_read_the_snapshot_and_escape_hostile_text(pipeline: Pipeline, ui: httpx.Client):
+    rt = pipeline.runtime
+    rt.materialize("source")
+    rt.materialize("doubled")
+    rt.materialize("broken", with_upstream=False, raise_on_error=False)
+    rt.materialize("regional", HOSTILE)
+    rt.materialize("daily", "2020-02-29")
+
+    assets = ui.get("/api/assets").json()
+    by_name = {a["name"]: a for a in assets["assets"]}
+    assert by_name["source"]["status"] == "succeeded"
+    assert by_name["broken"]["status"] == "failed"
+    assert by_name["after_gate"]["status"] == "missing"
+    assert by_name["doubled"]["box"]["x"] > by_name["source"]["box"]["x"]  # left to right
+    assert {"from": "source", "to": "doubled"} in [{k: e[k] for k in ("from", "to")} for e in assets["edges"]]
+    filtered = ui.get("/api/assets", params={"group": "core"}).json()
+    assert sorted(a["name"] for a in filtered["assets"] if a["matches"]) == ["doubled", "source"]
+    searched = ui.get("/api/assets", params={"q": "gat"}).json()["assets"]
+    assert sorted(a["name"] for a in searched if a["matches"]) == ["after_gate", "gate"]
+
+    source = ui.get("/api/assets/source").json()
+    assert source["latest"]["metadata"]["note"] == HOSTILE
+    assert source["downstream"] == ["broken", "doubled", "gate"]
+    assert [n["asset"] for n in source["lineage"]["downstream"]] == ["doubled"]  # what succeeded reading it
+    regional = ui.get("/api/assets/regional").json()
+    assert [(c["label"], c["state"]) for c in regional["grid"]["chips"]] == [
+        ("eu", "missing"),
+        (HOSTILE, "succeeded"),
+    ]
+
+    runs = ui.get("/api/runs").json()["runs"]
+    failed = next(r for r in runs if r["status"] == "failed")
+    run = ui.get(f"/api/runs/{failed['run_id']}").json()
+    assert run["errors"][0]["message"].endswith(HOSTILE)
+    assert "ValueError" in run["errors"][0]["traceback"]
+    assert run["gantt"]["bars"]
+    assert ui.get("/api/runs", params={"status": "failed"}).json()["runs"] == [failed]
+
+    for path in [
+        "/assets",
+        "/assets/source",
+        "/assets/regional",
+        "/assets/regional?partition=" + HOSTILE,
+        "/assets/daily",
+        f"/runs/{failed['run_id']}",
+        "/runs",
+        "/approvals",
+        "/automation",
+    ]:
+        page = ui.get(path)
+        assert page.status_code == 200, (path, page.text[:500])
+        assert "script-src 'self'" in page.headers["content-security-policy"]
+        _no_raw_payload(page.text)
+    assert "&lt;script&gt;" in ui.get("/assets/source").text  # shown, escaped
+    assert (
+        re.search(
+            r"<script[^>]*>",
+            ui.get("/runs").text.replace('<script src="/static/ui.js" defer>', ""),
+        )
+        is None
+    )
+
+
+def test_approve_and_reject_need_a_csrf_token_and_respect_approvers(pipeline: Pipeline, ui: httpx.Client):
+    rt = pipeline.runtime
+    rt.materialize("gate", with_upstream=True, raise_on_error=False)
+    rt.materialize("guarded", raise_on_error=False)
+    inbox = ui.get("/api/approvals").json()
+    gate = next(a for a in inbox["pending"] if a["asset"] == "gate")
+    guarded = next(a for a in inbox["pending"] if a["asset"] == "guarded")
+    assert gate["context_data"] == {"why": HOSTILE}
+    page = ui.get("/approvals").text
+    _no_raw_payload(page)
+    assert f'id="approval-{gate["id"]}"' in page
+
+    # no token, a wrong token, a foreign origin: refused, nothing decided
+    assert ui.post(f"/api/approvals/{gate['id']}/approve", data={"reason": "ok"}).status_code == 403
+    assert ui.post(f"/api/approvals/{gate['id']}/approve", data={"csrf_token": "x" * 43}).status_code == 403
+    foreign = ui.post(
+        f"/api/approvals/{gate['id']}/approve",
+        data={"csrf_token": _token(ui)},
+        headers={"Origin": "http://evil.example"},
+    )
+    assert foreign.status_code == 403
+    assert rt.approvals.get(gate["id"]).status == "pending"
+
+    done = _post(ui, f"/api/approvals/{gate['id']}/approve", reason="looks " + IMG)
+    assert done.status_code == 303
+    assert done.headers["location"] == "/runs"
+    decided = rt.approvals.get(gate["id"])
+    assert (decided.status, decided.decided_by, decided.reason) == ("approved", "alice", "looks " + IMG)
+
+    again = ui.post(
+        f"/api/approvals/{gate['id']}/reject",
+        data={"csrf_token": _token(ui)},
+        headers={"X-CSRF-Token": _token(ui), "Accept": "application/json"},
+    )
+    assert again.status_code == 409
+    assert again.json()["error"] == "ApprovalAlreadyDecidedError"
+
+    refused = ui.post(
+        f"/api/approvals/{guarded['id']}/reject",
+        headers={"X-CSRF-Token": _token(ui), "Accept": "application/json"},
+    )
+    assert refused.status_code == 403
+    assert rt.approvals.get(guarded["id"]).status == "pending"
+    assert any(e.event == "approval.refused" and e.actor == "alice" for e in rt.audit.events())
+
+    decided_page = ui.get("/approvals").text
+    _no_raw_payload(decided_page)
+    assert "alice" in decided_page
+
+
+def test_cancel_retry_materialize_and_pause_from_the_ui(pipeline: Pipeline, ui: httpx.Client):
+    rt = pipeline.runtime
+    handle = rt.submit("doubled", with_upstream=True)  # no worker: it stays queued
+    assert ui.get(f"/api/runs/{handle.run_id}").json()["can_cancel"] is True
+    assert _post(ui, f"/api/runs/{handle.run_id}/cancel").status_code == 303
+    run = ui.get(f"/api/runs/{handle.run_id}").json()
+    assert run["run"]["status"] == "cancelled"
+    assert run["can_retry"] is True
+    assert {s["status"] for s in run["steps"]} == {"cancelled"}
+    assert any(
+        e.event == "run.cancelled" or "cancel" in e.event for e in rt.audit.events(run_id=handle.run_id)
+    )
+
+    assert _post(ui, f"/api/runs/{handle.run_id}/retry").status_code == 303
+    assert ui.get(f"/api/runs/{handle.run_id}").json()["run"]["status"] not in ("cancelled", "failed")
+
+    made = ui.post(
+        "/api/assets/daily/materialize",
+        data={"start": "2020-01-01", "end": "2020-01-10"},
+        headers={"X-CSRF-Token": _token(ui), "Accept": "application/json"},
+    )
+    assert made.status_code == 200, made.text
+    backfill = ui.get(f"/api/runs/{made.json()['run_id']}").json()
+    assert len(backfill["steps"]) == 10
+    assert backfill["run"]["requested_by"] == "alice"
+    grid = ui.get("/api/assets/daily").json()["grid"]
+    assert grid["total"] == 3653
+    assert grid["counts"]["running"] == 10
+
+    one = _post(ui, "/api/assets/source/materialize")
+    assert one.status_code == 303
+    missing = ui.post(
+        "/api/assets/daily/materialize", headers={"X-CSRF-Token": _token(ui), "Accept": "application/json"}
+    )
+    assert missing.status_code == 400
+
+    assert _post(ui, "/api/schedules/nightly/pause").status_code == 303
+    assert ui.get("/api/automation").json()["schedules"][0]["paused"] is True
+    assert ui.get("/api/runs/00000000-0000-0000-0000-000000000000").status_code == 404
+    assert ui.get("/api/assets/nope").status_code == 404
+    assert _post(ui, "/api/schedules/nightly/explode").status_code == 404
