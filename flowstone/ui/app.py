@@ -71,6 +71,7 @@ class UI:
             trim_blocks=True,
             lstrip_blocks=True,
         )
+        self.env.filters["ts"] = _timestamp
         self.env.filters["pretty"] = lambda v: json.dumps(v, indent=2, sort_keys=True, default=str)
 
     def user(self, request: Request) -> str:
@@ -111,6 +112,11 @@ class UI:
             {"status": status, "message": exc.message, "type": exc.type, "user": "", "path": ""}
         )
         return HTMLResponse(body, status_code=status)
+
+
+def _timestamp(iso: str | None) -> str:
+    """An ISO timestamp as ``2025-01-01 10:00:00`` (the JSON keeps the full value)."""
+    return "-" if not iso else iso[:19].replace("T", " ")
 
 
 def _wants_json(request: Request) -> bool:

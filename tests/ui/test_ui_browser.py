@@ -1,0 +1,149 @@
+"""The UI in a real browser: Debian's headless Chromium driven by Selenium through Debian's
+chromium-driver (nothing downloads a browser). Every page opens without a JavaScript console
+error and without running injected markup; a person approves a waiting step and sees the run
+finish on a real worker, rejects one and sees its downstream skipped, cancels and retries a run,
+pauses a schedule. A screenshot of each page is saved (``FLOWSTONE_UI_SCREENSHOTS``: where; the
+default is the test's temporary directory)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.queue_harness import Pipeline, eventually
+from tests.ui.conftest import LiveServer
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+
+
+@pytest.fixture
+def browser() -> Iterator[object]:
+    if CHROMIUM is None or CHROMEDRIVER is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium and chromium-driver are missing: `make browser` installs them")
+        pytest.skip("chromium and chromium-driver are missing: `make browser` installs them")
+    os.environ["SE_OFFLINE"] = "true"  # Selenium Manager must never fetch a driver or a browser
+    from selenium import webdriver  # noqa: PLC0415
+    from selenium.webdriver.chrome.service import Service  # noqa: PLC0415
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1000"):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def _shots(tmp_path: Path) -> Path:
+    target = Path(os.environ.get("FLOWSTONE_UI_SCREENSHOTS") or tmp_path / "screenshots")
+    target.mkdir(parents=True, exist_ok=True)
+    return target
+
+
+def _open(driver, url: str, shot: Path | None = None) -> None:
+    driver.get(url)
+    if shot is not None:
+        driver.save_screenshot(str(shot))
+    _assert_clean(driver)
+
+
+def _assert_clean(driver) -> None:
+    """No console error (a CSP violation is one), and no injected markup ran."""
+    problems = [e for e in driver.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
+    assert problems == []
+    assert driver.execute_script("return window.__pwned === undefined") is True
+
+
+def test_every_page_then_approve_and_see_the_run_finish(pipeline: Pipeline, live: LiveServer, browser, tmp_path):
+    from selenium.webdriver.common.by import By  # noqa: PLC0415
+
+    driver = browser
+    rt = pipeline.runtime
+    rt.materialize("broken", with_upstream=True, raise_on_error=False)
+    rt.materialize("regional", "eu")
+    rt.materialize("daily", "2024-12-24")
+    pipeline.start_worker()
+    gated = rt.submit("after_gate", with_upstream=True)
+    assert gated.wait(timeout=60).status == "waiting_approval"
+    shots = _shots(tmp_path)
+
+    _open(driver, f"{live.url}/assets", shots / "assets.png")
+    driver.find_element(By.CSS_SELECTOR, 'a.node[data-asset="source"]').click()
+    assert driver.find_element(By.TAG_NAME, "h1").text == "source"
+    _assert_clean(driver)
+    _open(driver, f"{live.url}/assets/daily", shots / "asset.png")
+    assert len(driver.find_elements(By.CSS_SELECTOR, ".calendar rect")) == 3653
+    _open(driver, f"{live.url}/assets/regional")
+    _open(driver, f"{live.url}/runs", shots / "runs.png")
+    failed = rt.store.reports.runs(limit=10, status="failed")[0].run.run_id
+    _open(driver, f"{live.url}/runs/{failed}", shots / "run.png")
+    assert "ValueError" in driver.find_element(By.CSS_SELECTOR, "details.error").text
+    _open(driver, f"{live.url}/automation", shots / "automation.png")
+
+    _open(driver, f"{live.url}/approvals", shots / "approvals.png")
+    card = driver.find_element(By.CSS_SELECTOR, "article.approval")
+    assert "ship it?" in card.text
+    card.find_element(By.NAME, "reason").send_keys("numbers checked")
+    card.find_element(By.CSS_SELECTOR, "button.approve").click()
+    eventually(lambda: "Nothing waits" in driver.page_source, what="the inbox to empty")
+    decided = driver.find_element(By.ID, "decided").text
+    assert "approved" in decided
+    assert "alice" in decided
+    assert "numbers checked" in decided
+    _assert_clean(driver)
+    assert gated.wait(timeout=60).status == "succeeded"
+
+    # the run page follows the run without a reload
+    _open(driver, f"{live.url}/runs/{gated.run_id}")
+    driver.execute_script("window.__same_page = true")
+    eventually(lambda: "succeeded" in driver.find_element(By.CSS_SELECTOR, "h1 .badge").text, what="succeeded")
+    assert driver.execute_script("return window.__same_page === true") is True
+
+
+def test_reject_cancel_retry_and_pause_in_the_browser(pipeline: Pipeline, live: LiveServer, browser):
+    from selenium.webdriver.common.by import By  # noqa: PLC0415
+
+    driver = browser
+    rt = pipeline.runtime
+    pipeline.start_worker()
+    gated = rt.submit("after_gate", with_upstream=True)
+    assert gated.wait(timeout=60).status == "waiting_approval"
+
+    _open(driver, f"{live.url}/approvals")
+    card = driver.find_element(By.CSS_SELECTOR, "article.approval")
+    card.find_element(By.NAME, "reason").send_keys("not today")
+    card.find_element(By.CSS_SELECTOR, "button.reject").click()
+    eventually(lambda: "Nothing waits" in driver.page_source, what="the inbox to empty")
+    gated.wait(timeout=60)
+    statuses = {s.asset: s.status for s in gated.steps()}
+    assert statuses["gate"] == "rejected"
+    assert statuses["after_gate"] == "skipped"
+
+    # a run waiting for a decision is cancelled from its page, then retried
+    waiting = rt.submit("guarded")
+    eventually(lambda: rt.run(waiting.run_id).run().status == "waiting_approval", what="guarded to wait")
+    _open(driver, f"{live.url}/runs/{waiting.run_id}")
+    driver.find_element(By.ID, "cancel").click()
+    eventually(lambda: rt.run(waiting.run_id).run().status == "cancelled", what="cancelled")
+    _open(driver, f"{live.url}/runs/{waiting.run_id}")
+    driver.find_element(By.ID, "retry").click()
+    eventually(lambda: rt.run(waiting.run_id).run().status != "cancelled", what="retried")
+    _assert_clean(driver)
+
+    _open(driver, f"{live.url}/automation")
+    driver.find_element(By.CSS_SELECTOR, "#schedules button").click()
+    eventually(lambda: rt.schedules.list()[0].paused, what="paused")
+    assert driver.find_element(By.CSS_SELECTOR, "#schedules button").text == "Resume"
+    _assert_clean(driver)
