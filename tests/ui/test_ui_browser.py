@@ -66,7 +66,9 @@ def _assert_clean(driver) -> None:
     assert driver.execute_script("return window.__pwned === undefined") is True
 
 
-def test_every_page_then_approve_and_see_the_run_finish(pipeline: Pipeline, live: LiveServer, browser, tmp_path):
+def test_every_page_then_approve_and_see_the_run_finish(
+    pipeline: Pipeline, live: LiveServer, browser, tmp_path
+):
     from selenium.webdriver.common.by import By  # noqa: PLC0415
 
     driver = browser
@@ -108,7 +110,9 @@ def test_every_page_then_approve_and_see_the_run_finish(pipeline: Pipeline, live
     # the run page follows the run without a reload
     _open(driver, f"{live.url}/runs/{gated.run_id}")
     driver.execute_script("window.__same_page = true")
-    eventually(lambda: "succeeded" in driver.find_element(By.CSS_SELECTOR, "h1 .badge").text, what="succeeded")
+    eventually(
+        lambda: "succeeded" in driver.find_element(By.CSS_SELECTOR, "h1 .badge").text, what="succeeded"
+    )
     assert driver.execute_script("return window.__same_page === true") is True
 
 

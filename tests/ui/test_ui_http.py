@@ -10,6 +10,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+import flowstone as fs
 from flowstone.ui import security
 from tests.integration.queue_harness import Pipeline
 from tests.ui.conftest import HOSTILE, IMG, SCRIPT, LiveServer
@@ -196,3 +197,34 @@ def test_cancel_retry_materialize_and_pause_from_the_ui(pipeline: Pipeline, ui: 
     assert ui.get("/api/runs/00000000-0000-0000-0000-000000000000").status_code == 404
     assert ui.get("/api/assets/nope").status_code == 404
     assert _post(ui, "/api/schedules/nightly/explode").status_code == 404
+
+
+def test_behind_a_proxy_the_header_names_the_user_only_from_the_trusted_address(pipeline: Pipeline):
+    from flowstone.ui import app as app_mod  # noqa: PLC0415
+
+    pipeline.runtime.materialize("guarded", raise_on_error=False)
+    approval = pipeline.runtime.approvals.list()[0]
+    rt = fs.FlowStone.from_database(database_url=pipeline.database_url)
+    trusted = security.Auth("nobody", "X-Forwarded-User", frozenset({"127.0.0.1"}))
+    elsewhere = security.Auth("nobody", "X-Forwarded-User", frozenset({"192.0.2.1"}))
+    servers = [LiveServer(app_mod.create_app(rt, trusted)), LiveServer(app_mod.create_app(rt, elsewhere))]
+    try:
+        with httpx.Client(base_url=servers[0].url) as client:
+            assert client.get("/api/approvals").status_code == 401
+            page = client.get("/approvals", headers={"X-Forwarded-User": "carol"})
+            assert page.status_code == 200
+            assert '<span class="user">carol</span>' in page.text
+            token = client.cookies[security.CSRF_COOKIE]
+            done = client.post(
+                f"/api/approvals/{approval.id}/approve",
+                headers={"X-Forwarded-User": "carol", "X-CSRF-Token": token, "Accept": "application/json"},
+            )
+            assert done.status_code == 200, done.text
+            assert done.json()["decided_by"] == "carol"  # the approvers list names carol
+        with httpx.Client(base_url=servers[1].url) as client:
+            forged = client.get("/api/runs", headers={"X-Forwarded-User": "carol"})
+            assert forged.status_code == 403
+    finally:
+        for server in servers:
+            server.stop()
+        rt.close()
