@@ -114,6 +114,12 @@ class UI:
         return HTMLResponse(body, status_code=status)
 
 
+def _limit(request: Request, default: int) -> int:
+    """``?limit=N`` (a whole number of at least 1), else ``default``."""
+    text = request.query_params.get("limit", "")
+    return int(text) if text.isdigit() and int(text) > 0 else default
+
+
 def _timestamp(iso: str | None) -> str:
     """An ISO timestamp as ``2025-01-01 10:00:00`` (the JSON keeps the full value)."""
     return "-" if not iso else iso[:19].replace("T", " ")
@@ -188,7 +194,7 @@ def create_app(rt: runtime_mod.FlowStone, auth: security.Auth | None = None) -> 
         return views_ops.runs_page(rt, status=r.query_params.get("status"))
 
     def run(r: Request) -> dict[str, Any]:
-        return views_ops.run_page(rt, r.path_params["run_id"])
+        return views_ops.run_page(rt, r.path_params["run_id"], limit=_limit(r, views_ops.STEPS_MAX))
 
     def approvals(_: Request) -> dict[str, Any]:
         return views_ops.approvals_page(rt)

@@ -15,7 +15,7 @@ from flowstone import errors, partition_keys, snapshot
 from flowstone import runtime as runtime_mod
 from flowstone.assets import AssetDef
 from flowstone.status import StepStatus
-from flowstone.store import records
+from flowstone.store import records, reports
 from flowstone.store.postgres import PostgresStore
 from flowstone.ui import layout as layout_mod
 
@@ -135,10 +135,10 @@ def assets_page(
     }
 
 
-def partition_state(row: Any, definition: AssetDef) -> str:
-    """A partition's state in the grid, from its newest step (a ``PartitionRow``): in flight ->
-    running, failed or rejected -> failed, a success under another code version -> stale."""
-    status = row.step.status
+def partition_state(row: reports.PartitionState, definition: AssetDef) -> str:
+    """A partition's state in the grid, from its newest step: in flight -> running, failed or
+    rejected -> failed, never succeeded -> missing, a success under another code version -> stale."""
+    status = row.status
     if status in IN_FLIGHT:
         return "running"
     if status in FAILED:
@@ -148,7 +148,7 @@ def partition_state(row: Any, definition: AssetDef) -> str:
     if (
         status == StepStatus.SUCCEEDED
         and definition.code_version is not None
-        and row.step.code_version != definition.code_version
+        and row.code_version != definition.code_version
     ):
         return "stale"
     return "succeeded"
@@ -157,8 +157,8 @@ def partition_state(row: Any, definition: AssetDef) -> str:
 def _grid(rt: runtime_mod.FlowStone, definition: AssetDef) -> dict[str, Any]:
     """Every partition of the asset with its state: a calendar for daily partitions (one cell per
     day, a row per year), chips for the others."""
-    rows = pg(rt).reports.partitions(definition.name, limit=100_000)
-    known = {r.step.partition_key: partition_state(r, definition) for r in rows}
+    rows = pg(rt).reports.partition_states(definition.name)
+    known = {r.partition_key: partition_state(r, definition) for r in rows}
     spec = snapshot.partitions_spec(definition.partitions) or {}
     values = definition.partitions.keys() if definition.partitions is not None else []
     cells = []

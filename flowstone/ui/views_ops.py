@@ -18,7 +18,9 @@ GANTT_W = 800
 """The width of the timeline's bar area in SVG units."""
 GANTT_ROW = 18
 GANTT_MAX = 300
-"""Steps drawn in the timeline (the table lists every step)."""
+"""Steps drawn in the timeline."""
+STEPS_MAX = 500
+"""Steps listed by default (those not succeeded first, like ``flowstone run``); ``?limit=`` for more."""
 
 
 def run_json(run: records.Run, counts: dict[str, int] | None = None) -> dict[str, Any]:
@@ -95,18 +97,20 @@ def approval_json(a: records.Approval) -> dict[str, Any]:
     }
 
 
-def run_page(rt: runtime_mod.FlowStone, run_id: str, *, now: datetime | None = None) -> dict[str, Any]:
-    """One run: its row, steps, timeline, errors and approvals; which actions apply."""
+def run_page(
+    rt: runtime_mod.FlowStone, run_id: str, *, limit: int = STEPS_MAX, now: datetime | None = None
+) -> dict[str, Any]:
+    """One run: its row, steps (at most ``limit``: the unsucceeded first, then in id order),
+    timeline, errors and approvals; which actions apply."""
     handle = rt.run(run_id)
     run = handle.run()
-    steps = handle.steps()
-    counts: dict[str, int] = {}
-    for step in steps:
-        counts[step.status] = counts.get(step.status, 0) + 1
+    counts = handle.status()
+    shown_steps = sorted(pg(rt).reports.run_steps(run_id, limit=limit), key=lambda s: s.id)
     queued = run.kind != RunKind.MATERIALIZE and run.tags.get("backfill") != "sync"
     return {
         "run": run_json(run, counts),
-        "steps": [step_json(s) for s in steps],
+        "steps": [step_json(s) for s in shown_steps],
+        "steps_total": sum(counts.values()),
         "errors": [
             {
                 "asset": s.asset,
@@ -115,10 +119,10 @@ def run_page(rt: runtime_mod.FlowStone, run_id: str, *, now: datetime | None = N
                 "message": s.error.get("message"),
                 "traceback": (s.error.get("context") or {}).get("traceback"),
             }
-            for s in steps
+            for s in shown_steps
             if s.error
         ],
-        "gantt": _gantt(steps, now or datetime.now(UTC)),
+        "gantt": _gantt(shown_steps, now or datetime.now(UTC)),
         "approvals": [approval_json(a) for a in pg(rt).reports.run_approvals(run_id)],
         "can_cancel": run.status not in RUN_TERMINAL,
         "can_retry": queued and run.status in RUN_TERMINAL,

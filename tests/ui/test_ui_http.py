@@ -184,6 +184,9 @@ def test_cancel_retry_materialize_and_pause_from_the_ui(pipeline: Pipeline, ui: 
     grid = ui.get("/api/assets/daily").json()["grid"]
     assert grid["total"] == 3653
     assert grid["counts"]["running"] == 10
+    assert [y["year"] for y in grid["years"]] == list(range(2015, 2025))
+    limited = ui.get(f"/api/runs/{made.json()['run_id']}", params={"limit": 3}).json()
+    assert (len(limited["steps"]), limited["steps_total"]) == (3, 10)
 
     one = _post(ui, "/api/assets/source/materialize")
     assert one.status_code == 303
@@ -228,3 +231,23 @@ def test_behind_a_proxy_the_header_names_the_user_only_from_the_trusted_address(
         for server in servers:
             server.stop()
         rt.close()
+
+
+def test_partition_states_newest_step_wins_and_another_code_version_is_stale(pipeline: Pipeline):
+    import dataclasses  # noqa: PLC0415
+    from datetime import date  # noqa: PLC0415
+
+    from flowstone.ui import views  # noqa: PLC0415
+
+    rt = pipeline.runtime
+    rt.materialize("daily", date(2020, 1, 1))
+    rt.materialize("daily", date(2020, 1, 2))
+    rt.submit("daily", [date(2020, 1, 2)])  # newer and in flight (no worker)
+    states = {s.partition_key: s for s in rt.store.reports.partition_states("daily")}
+    assert sorted(states) == ["d:2020-01-01", "d:2020-01-02"]
+    definition = rt.defs.get("daily")
+    assert views.partition_state(states["d:2020-01-01"], definition) == "succeeded"
+    assert views.partition_state(states["d:2020-01-02"], definition) == "running"
+    assert states["d:2020-01-02"].last_success_at is not None
+    changed = dataclasses.replace(definition, code_version="3")
+    assert views.partition_state(states["d:2020-01-01"], changed) == "stale"
