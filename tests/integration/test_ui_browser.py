@@ -14,13 +14,17 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration import ui_harness
 from tests.integration.queue_harness import Pipeline, eventually
-from tests.ui.conftest import LiveServer
+from tests.integration.ui_harness import LiveServer
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
+
+pipeline = ui_harness.pipeline  # the fixtures, by name
+live = ui_harness.live
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The UI's tests use the integration fixtures (real Postgres) and a pipeline whose assets carry
+"""The UI's tests (real Postgres, from tests/integration/conftest.py) use a pipeline whose assets carry
 hostile text in every place a person can put some: metadata, approval messages and context data,
 partition keys, error messages."""
 
@@ -13,20 +13,9 @@ from pathlib import Path
 import pytest
 
 import flowstone as fs
-from tests.integration.conftest import database_url, pg_server, template_db
 from tests.integration.queue_harness import Pipeline
 
-__all__ = [
-    "HOSTILE",
-    "IMG",
-    "SCRIPT",
-    "LiveServer",
-    "database_url",
-    "live",
-    "pg_server",
-    "pipeline",
-    "template_db",
-]
+__all__ = ["HOSTILE", "IMG", "SCRIPT", "LiveServer", "live", "pipeline"]
 
 SCRIPT = "<script>window.__pwned=1</script>"
 IMG = '"><img src=x onerror="window.__pwned=2">'

@@ -12,8 +12,12 @@ import pytest
 
 import flowstone as fs
 from flowstone.ui import security
+from tests.integration import ui_harness
 from tests.integration.queue_harness import Pipeline
-from tests.ui.conftest import HOSTILE, IMG, SCRIPT, LiveServer
+from tests.integration.ui_harness import HOSTILE, IMG, SCRIPT, LiveServer
+
+pipeline = ui_harness.pipeline  # the fixtures, by name
+live = ui_harness.live
 
 
 @pytest.fixture
