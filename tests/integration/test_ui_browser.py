@@ -85,20 +85,20 @@ def test_every_page_then_approve_and_see_the_run_finish(
     assert gated.wait(timeout=60).status == "waiting_approval"
     shots = _shots(tmp_path)
 
-    _open(driver, f"{live.url}/assets", shots / "assets.png")
+    _open(driver, f"{live.url}/assets", shots / "ui-assets.png")
     driver.find_element(By.CSS_SELECTOR, 'a.node[data-asset="source"]').click()
     assert driver.find_element(By.TAG_NAME, "h1").text == "source"
     _assert_clean(driver)
-    _open(driver, f"{live.url}/assets/daily", shots / "asset.png")
+    _open(driver, f"{live.url}/assets/daily", shots / "ui-asset.png")
     assert len(driver.find_elements(By.CSS_SELECTOR, ".calendar rect")) == 3653
     _open(driver, f"{live.url}/assets/regional")
-    _open(driver, f"{live.url}/runs", shots / "runs.png")
+    _open(driver, f"{live.url}/runs", shots / "ui-runs.png")
     failed = rt.store.reports.runs(limit=10, status="failed")[0].run.run_id
-    _open(driver, f"{live.url}/runs/{failed}", shots / "run.png")
+    _open(driver, f"{live.url}/runs/{failed}", shots / "ui-run.png")
     assert "ValueError" in driver.find_element(By.CSS_SELECTOR, "details.error").text
-    _open(driver, f"{live.url}/automation", shots / "automation.png")
+    _open(driver, f"{live.url}/automation", shots / "ui-automation.png")
 
-    _open(driver, f"{live.url}/approvals", shots / "approvals.png")
+    _open(driver, f"{live.url}/approvals", shots / "ui-approvals.png")
     card = driver.find_element(By.CSS_SELECTOR, "article.approval")
     assert "ship it?" in card.text
     card.find_element(By.NAME, "reason").send_keys("numbers checked")
