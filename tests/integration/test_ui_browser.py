@@ -91,6 +91,12 @@ def test_every_page_then_approve_and_see_the_run_finish(
     _assert_clean(driver)
     _open(driver, f"{live.url}/assets/daily", shots / "ui-asset.png")
     assert len(driver.find_elements(By.CSS_SELECTOR, ".calendar rect")) == 3653
+    day = driver.find_element(By.CSS_SELECTOR, '.calendar rect[data-p="2024-12-24"]')
+    assert day.get_attribute("class") == "c-succeeded"
+    day.click()  # the script opens the day
+    eventually(lambda: "partition=2024-12-24" in driver.current_url, what="the day to open")
+    assert "Latest of 2024-12-24" in driver.find_element(By.TAG_NAME, "main").text
+    _assert_clean(driver)
     _open(driver, f"{live.url}/assets/regional")
     _open(driver, f"{live.url}/runs", shots / "ui-runs.png")
     failed = rt.store.reports.runs(limit=10, status="failed")[0].run.run_id

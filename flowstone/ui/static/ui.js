@@ -1,6 +1,21 @@
 // FlowStone UI: live pages fetch their own content again every few seconds (no reload, no build step).
 // A page opts in with <main data-live="MS">; the server answers `X-Fragment: 1` with the main block only.
 // Nothing is refreshed while the person is typing in a field, so a reason being written is never lost.
+// The partition calendar: one <rect class="c-STATE" data-p="KEY"> per day (no link or tooltip
+// element each, which keeps a 3,650-day page small): hovering shows the day, a click opens it.
+(function () {
+  "use strict";
+  document.addEventListener("click", function (event) {
+    var cell = event.target.closest ? event.target.closest("rect[data-p]") : null;
+    if (cell) { window.location.search = "?partition=" + encodeURIComponent(cell.getAttribute("data-p")); }
+  });
+  document.addEventListener("mouseover", function (event) {
+    var cell = event.target.closest ? event.target.closest("rect[data-p]") : null;
+    var out = document.getElementById("grid-hover");
+    if (cell && out) { out.textContent = cell.getAttribute("data-p") + ": " + cell.getAttribute("class").replace("c-", ""); }
+  });
+})();
+
 (function () {
   "use strict";
   var main = document.getElementById("main");
