@@ -255,3 +255,40 @@ def test_partition_states_newest_step_wins_and_another_code_version_is_stale(pip
     assert states["d:2020-01-02"].last_success_at is not None
     changed = dataclasses.replace(definition, code_version="3")
     assert views.partition_state(states["d:2020-01-01"], changed) == "stale"
+
+
+def test_flowstone_ui_serves_the_published_definitions_without_the_code(pipeline: Pipeline):
+    import socket  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    from tests.integration.queue_harness import eventually  # noqa: PLC0415
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {k: v for k, v in pipeline.env.items() if k != "PYTHONPATH"}  # the pipeline is not importable
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flowstone.cli", "ui", "--port", str(port)],
+        env=env,
+        cwd="/",
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+
+        def answers() -> bool:
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/api/assets", timeout=2).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        eventually(answers, timeout=30, what="flowstone ui to answer")
+        names = [a["name"] for a in httpx.get(f"http://127.0.0.1:{port}/api/assets").json()["assets"]]
+        assert "daily" in names
+        assert "gate" in names
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=20)
+    assert f"http://127.0.0.1:{port}" in err
