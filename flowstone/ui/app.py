@@ -105,13 +105,16 @@ class UI:
 
     def error(self, request: Request, exc: errors.FlowStoneError) -> Response:
         status = _status(exc)
+        response: Response
         if _wants_json(request):
-            return JSONResponse({"error": exc.type, "message": exc.message}, status_code=status)
-        tmpl = self.env.get_template("error.html")
-        body = tmpl.render(
-            {"status": status, "message": exc.message, "type": exc.type, "user": "", "path": ""}
-        )
-        return HTMLResponse(body, status_code=status)
+            response = JSONResponse({"error": exc.type, "message": exc.message}, status_code=status)
+        else:
+            tmpl = self.env.get_template("error.html")
+            context = {"status": status, "message": exc.message, "type": exc.type, "user": "", "path": ""}
+            response = HTMLResponse(tmpl.render(context), status_code=status)
+        if status == 401 and self.auth.users is not None:  # the browser asks for a user and password
+            response.headers["WWW-Authenticate"] = 'Basic realm="FlowStone", charset="UTF-8"'
+        return response
 
 
 def _limit(request: Request, default: int) -> int:

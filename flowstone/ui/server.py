@@ -15,14 +15,18 @@ def serve(
     database_url: str | None = None,
     trust_header: str | None = None,
     trusted_proxies: list[str] | None = None,
+    users_file: str | None = None,
     log_level: str = "warning",
 ) -> None:
-    """Serve the UI until interrupted. Bound to anything but loopback it needs ``trust_header``
-    (the authenticating proxy's user header) and ``trusted_proxies``; checked before anything is
-    opened."""
+    """Serve the UI until interrupted. Bound to anything but loopback it needs ``users_file``, or
+    ``trust_header`` (the authenticating proxy's user header) and ``trusted_proxies``."""
     rt = runtime_mod.FlowStone.from_database(database_url=database_url)
     auth = security.Auth.for_host(
-        host, local_actor=rt.actor, trust_header=trust_header, trusted_proxies=trusted_proxies or []
+        host,
+        local_actor=rt.actor,
+        trust_header=trust_header,
+        trusted_proxies=trusted_proxies or [],
+        users_file=users_file,
     )
     import uvicorn  # noqa: PLC0415 - the `ui` extra
 

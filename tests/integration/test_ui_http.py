@@ -292,3 +292,42 @@ def test_flowstone_ui_serves_the_published_definitions_without_the_code(pipeline
         proc.terminate()
         _, err = proc.communicate(timeout=20)
     assert f"http://127.0.0.1:{port}" in err
+
+
+def test_with_a_users_file_the_browser_signs_in_and_the_user_decides(pipeline: Pipeline, tmp_path):
+    from flowstone.ui import app as app_mod  # noqa: PLC0415
+
+    pipeline.runtime.materialize("guarded", raise_on_error=False)
+    approval = pipeline.runtime.approvals.list()[0]
+    users = tmp_path / "users"
+    users.write_text(f"carol:{security.hash_password('pw-carol')}\nbob:{security.hash_password('pw-bob')}\n")
+    rt = fs.FlowStone.from_database(database_url=pipeline.database_url)
+    auth = security.Auth.for_host(
+        "127.0.0.1", local_actor="nobody", trust_header=None, trusted_proxies=[], users_file=users
+    )
+    server = LiveServer(app_mod.create_app(rt, auth))
+    try:
+        with httpx.Client(base_url=server.url) as anonymous:
+            asked = anonymous.get("/approvals")
+            assert asked.status_code == 401
+            assert asked.headers["www-authenticate"].startswith("Basic ")
+        with httpx.Client(base_url=server.url, auth=("carol", "wrong")) as wrong:
+            assert wrong.get("/api/runs").status_code == 401
+        with httpx.Client(base_url=server.url, auth=("bob", "pw-bob")) as bob:
+            token = (bob.get("/approvals"), bob.cookies[security.CSRF_COOKIE])[1]
+            refused = bob.post(
+                f"/api/approvals/{approval.id}/approve",
+                headers={"X-CSRF-Token": token, "Accept": "application/json"},
+            )
+            assert refused.status_code == 403  # only carol may decide
+        with httpx.Client(base_url=server.url, auth=("carol", "pw-carol")) as carol:
+            token = (carol.get("/approvals"), carol.cookies[security.CSRF_COOKIE])[1]
+            done = carol.post(
+                f"/api/approvals/{approval.id}/approve",
+                headers={"X-CSRF-Token": token, "Accept": "application/json"},
+            )
+            assert done.status_code == 200, done.text
+            assert done.json()["decided_by"] == "carol"
+    finally:
+        server.stop()
+        rt.close()

@@ -4,6 +4,7 @@ the core never loads the ``ui`` extra."""
 
 from __future__ import annotations
 
+import base64
 import subprocess
 import sys
 
@@ -71,3 +72,56 @@ def test_the_core_and_the_cli_never_load_the_ui_extra():
         "assert loaded == [], loaded\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_a_users_file_holds_argon2_hashes_and_checks_passwords(tmp_path):
+    hashed = security.hash_password("s3cret")
+    assert hashed.startswith("$argon2id$")
+    assert security.hash_password("s3cret") != hashed  # salted
+    path = tmp_path / "users"
+    path.write_text(f"# operators\nalice:{hashed}\n\n")
+    users = security.Users.load(path)
+    assert users.check("alice", "s3cret")
+    assert users.check("alice", "s3cret")  # remembered, still right
+    assert not users.check("alice", "wrong")
+    assert not users.check("mallory", "s3cret")
+    auth = security.Auth.for_host(
+        ANY, local_actor="me", trust_header=None, trusted_proxies=[], users_file=path
+    )
+    basic = "Basic " + base64.b64encode(b"alice:s3cret").decode()
+    assert auth.user({"authorization": basic}, "192.0.2.9") == "alice"
+    for bad in ["", "Basic !!!", "Basic " + base64.b64encode(b"alice:nope").decode(), "Bearer x"]:
+        with pytest.raises(security.AuthError) as refused:
+            auth.user({"authorization": bad}, "192.0.2.9")
+        assert refused.value.status == 401
+
+
+def test_a_malformed_or_empty_users_file_and_two_modes_are_refused(tmp_path):
+    bad = tmp_path / "bad"
+    bad.write_text("alice:plaintext\n")
+    with pytest.raises(errors.ConfigurationError, match="bad:1: expected name:"):
+        security.Users.load(bad)
+    empty = tmp_path / "empty"
+    empty.write_text("# nobody\n")
+    with pytest.raises(errors.ConfigurationError, match="names no user"):
+        security.Users.load(empty)
+    with pytest.raises(errors.ConfigurationError, match="not both"):
+        security.Auth.for_host(
+            ANY, local_actor="me", trust_header="X-User", trusted_proxies=["192.0.2.1"], users_file=bad
+        )
+
+
+def test_the_cli_prints_a_password_hash_for_the_users_file():
+    done = subprocess.run(
+        [sys.executable, "-m", "flowstone.cli", "ui", "--hash-password"],
+        input="s3cret\n",
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    hashed = done.stdout.strip()
+    assert hashed.startswith("$argon2id$")
+    from argon2 import PasswordHasher  # noqa: PLC0415
+
+    assert PasswordHasher().verify(hashed, "s3cret")
