@@ -228,6 +228,19 @@ def test_behind_a_proxy_the_header_names_the_user_only_from_the_trusted_address(
             )
             assert done.status_code == 200, done.text
             assert done.json()["decided_by"] == "carol"  # the approvers list names carol
+            queued = pipeline.runtime.submit("doubled", with_upstream=True)  # no worker: it waits
+            cancelled = client.post(
+                f"/api/runs/{queued.run_id}/cancel",
+                headers={"X-Forwarded-User": "carol", "X-CSRF-Token": token, "Accept": "application/json"},
+            )
+            assert cancelled.status_code == 200, cancelled.text
+            made = client.post(
+                "/api/assets/source/materialize",
+                headers={"X-Forwarded-User": "carol", "X-CSRF-Token": token, "Accept": "application/json"},
+            )
+            assert pipeline.runtime.run(made.json()["run_id"]).run().requested_by == "carol"
+        actors = {e.actor for e in pipeline.runtime.audit.events(run_id=queued.run_id) if "cancel" in e.event}
+        assert actors == {"carol"}  # the audit log names the authenticated user
         with httpx.Client(base_url=servers[1].url) as client:
             forged = client.get("/api/runs", headers={"X-Forwarded-User": "carol"})
             assert forged.status_code == 403
