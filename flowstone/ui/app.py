@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import Markup, escape
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -72,6 +73,7 @@ class UI:
             lstrip_blocks=True,
         )
         self.env.filters["ts"] = _timestamp
+        self.env.filters["calendar_cells"] = _calendar_cells
         self.env.filters["pretty"] = lambda v: json.dumps(v, indent=2, sort_keys=True, default=str)
 
     def user(self, request: Request) -> str:
@@ -121,6 +123,17 @@ def _limit(request: Request, default: int) -> int:
     """``?limit=N`` (a whole number of at least 1), else ``default``."""
     text = request.query_params.get("limit", "")
     return int(text) if text.isdigit() and int(text) > 0 else default
+
+
+def _calendar_cells(cells: list[dict[str, Any]]) -> Markup:
+    """A year's calendar cells as SVG, joined here rather than in a template loop: 3,650 days render
+    in a few milliseconds instead of twenty (``Markup.format`` would take longer than the loop)."""
+    text = "".join(
+        f'<rect class="c-{escape(c["state"])}" x="{int(c["x"])}" y="{int(c["y"])}" '
+        f'data-p="{escape(c["label"])}"/>'
+        for c in cells
+    )
+    return Markup(text)  # noqa: S704 - every text in it went through escape(); x and y are integers
 
 
 def _timestamp(iso: str | None) -> str:

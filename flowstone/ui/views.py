@@ -7,6 +7,8 @@ the snapshot in the database)."""
 
 from __future__ import annotations
 
+import json
+import threading
 from collections.abc import Mapping
 from datetime import date, datetime
 from typing import Any
@@ -161,18 +163,23 @@ def _grid(rt: runtime_mod.FlowStone, definition: AssetDef) -> dict[str, Any]:
     known = {r.partition_key: partition_state(r, definition) for r in rows}
     spec = snapshot.partitions_spec(definition.partitions) or {}
     values = definition.partitions.keys() if definition.partitions is not None else []
-    cells = []
-    for value in values:
-        key = partition_keys.encode(value)
-        cells.append({"key": key, "label": _text(value), "state": known.pop(key, "missing")})
+    places = _places(json.dumps(spec, sort_keys=True), values)
+    cells: list[dict[str, Any]] = []
     counts = dict.fromkeys(CELL_STATES, 0)
-    for cell in cells:
-        counts[cell["state"]] += 1
+    for key, label, x, y, _ in places:
+        state = known.pop(key, "missing")
+        counts[state] += 1
+        cells.append({"key": key, "label": label, "state": state, "x": x, "y": y})
     grid: dict[str, Any] = {"kind": spec.get("kind"), "total": len(cells), "counts": counts, "years": []}
     if spec.get("kind") == "daily":
-        grid["years"] = _calendar(cells, values)
+        years: dict[int, list[dict[str, Any]]] = {}
+        for cell, place in zip(cells, places, strict=True):
+            years.setdefault(place[4], []).append(cell)
+        grid["years"] = [
+            {"year": y, "cells": c, "width": 54 * CELL, "height": 7 * CELL} for y, c in sorted(years.items())
+        ]
     else:
-        grid["chips"] = cells[:MAX_CHIPS]
+        grid["chips"] = [{k: v for k, v in c.items() if k not in ("x", "y")} for c in cells[:MAX_CHIPS]]
     grid["other_keys"] = [{"key": k, "label": shown(k), "state": s} for k, s in sorted(known.items())][:100]
     return grid
 
@@ -180,16 +187,40 @@ def _grid(rt: runtime_mod.FlowStone, definition: AssetDef) -> dict[str, Any]:
 CELL = 11
 """A calendar cell's size in SVG units (10 plus a gap of 1)."""
 
+Place = tuple[str, str, int, int, int]
+"""(encoded key, text, x, y, year) of one partition in the grid."""
 
-def _calendar(cells: list[dict[str, Any]], values: list[Any]) -> list[dict[str, Any]]:
-    """Daily cells by year, each placed at (week of the year, weekday) like a contribution chart."""
-    years: dict[int, list[dict[str, Any]]] = {}
-    for cell, value in zip(cells, values, strict=True):
-        day = value if isinstance(value, date) else date.fromisoformat(cell["label"][:10])
-        jan1 = date(day.year, 1, 1)
-        week = (day.toordinal() - jan1.toordinal() + jan1.weekday()) // 7
-        years.setdefault(day.year, []).append({**cell, "x": week * CELL, "y": day.weekday() * CELL})
-    return [{"year": y, "cells": c, "width": 54 * CELL, "height": 7 * CELL} for y, c in sorted(years.items())]
+
+_GEOMETRY: dict[tuple[str, int, str, str], tuple[Place, ...]] = {}
+_GEOMETRY_LOCK = threading.Lock()
+GEOMETRY_CACHE = 64
+"""Definitions whose grid geometry is kept (a handful of partitioned assets in practice)."""
+
+
+def _places(spec: str, values: list[Any]) -> tuple[Place, ...]:
+    """The grid's geometry depends only on the partition keys: computed once per definition, and
+    again when an open-ended one gains partitions (the count and the last key are in the cache key)."""
+    if not values:
+        return ()
+    cache_key = (spec, len(values), _text(values[0]), _text(values[-1]))
+    with _GEOMETRY_LOCK:
+        cached = _GEOMETRY.get(cache_key)
+    if cached is not None:
+        return cached
+    found: list[Place] = []
+    for value in values:
+        x = y = year = 0
+        if isinstance(value, date) and not isinstance(value, datetime):
+            jan1 = date(value.year, 1, 1)
+            x = (value.toordinal() - jan1.toordinal() + jan1.weekday()) // 7 * CELL
+            y = value.weekday() * CELL
+            year = value.year
+        found.append((partition_keys.encode(value), _text(value), x, y, year))
+    with _GEOMETRY_LOCK:
+        if len(_GEOMETRY) >= GEOMETRY_CACHE:
+            _GEOMETRY.clear()
+        _GEOMETRY[cache_key] = tuple(found)
+    return _GEOMETRY[cache_key]
 
 
 def asset_page(rt: runtime_mod.FlowStone, name: str, *, partition: str | None = None) -> dict[str, Any]:

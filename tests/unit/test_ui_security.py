@@ -125,3 +125,10 @@ def test_the_cli_prints_a_password_hash_for_the_users_file():
     from argon2 import PasswordHasher  # noqa: PLC0415
 
     assert PasswordHasher().verify(hashed, "s3cret")
+
+
+def test_calendar_cells_are_escaped():
+    from flowstone.ui import app  # noqa: PLC0415
+
+    html = str(app._calendar_cells([{"state": 'x"><script>', "x": 1, "y": 2, "label": "<img onerror=1>"}]))
+    assert html == '<rect class="c-x&#34;&gt;&lt;script&gt;" x="1" y="2" data-p="&lt;img onerror=1&gt;"/>'
