@@ -126,6 +126,12 @@ class PostgresReports:
             rows = conn.execute(Q("report_run_steps"), params).fetchall()
         return [pg.materialization_from_row(r) for r in rows]
 
+    def decided_approvals(self, *, limit: int) -> list[records.Approval]:
+        """The latest decided approvals (at most ``limit``), newest decision first."""
+        with self.db.session("list decided approvals") as conn:
+            rows = conn.execute(Q("report_approvals_decided"), {"limit": limit}).fetchall()
+        return [pg.approval_from_row(r) for r in rows]
+
     def live_workers(self, within_s: float) -> int:
         """How many Procrastinate workers sent a heartbeat in the last ``within_s`` seconds."""
         with self.db.session("count live workers") as conn:

@@ -132,12 +132,7 @@ def run_page(
 def approvals_page(rt: runtime_mod.FlowStone, *, limit: int = 100) -> dict[str, Any]:
     """The pending requests, oldest first, and the latest decided ones."""
     pending = rt.approvals.list(ApprovalStatus.PENDING, limit=limit)
-    every = rt.approvals.list(None, limit=1000)
-    decided = sorted(
-        (a for a in every if a.status != ApprovalStatus.PENDING),
-        key=lambda a: a.decided_at or a.requested_at,
-        reverse=True,
-    )[:limit]
+    decided = pg(rt).reports.decided_approvals(limit=limit)
     return {"pending": [approval_json(a) for a in pending], "decided": [approval_json(a) for a in decided]}
 
 

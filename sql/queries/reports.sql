@@ -97,3 +97,11 @@ FROM flowstone_materializations
 WHERE run_id = %(run_id)s
 ORDER BY status = 'succeeded', id
 LIMIT %(limit)s;
+
+-- name: report_approvals_decided
+-- Returns the approvals decided (approved, rejected, expired, withdrawn), newest decision first.
+SELECT *
+FROM flowstone_approvals
+WHERE status <> 'pending'
+ORDER BY decided_at DESC NULLS LAST, id DESC
+LIMIT %(limit)s;

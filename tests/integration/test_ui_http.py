@@ -155,6 +155,11 @@ def test_approve_and_reject_need_a_csrf_token_and_respect_approvers(pipeline: Pi
     assert rt.approvals.get(guarded["id"]).status == "pending"
     assert any(e.event == "approval.refused" and e.actor == "alice" for e in rt.audit.events())
 
+    rt.materialize("gate", with_upstream=True, raise_on_error=False)  # a second request, decided later
+    second = next(a for a in rt.approvals.list() if a.asset == "gate")
+    rt.approvals.reject(second.id, by="dave", reason="later")
+    decided = ui.get("/api/approvals").json()["decided"]
+    assert [(a["id"], a["decided_by"]) for a in decided] == [(second.id, "dave"), (gate["id"], "alice")]
     decided_page = ui.get("/approvals").text
     _no_raw_payload(decided_page)
     assert "alice" in decided_page
