@@ -22,7 +22,8 @@ browser: ## Install Debian's chromium and chromium-driver with apt when missing 
 	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then :; \
 	elif command -v apt-get >/dev/null 2>&1; then \
 	  echo "installing chromium and chromium-driver with apt"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; } \
+	    || echo "apt could not install chromium: the browser tests will be skipped (and fail under CI=true)"; \
 	else echo "no chromium and no apt-get: the browser tests will be skipped"; fi
 
 lint: ## ruff format --check, ruff check, mypy --strict
