@@ -295,6 +295,12 @@ def _materialize(ui: UI, r: Request, form: dict[str, str]) -> dict[str, Any]:
         handle = client.backfill(
             svc, name, values, force=False, partitions_per_job=1, config=config, progress=None
         )
+    elif definition.partitions is not None and form.get("partitions", "").strip():
+        chosen = [line.strip() for line in form["partitions"].splitlines() if line.strip()]
+        values_many = [definition.partitions.parse(text, asset=name) for text in chosen]
+        handle = client.submit(
+            svc, name, values_many, with_upstream=False, config=config, tags={"from": "ui"}
+        )
     else:
         part = form.get("partition") or None
         values_one = (

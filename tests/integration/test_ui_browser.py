@@ -70,6 +70,27 @@ def _assert_clean(driver) -> None:
     assert driver.execute_script("return window.__pwned === undefined") is True
 
 
+def _select_two_days_and_queue(driver, rt) -> None:
+    """Shift-click selects days in the calendar; Queue sends them as one run."""
+    from selenium.webdriver.common.action_chains import ActionChains  # noqa: PLC0415
+    from selenium.webdriver.common.by import By  # noqa: PLC0415
+    from selenium.webdriver.common.keys import Keys  # noqa: PLC0415
+
+    before = {r.run.run_id for r in rt.store.reports.runs(limit=50)}
+    for key in ("2016-02-29", "2016-03-01"):  # shift-click selects days for the Queue button
+        cell = driver.find_element(By.CSS_SELECTOR, f'.calendar rect[data-p="{key}"]')
+        ActionChains(driver).key_down(Keys.SHIFT).click(cell).key_up(Keys.SHIFT).perform()
+    assert driver.find_element(By.ID, "selected-list").text == "2016-02-29, 2016-03-01"
+    driver.find_element(By.ID, "materialize").click()
+    eventually(lambda: len(rt.store.reports.runs(limit=50)) > len(before), what="the selection to be queued")
+    (queued,) = [r for r in rt.store.reports.runs(limit=50) if r.run.run_id not in before]
+    assert sorted(s.partition_key for s in rt.run(queued.run.run_id).steps()) == [
+        "d:2016-02-29",
+        "d:2016-03-01",
+    ]
+    _assert_clean(driver)
+
+
 def test_every_page_then_approve_and_see_the_run_finish(
     pipeline: Pipeline, live: LiveServer, browser, tmp_path
 ):
@@ -91,6 +112,7 @@ def test_every_page_then_approve_and_see_the_run_finish(
     _assert_clean(driver)
     _open(driver, f"{live.url}/assets/daily", shots / "ui-asset.png")
     assert len(driver.find_elements(By.CSS_SELECTOR, ".calendar rect")) == 3653
+    _select_two_days_and_queue(driver, rt)
     day = driver.find_element(By.CSS_SELECTOR, '.calendar rect[data-p="2024-12-24"]')
     assert day.get_attribute("class") == "c-succeeded"
     day.click()  # the script opens the day

@@ -197,6 +197,14 @@ def test_cancel_retry_materialize_and_pause_from_the_ui(pipeline: Pipeline, ui: 
     limited = ui.get(f"/api/runs/{made.json()['run_id']}", params={"limit": 3}).json()
     assert (len(limited["steps"]), limited["steps_total"]) == (3, 10)
 
+    several = ui.post(
+        "/api/assets/regional/materialize",
+        data={"partitions": f"eu\n{HOSTILE}\n"},
+        headers={"X-CSRF-Token": _token(ui), "Accept": "application/json"},
+    )
+    assert several.status_code == 200, several.text
+    chosen = ui.get(f"/api/runs/{several.json()['run_id']}").json()["steps"]
+    assert sorted(s["partition"] for s in chosen) == sorted(["eu", HOSTILE])
     one = _post(ui, "/api/assets/source/materialize")
     assert one.status_code == 303
     missing = ui.post(

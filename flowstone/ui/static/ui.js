@@ -2,12 +2,27 @@
 // A page opts in with <main data-live="MS">; the server answers `X-Fragment: 1` with the main block only.
 // Nothing is refreshed while the person is typing in a field, so a reason being written is never lost.
 // The partition calendar: one <rect class="c-STATE" data-p="KEY"> per day (no link or tooltip
-// element each, which keeps a 3,650-day page small): hovering shows the day, a click opens it.
+// element each, which keeps a 3,650-day page small): hovering shows the day, a click opens it, a
+// shift-click selects it (and a chip) for the Queue button, which sends them as `partitions`.
 (function () {
   "use strict";
+  var selected = [];
+  function toggle(cell) {
+    var key = cell.getAttribute("data-p");
+    var at = selected.indexOf(key);
+    if (at < 0) { selected.push(key); cell.classList.add("sel"); } else { selected.splice(at, 1); cell.classList.remove("sel"); }
+    var field = document.getElementById("selected-partitions");
+    var list = document.getElementById("selected-list");
+    if (field) { field.value = selected.join("\n"); }
+    if (list) { list.textContent = selected.length ? selected.join(", ") : "none selected"; }
+  }
   document.addEventListener("click", function (event) {
-    var cell = event.target.closest ? event.target.closest("rect[data-p]") : null;
-    if (cell) { window.location.search = "?partition=" + encodeURIComponent(cell.getAttribute("data-p")); }
+    var cell = event.target.closest ? event.target.closest("[data-p]") : null;
+    if (!cell) { return; }
+    if (event.shiftKey) { event.preventDefault(); toggle(cell); return; }
+    if (cell.tagName.toLowerCase() === "rect") {
+      window.location.search = "?partition=" + encodeURIComponent(cell.getAttribute("data-p"));
+    }
   });
   document.addEventListener("mouseover", function (event) {
     var cell = event.target.closest ? event.target.closest("rect[data-p]") : null;
