@@ -28,6 +28,7 @@ from starlette.staticfiles import StaticFiles
 
 from flowstone import errors, results
 from flowstone import runtime as runtime_mod
+from flowstone import services as services_mod
 from flowstone.queue import client
 from flowstone.ui import security, views, views_ops
 
@@ -79,7 +80,7 @@ class UI:
     def user(self, request: Request) -> str:
         return self.auth.user(dict(request.headers), request.client.host if request.client else None)
 
-    def services(self, request: Request) -> Any:
+    def services(self, request: Request) -> services_mod.Services:
         """The runtime's services acting as the request's user (audit log, requested_by)."""
         return dataclasses.replace(self.rt.services, actor=self.user(request))
 
@@ -173,7 +174,7 @@ def create_app(rt: runtime_mod.FlowStone, auth: security.Auth | None = None) -> 
 
     def page(template: str, build: Callable[[Request], dict[str, Any]], *, live: bool = False) -> Handler:
         async def html(request: Request) -> Response:
-            ui.user(request)  # refuse before reading anything
+            await run_in_threadpool(ui.user, request)  # refuse before reading (argon2 is slow once)
             data = await run_in_threadpool(build, request)
             return ui.page(request, template, data, live=live)
 
@@ -181,16 +182,16 @@ def create_app(rt: runtime_mod.FlowStone, auth: security.Auth | None = None) -> 
 
     def api(build: Callable[[Request], dict[str, Any]]) -> Handler:
         async def as_json(request: Request) -> Response:
-            ui.user(request)
+            await run_in_threadpool(ui.user, request)
             return JSONResponse(await run_in_threadpool(build, request))
 
         return guarded(as_json)
 
     def action(do: Callable[[UI, Request, dict[str, str]], dict[str, Any]]) -> Handler:
         async def post(request: Request) -> Response:
+            await run_in_threadpool(ui.user, request)  # who first (401), then whether from our page (403)
             await _check_csrf(request)
             form = {k: str(v) for k, v in (await request.form()).items()}
-            ui.user(request)
             result = await run_in_threadpool(do, ui, request, form)
             if _wants_json(request):
                 return JSONResponse(result)
