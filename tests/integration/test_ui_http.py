@@ -337,6 +337,7 @@ def test_with_a_users_file_the_browser_signs_in_and_the_user_decides(pipeline: P
             asked = anonymous.get("/approvals")
             assert asked.status_code == 401
             assert asked.headers["www-authenticate"].startswith("Basic ")
+            assert anonymous.post(f"/api/approvals/{approval.id}/approve").status_code == 401  # who, first
         with httpx.Client(base_url=server.url, auth=("carol", "wrong")) as wrong:
             assert wrong.get("/api/runs").status_code == 401
         with httpx.Client(base_url=server.url, auth=("bob", "pw-bob")) as bob:
