@@ -11,9 +11,12 @@ Database calls block, so every handler runs them in Starlette's thread pool.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
-from collections.abc import Awaitable, Callable
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +29,7 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from flowstone import errors, results
+from flowstone import errors, results, snapshot
 from flowstone import runtime as runtime_mod
 from flowstone import services as services_mod
 from flowstone.queue import client
@@ -37,6 +40,8 @@ __all__ = ["create_app"]
 HERE = Path(__file__).parent
 LIVE_MS = 3000
 """How often a live page fetches its content again."""
+REFRESH_S = 10.0
+"""How often (at most) a request checks whether new definitions were published."""
 
 STATUS_OF: dict[type[errors.FlowStoneError], int] = {
     errors.UnknownAssetError: 404,
@@ -62,11 +67,23 @@ def _status(exc: errors.FlowStoneError) -> int:
 
 
 class UI:
-    """The app's state: the runtime (definitions from the snapshot), auth, templates."""
+    """The app's state: the runtime (definitions from the snapshot), auth, templates.
 
-    def __init__(self, rt: runtime_mod.FlowStone, auth: security.Auth) -> None:
+    A deploy publishes new definitions while the UI runs: at most every ``refresh_s`` seconds a
+    request reads the snapshot's hash, and a new one gets a new runtime for it (the previous one,
+    if the UI made it, is closed a minute later, after the requests that hold it)."""
+
+    def __init__(
+        self, rt: runtime_mod.FlowStone, auth: security.Auth, *, refresh_s: float = REFRESH_S
+    ) -> None:
         self.rt = rt
         self.auth = auth
+        self.refresh_s = refresh_s
+        published = views.pg(rt).snapshots.read()
+        self._hash = published.hash if published is not None else None
+        self._checked = time.monotonic()
+        self._lock = threading.Lock()
+        self.created: list[runtime_mod.FlowStone] = []
         self.env = Environment(
             loader=FileSystemLoader(HERE / "templates"),
             autoescape=select_autoescape(default=True, default_for_string=True),
@@ -76,6 +93,39 @@ class UI:
         self.env.filters["ts"] = _timestamp
         self.env.filters["calendar_cells"] = _calendar_cells
         self.env.filters["pretty"] = lambda v: json.dumps(v, indent=2, sort_keys=True, default=str)
+
+    def refresh(self) -> None:
+        """Follow newly published definitions (a read of the snapshot every ``refresh_s`` at most)."""
+        if time.monotonic() - self._checked < self.refresh_s:
+            return
+        with self._lock:
+            if time.monotonic() - self._checked < self.refresh_s:
+                return
+            self._checked = time.monotonic()
+            found = views.pg(self.rt).snapshots.read()
+            if found is None or found.hash == self._hash:
+                return
+            old = self.rt
+            self.rt = runtime_mod.FlowStone(
+                snapshot.definitions_from(found.assets, found.automation),
+                database_url=old.database_url,
+                home=old.settings.home,
+                actor=old.actor,
+                publish_definitions=False,
+            )
+            self._hash = found.hash
+            self.created.append(self.rt)
+            if old in self.created:
+                self.created.remove(old)
+                closer = threading.Timer(60.0, old.close)
+                closer.daemon = True
+                closer.start()
+
+    def close(self) -> None:
+        """Close the runtimes the UI made (the caller closes the one it gave)."""
+        for made in self.created:
+            made.close()
+        self.created.clear()
 
     def user(self, request: Request) -> str:
         return self.auth.user(dict(request.headers), request.client.host if request.client else None)
@@ -158,9 +208,19 @@ def _headers(response: Response) -> Response:
     return response
 
 
-def create_app(rt: runtime_mod.FlowStone, auth: security.Auth | None = None) -> Starlette:
-    """The ASGI app for ``rt`` (open on the database; its definitions may come from the snapshot)."""
-    ui = UI(rt, auth or security.Auth(local_actor=rt.actor))
+def create_app(
+    rt: runtime_mod.FlowStone, auth: security.Auth | None = None, *, refresh_s: float = REFRESH_S
+) -> Starlette:
+    """The ASGI app for ``rt`` (open on the database; its definitions come from the snapshot and
+    follow new ones, see :class:`UI`)."""
+    ui = UI(rt, auth or security.Auth(local_actor=rt.actor), refresh_s=refresh_s)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            ui.close()
 
     def guarded(handler: Handler) -> Handler:
         async def wrapped(request: Request) -> Response:
@@ -175,6 +235,7 @@ def create_app(rt: runtime_mod.FlowStone, auth: security.Auth | None = None) -> 
     def page(template: str, build: Callable[[Request], dict[str, Any]], *, live: bool = False) -> Handler:
         async def html(request: Request) -> Response:
             await run_in_threadpool(ui.user, request)  # refuse before reading (argon2 is slow once)
+            await run_in_threadpool(ui.refresh)
             data = await run_in_threadpool(build, request)
             return ui.page(request, template, data, live=live)
 
@@ -183,6 +244,7 @@ def create_app(rt: runtime_mod.FlowStone, auth: security.Auth | None = None) -> 
     def api(build: Callable[[Request], dict[str, Any]]) -> Handler:
         async def as_json(request: Request) -> Response:
             await run_in_threadpool(ui.user, request)
+            await run_in_threadpool(ui.refresh)
             return JSONResponse(await run_in_threadpool(build, request))
 
         return guarded(as_json)
@@ -202,22 +264,22 @@ def create_app(rt: runtime_mod.FlowStone, auth: security.Auth | None = None) -> 
     # -- what each route reads ----------------------------------------------------------------
 
     def assets(r: Request) -> dict[str, Any]:
-        return views.assets_page(rt, group=r.query_params.get("group"), q=r.query_params.get("q"))
+        return views.assets_page(ui.rt, group=r.query_params.get("group"), q=r.query_params.get("q"))
 
     def asset(r: Request) -> dict[str, Any]:
-        return views.asset_page(rt, r.path_params["name"], partition=r.query_params.get("partition"))
+        return views.asset_page(ui.rt, r.path_params["name"], partition=r.query_params.get("partition"))
 
     def runs(r: Request) -> dict[str, Any]:
-        return views_ops.runs_page(rt, status=r.query_params.get("status"))
+        return views_ops.runs_page(ui.rt, status=r.query_params.get("status"))
 
     def run(r: Request) -> dict[str, Any]:
-        return views_ops.run_page(rt, r.path_params["run_id"], limit=_limit(r, views_ops.STEPS_MAX))
+        return views_ops.run_page(ui.rt, r.path_params["run_id"], limit=_limit(r, views_ops.STEPS_MAX))
 
     def approvals(_: Request) -> dict[str, Any]:
-        return views_ops.approvals_page(rt)
+        return views_ops.approvals_page(ui.rt)
 
     def automation(_: Request) -> dict[str, Any]:
-        return views_ops.automation_page(rt)
+        return views_ops.automation_page(ui.rt)
 
     async def home(_: Request) -> Response:
         return RedirectResponse("/assets", status_code=307)
@@ -243,7 +305,7 @@ def create_app(rt: runtime_mod.FlowStone, auth: security.Auth | None = None) -> 
         Route("/api/schedules/{name}/{verb}", action(_schedule), methods=["POST"]),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
-    return Starlette(routes=routes)
+    return Starlette(routes=routes, lifespan=lifespan)
 
 
 # -- what each action does (POST) ----------------------------------------------------------------

@@ -358,3 +358,26 @@ def test_with_a_users_file_the_browser_signs_in_and_the_user_decides(pipeline: P
     finally:
         server.stop()
         rt.close()
+
+
+def test_the_ui_follows_newly_published_definitions(pipeline: Pipeline):
+    from flowstone.ui import app as app_mod  # noqa: PLC0415
+
+    rt = fs.FlowStone.from_database(database_url=pipeline.database_url)
+    server = LiveServer(app_mod.create_app(rt, refresh_s=0))
+    try:
+        with httpx.Client(base_url=server.url) as client:
+            assert "extra" not in [a["name"] for a in client.get("/api/assets").json()["assets"]]
+
+            @fs.asset
+            def extra(source: int) -> int:
+                return source
+
+            deployed = fs.Definitions(assets=[*pipeline.runtime.defs.assets.values(), extra])
+            fs.FlowStone(deployed, database_url=pipeline.database_url).close()  # publishes them
+            names = [a["name"] for a in client.get("/api/assets").json()["assets"]]
+            assert "extra" in names
+            assert client.get("/api/assets/extra").json()["deps"] == ["source"]
+    finally:
+        server.stop()
+        rt.close()
