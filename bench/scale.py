@@ -3,7 +3,8 @@ success at growing numbers of materializations (issue: 10 M materializations).
 
 Materializations are generated set-based (SQL, no Python per row) over 50 assets x 20,000
 partitions, with lineage from each asset to the previous one; after each level the tables are
-vacuumed and analysed and every query is timed ``BENCH_SCALE_REPEATS`` times (default 50) with fresh parameters.
+vacuumed and analysed and every query is timed ``BENCH_SCALE_REPEATS`` times (default 50) with
+fresh parameters.
 
 Environment: FLOWSTONE_BENCH_DATABASE_URL (else an embedded Postgres), BENCH_SCALE_ROWS
 (comma-separated levels, default "10000,1000000"; "10000,1000000,10000000" for the full issue).

@@ -91,3 +91,36 @@ SELECT *
 FROM flowstone_approvals
 WHERE run_id = %(run_id)s
 ORDER BY requested_at, id;
+
+-- name: report_partition_states
+-- Returns, for every partition of one asset in key order, the status and code version of its newest
+-- step and the finish time of its latest success: the web UI's partition grid (no metadata, no
+-- outputs; both halves are index-only scans of flowstone_materializations_newest_idx and _latest_idx).
+SELECT n.partition_key, n.status, n.code_version, s.finished_at AS last_success_at
+FROM (SELECT DISTINCT ON (m.partition_key) m.partition_key, m.status, m.code_version
+      FROM flowstone_materializations AS m
+      WHERE m.asset = %(asset)s
+      ORDER BY m.partition_key, m.id DESC) AS n
+LEFT JOIN (SELECT DISTINCT ON (l.partition_key) l.partition_key, l.finished_at
+           FROM flowstone_materializations AS l
+           WHERE l.asset = %(asset)s AND l.status = 'succeeded'
+           ORDER BY l.partition_key, l.finished_at DESC, l.id DESC) AS s
+       ON s.partition_key = n.partition_key
+ORDER BY n.partition_key;
+
+-- name: report_run_steps
+-- Returns at most `limit` steps of one run, those not succeeded first, then in id order (a run
+-- page shows what needs attention without reading every step of a big backfill).
+SELECT *
+FROM flowstone_materializations
+WHERE run_id = %(run_id)s
+ORDER BY status = 'succeeded', id
+LIMIT %(limit)s;
+
+-- name: report_approvals_decided
+-- Returns the approvals decided (approved, rejected, expired, withdrawn), newest decision first.
+SELECT *
+FROM flowstone_approvals
+WHERE status <> 'pending'
+ORDER BY decided_at DESC NULLS LAST, id DESC
+LIMIT %(limit)s;

@@ -25,7 +25,7 @@ LAYERS: list[set[str]] = [
     {"execution", "local", "retention", "slots", "prune"},
     {"queue", "approvals", "automation"},
     {"runtime"},
-    {"cli"},
+    {"cli", "ui"},
 ]
 
 
