@@ -47,17 +47,20 @@ ORDER BY n.asset, n.status;
 -- name: report_partitions
 -- Returns the newest step of every partition of one asset (optionally only those in one status),
 -- with the finish time of the partition's latest success, in partition key order. The partitions
--- are walked one index probe each (a loose scan of the identity key), so the cost follows the
--- partitions listed, not the versions stored.
-WITH RECURSIVE keys (partition_key) AS (
-    (SELECT k.partition_key FROM flowstone_materializations AS k
+-- are walked one index probe each (a loose scan of the identity key), and without a status filter
+-- the walk stops after `limit` partitions, so the cost follows the partitions listed, not the
+-- versions stored.
+WITH RECURSIVE keys (partition_key, n) AS (
+    (SELECT k.partition_key, 1 FROM flowstone_materializations AS k
      WHERE k.asset = %(asset)s ORDER BY k.partition_key LIMIT 1)
     UNION ALL
     SELECT (SELECT k.partition_key FROM flowstone_materializations AS k
             WHERE k.asset = %(asset)s AND k.partition_key > keys.partition_key
-            ORDER BY k.partition_key LIMIT 1)
+            ORDER BY k.partition_key LIMIT 1),
+           keys.n + 1
     FROM keys
     WHERE keys.partition_key IS NOT NULL
+      AND (%(status)s::text IS NOT NULL OR keys.n < %(limit)s)
 )
 SELECT n.*, s.finished_at AS last_success_at
 FROM keys
