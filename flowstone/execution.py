@@ -20,6 +20,7 @@ transaction. A queued run retries a retryable failure while the asset's retry po
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import random
@@ -31,14 +32,17 @@ from typing import Any, TypeVar
 
 from flowstone import (
     approval_types,
+    capture,
     codec,
     definitions,
     errors,
+    events,
     partition_keys,
     planning,
     resources,
     results,
     services,
+    step_inputs,
 )
 from flowstone import context as context_mod
 from flowstone.io import base as io_base
@@ -101,6 +105,8 @@ class Executed:
     metadata: dict[str, Any]
     lineage: list[tuple[int, str]]
     output: io_base.PreparedOutput | None
+    logs: list[records.StepLogLine] = dataclasses.field(default_factory=list)
+    """The lines captured last, written with the success."""
 
 
 def create_run(
@@ -134,6 +140,9 @@ def create_run(
         )
     else:
         svc.store.create_run(run, steps, edges=plan.edges())
+    events.emit(
+        "run.started", run_id=run.run_id, kind=str(kind), selection=list(plan.selection), steps=len(steps)
+    )
     return run.run_id
 
 
@@ -174,7 +183,8 @@ class StepRunner:
         job passes its ``job_id``: it also takes over its own steps left ``running`` by a worker that
         died (a redelivered job)."""
         lone = partition_keys.decode(batch_key)
-        wanted = [(inp.asset, key) for inp in asset.inputs for _, key in self._wanted(asset, lone)[inp.name]]
+        reads = step_inputs.wanted(self.defs, asset, lone)
+        wanted = [(inp.asset, key) for inp in asset.inputs for _, key in reads[inp.name]]
         claim = self.store.claim(
             run_id,
             asset.name,
@@ -190,7 +200,9 @@ class StepRunner:
                 (inp.asset, key)
                 for step in others
                 for inp in asset.inputs
-                for _, key in self._wanted(asset, partition_keys.decode(step.partition_key))[inp.name]
+                for _, key in step_inputs.wanted(self.defs, asset, partition_keys.decode(step.partition_key))[
+                    inp.name
+                ]
             ]
             inputs = {**claim.inputs, **self.store.find_inputs(run_id, list(dict.fromkeys(more)))}
             claim = store_base.Claim(claim.steps, inputs, claim.run_kind, claim.run_config)
@@ -226,10 +238,9 @@ class StepRunner:
         outcomes: list[StepOutcome] = []
         done: list[tuple[records.Materialization, Executed]] = []
         for step in claim.steps:
+            events.emit("step.started", **_where(step))
             try:
-                executed = self._execute(step, asset, scope, claim.inputs)
-                if self.after_store is not None:
-                    self.after_store(step, executed.ref)
+                executed = self._captured(step, asset, scope, claim.inputs)
             except approval_types.ApprovalPending as pending:
                 outcomes.append(self._wait_for_approval(step, pending.request))
                 continue
@@ -258,6 +269,7 @@ class StepRunner:
         continued: bool,
     ) -> tuple[list[StepOutcome], store_base.Completed | None]:
         """Record successes together; a backfill has no step edges, so nothing to release."""
+        joined = self.store.logs.joins_success
         items = [
             store_base.Success(
                 step=step,
@@ -265,9 +277,12 @@ class StepRunner:
                 metadata=executed.metadata,
                 lineage=executed.lineage,
                 output=executed.output,
+                logs=executed.logs if joined else (),
             )
             for step, executed in done
         ]
+        if not joined:
+            self._write_logs([line for _, executed in done for line in executed.logs])
         try:
             completed = self.store.complete_steps(
                 items,
@@ -277,6 +292,8 @@ class StepRunner:
                 keep=keep if self.queued else None,
             )
         except Exception as exc:  # noqa: BLE001 - the success transaction failed: each step failed
+            if joined:  # the lines went down with the transaction: write them on their own
+                self._write_logs([line for _, executed in done for line in executed.logs])
             return [self._record_failure(step, exc, continued=continued) for step, _ in done], None
         outcomes = []
         for (step, executed), row in zip(done, completed.rows, strict=True):
@@ -292,6 +309,7 @@ class StepRunner:
                 )
                 outcomes.append(StepOutcome(record=self._current(step), error=lost))
             else:
+                events.emit("step.succeeded", **_where(row), duration_ms=row.duration_ms)
                 outcomes.append(StepOutcome(record=row, value=executed.value))
         return outcomes, completed
 
@@ -308,6 +326,7 @@ class StepRunner:
             )
         except errors.FlowStoneError as exc:  # e.g. approvals on the memory store: a clear failure
             return self._record_failure(step, exc)
+        events.emit("step.waiting_approval", **_where(step))
         return StepOutcome(record=row or self._current(step))
 
     def _record_failure(
@@ -337,12 +356,15 @@ class StepRunner:
                 ),
             )
             if row is not None:
+                events.emit("step.retrying", **_where(step), retry_in_s=delay, **_why(error))
                 return StepOutcome(record=row, error=error, retry_in_s=delay)
             return StepOutcome(record=self._current(step), error=error)
         failed = self._durably(
             "record a failure",
             lambda: self.store.fail_terminal(step, error=error.to_dict(), actor=self.svc.actor),
         )
+        if failed is not None:
+            events.emit("step.failed", **_where(failed), duration_ms=failed.duration_ms, **_why(error))
         return StepOutcome(record=failed if failed is not None else self._current(step), error=error)
 
     def _durably(self, what: str, write: Callable[[], T]) -> T:
@@ -361,6 +383,32 @@ class StepRunner:
                 time.sleep(delay * (1 + random.random() / 2))  # noqa: S311 - jitter, not security
                 delay = min(delay * 2, 2.0)
 
+    def _captured(
+        self,
+        step: records.Materialization,
+        asset: definitions.AssetDef,
+        scope: resources.ResourceScope,
+        found: store_base.Found,
+    ) -> Executed:
+        """Steps 3 to 5 with the step's logging and output captured (:mod:`flowstone.capture`);
+        what a failing attempt captured is written before its failure is recorded."""
+        with capture.capturing(step.id, step.attempt, self.svc.step_logs, self.store.logs) as captured:
+            try:
+                executed = self._execute(step, asset, scope, found)
+                if self.after_store is not None:
+                    self.after_store(step, executed.ref)
+            except BaseException:
+                self._write_logs(captured.close())
+                raise
+        return dataclasses.replace(executed, logs=captured.close())
+
+    def _write_logs(self, lines: list[records.StepLogLine]) -> None:
+        # Logging never decides a step's outcome (I12): a write that fails loses the lines.
+        try:
+            self.store.logs.write(lines)
+        except errors.StoreError as exc:
+            logger.warning("could not write %d step log line(s): %s", len(lines), exc.message)
+
     def _execute(
         self,
         step: records.Materialization,
@@ -370,7 +418,9 @@ class StepRunner:
     ) -> Executed:
         """Steps 3 to 5: inputs, resources, the function, the output (stored or prepared)."""
         partition = partition_keys.decode(step.partition_key)
-        kwargs, lineage = self._load_inputs(step, asset, partition, found)
+        kwargs, lineage = step_inputs.load_inputs(
+            self.defs, self.svc.io_managers, step, asset, partition=partition, found=found
+        )
         ctx = context_mod.AssetContext(
             asset=asset.name,
             partition=partition,
@@ -390,7 +440,8 @@ class StepRunner:
         if asset.context_param is not None:
             kwargs[asset.context_param] = ctx
         value = asset.fn(**kwargs)
-        manager = self._manager(asset.io_manager, asset.name)
+        manager = step_inputs.manager(self.svc.io_managers, asset.io_manager, asset.name)
+        started = time.perf_counter()
         out_ctx = io_base.OutputContext(
             asset=asset.name,
             partition=partition,
@@ -407,89 +458,27 @@ class StepRunner:
             ref = output.ref
         else:
             ref = manager.store(out_ctx, value)  # a new immutable version, before the success
+        events.emit(
+            "io.stored",
+            **_where(step),
+            io_manager=asset.io_manager,
+            duration_ms=(time.perf_counter() - started) * 1000,
+        )
         # Metadata is stored as JSON: typed values (Decimal, date, ...) go through the codec.
         metadata = codec.to_jsonable(dict(ctx.metadata))
         assert isinstance(metadata, dict)  # noqa: S101 - a dict encodes to a dict
         return Executed(value=value, ref=ref, metadata=metadata, lineage=lineage, output=output)
 
-    def _manager(self, key: str, asset: str) -> io_base.IOManager:
-        try:
-            return self.svc.io_managers[key]
-        except KeyError:
-            raise errors.IOManagerError(
-                f"IO manager {key!r} is not configured", asset=asset, retryable=False
-            ) from None
 
-    def _wanted(
-        self, asset: definitions.AssetDef, partition: partition_keys.PartitionValue | None
-    ) -> dict[str, list[tuple[partition_keys.PartitionValue | None, str]]]:
-        """Per input: the upstream partitions it reads, with their keys."""
-        wanted: dict[str, list[tuple[partition_keys.PartitionValue | None, str]]] = {}
-        for inp in asset.inputs:
-            values = planning.step_partitions(asset, self.defs.get(inp.asset), partition)
-            wanted[inp.name] = [(v, partition_keys.encode(v)) for v in values]
-        return wanted
-
-    def _load_inputs(
-        self,
-        step: records.Materialization,
-        asset: definitions.AssetDef,
-        partition: partition_keys.PartitionValue | None,
-        found: store_base.Found,
-    ) -> tuple[dict[str, object], list[tuple[int, str]]]:
-        wanted = self._wanted(asset, partition)
-        kwargs: dict[str, object] = {}
-        lineage: list[tuple[int, str]] = []
-        for inp in asset.inputs:
-            loaded: dict[object, object] = {}
-            for value, key in wanted[inp.name]:
-                row = _input_row(found.get((inp.asset, key)), inp.asset, key)
-                upstream = self.defs.get(inp.asset)
-                manager = self._manager(upstream.io_manager, upstream.name)
-                ref = io_base.OutputRef.model_validate(row.output_ref)
-                loaded[value] = manager.load(
-                    io_base.InputContext(
-                        asset=inp.asset,
-                        partition=value,
-                        partition_key=key,
-                        ref=ref,
-                        type_hint=None if inp.mapping.is_multi() else inp.type_hint,
-                    )
-                )
-                lineage.append((row.id, inp.name))
-            if inp.mapping.is_multi():
-                kwargs[inp.name] = loaded
-            elif len(loaded) == 1:
-                kwargs[inp.name] = next(iter(loaded.values()))
-            else:
-                raise errors.DependencyNotReadyError(
-                    f"input {inp.name!r} has no upstream partition of {inp.asset!r} to read for "
-                    f"partition {step.partition_key}",
-                    retryable=False,
-                )
-        return kwargs, lineage
+def _where(step: records.Materialization) -> dict[str, Any]:
+    """The location fields of a step's lifecycle event."""
+    return {
+        "run_id": step.run_id,
+        "asset": step.asset,
+        "partition": step.partition_key,
+        "attempt": step.attempt,
+    }
 
 
-def _input_row(
-    found: tuple[records.Materialization, bool] | None, upstream: str, key: str
-) -> records.Materialization:
-    if found is None:
-        raise errors.DependencyNotReadyError(
-            f"upstream {upstream!r} [{key}] has no succeeded materialization to read; "
-            f"materialize it first (or use with_upstream=True)",
-            retryable=False,
-        )
-    row, in_run = found
-    if row.output_deleted_at is not None:
-        raise errors.DependencyNotReadyError(
-            f"upstream {upstream!r} [{key}] #{row.id}: its output was deleted by gc at "
-            f"{row.output_deleted_at:%Y-%m-%d %H:%M:%S}; materialize it again",
-            retryable=False,
-        )
-    if row.status != StepStatus.SUCCEEDED or row.output_ref is None:
-        where = "in this run" if in_run else "latest"
-        raise errors.DependencyNotReadyError(
-            f"upstream {upstream!r} [{key}] is {row.status} {where}; it must succeed first",
-            retryable=False,
-        )
-    return row
+def _why(error: errors.FlowStoneError) -> dict[str, Any]:
+    return {"error_type": type(error).__name__, "error": error.message}

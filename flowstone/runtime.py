@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -22,6 +21,7 @@ import procrastinate
 from flowstone import approvals as approvals_mod
 from flowstone import (
     automation,
+    capture,
     definitions,
     errors,
     execution,
@@ -40,7 +40,7 @@ from flowstone.io.postgres import PostgresIOManager
 from flowstone.queue import client, worker
 from flowstone.results import BackfillResult, GcReport, RunConfig, RunResult
 from flowstone.status import RunKind, RunStatus, StepStatus
-from flowstone.store import backend, migrations, records
+from flowstone.store import backend, records
 from flowstone.store import base as store_base
 from flowstone.store.memory import MemoryStore
 from flowstone.store.postgres import PostgresStore
@@ -79,6 +79,7 @@ class FlowStone:
         continuation_steps: int = 100,
         continuation_s: float = 10.0,
         publish_definitions: bool = True,
+        step_logs: capture.StepLogSettings | None = None,
     ) -> None:
         self.defs = defs
         env = settings_mod.Settings.from_env()
@@ -114,6 +115,7 @@ class FlowStone:
                 continuation_steps=continuation_steps,
                 continuation_s=continuation_s,
             ),
+            step_logs=step_logs or capture.StepLogSettings(),
         )
         self.lineage = lineage_mod.Lineage(defs, self.store)
         self.approvals = approvals_mod.Approvals(self.services)
@@ -125,7 +127,9 @@ class FlowStone:
             snap = snapshot.build(defs)
             by = f"{self.actor}@{socket.gethostname()}:{os.getpid()}"
             store = self.store
-            _through_blips("publish the definitions", lambda: store.snapshots.publish(snap, published_by=by))
+            backend.through_blips(
+                "publish the definitions", lambda: store.snapshots.publish(snap, published_by=by)
+            )
 
     @classmethod
     def from_database(
@@ -137,7 +141,7 @@ class FlowStone:
         settings = settings_mod.Settings.from_env()
         if home is not None:
             settings = settings.model_copy(update={"home": Path(home)})
-        target = _migrated(backend.resolve_database(database_url, settings=settings))
+        target = backend.migrated(backend.resolve_database(database_url, settings=settings))
         probe = PostgresStore(target.url, max_connections=1)
         try:
             published = probe.snapshots.read()
@@ -166,7 +170,7 @@ class FlowStone:
             return store, default
         if store is not None:
             raise errors.ConfigurationError(f"store must be 'memory' or a Store, not {store!r}")
-        target = _migrated(backend.resolve_database(database_url, settings=self.settings))
+        target = backend.migrated(backend.resolve_database(database_url, settings=self.settings))
         self.database_url = target.url
         return PostgresStore(target.url, max_connections=max_connections), PostgresIOManager()
 
@@ -427,6 +431,13 @@ class FlowStone:
             )
         return partition_keys.encode(definition.partitions.validate(partition, asset=asset))
 
+    def logs(self, run_id: str, asset: str | None = None, partition: object = None) -> list[records.StepLog]:
+        """The stored step logs of a run (of one asset, one partition), in step, attempt, line order."""
+        if partition is not None and asset is None:
+            raise errors.ConfigurationError("logs: a partition needs its asset (asset=...)")
+        key = self.partition_key(asset, partition) if asset is not None and partition is not None else None
+        return self.store.logs.read(run_id, asset=asset, partition_key=key)
+
     def latest(self, asset: str, partition: object = None) -> records.Materialization | None:
         """The latest succeeded materialization of (asset, partition), or ``None`` (I8)."""
         return self.store.latest(asset, self.partition_key(asset, partition))
@@ -469,35 +480,3 @@ class FlowStone:
                 type_hint=definition.return_type,
             )
         )
-
-
-def _migrated(target: backend.DatabaseTarget) -> backend.DatabaseTarget:
-    """The database, migrated when it is the embedded one; an external one with migrations to
-    apply is refused with what to run."""
-    todo = _through_blips("check the migrations", lambda: migrations.pending(target.url))
-    if todo:
-        if target.source == "embedded":
-            migrations.upgrade(target.url)
-        else:
-            raise errors.ConfigurationError(
-                f"the database has {len(todo)} FlowStone migration(s) to apply "
-                f"({', '.join(todo)}): run `flowstone db upgrade`"
-            )
-    return target
-
-
-def _through_blips(what: str, call: Callable[[], T], *, attempts: int = 6) -> T:
-    """``call()``, again after a transient database error (a dropped connection, a restart in
-    progress) with backoff, ~3 s in all: a process started in the middle of a blip (a worker
-    restarted by its supervisor) starts instead of dying. Other errors, and the last one, raise."""
-    delay = 0.1
-    for attempt in range(1, attempts + 1):
-        try:
-            return call()
-        except errors.StoreError as exc:
-            if not exc.retryable or attempt == attempts:
-                raise
-            logger.info("could not %s (%s); trying again in %.1f s", what, exc, delay)
-            time.sleep(delay)
-            delay *= 2
-    raise AssertionError("unreachable")  # pragma: no cover

@@ -16,12 +16,22 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[2] / "flowstone"
 
 LAYERS: list[set[str]] = [
-    {"_version", "errors", "settings", "partition_keys", "codec", "codec_decode", "identifiers", "status"},
+    {
+        "_version",
+        "errors",
+        "events",
+        "settings",
+        "partition_keys",
+        "codec",
+        "codec_decode",
+        "identifiers",
+        "status",
+    },
     {"partition_base", "time_partitions", "partition_mappings", "partitions"},
     {"resources", "io", "approval_types", "graph", "context"},
     {"assets", "definitions", "schedules", "testing", "snapshot"},
     {"store"},
-    {"planning", "results", "services", "lineage"},
+    {"planning", "results", "services", "lineage", "capture", "step_inputs"},
     {"execution", "local", "retention"},
     {"queue", "approvals", "automation"},
     {"runtime"},

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from flowstone import errors, runtime
+from flowstone import errors
+from flowstone.store import backend
 
 
 def test_start_up_rides_out_a_transient_database_error(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(runtime.time, "sleep", lambda _s: None)
+    monkeypatch.setattr(backend.time, "sleep", lambda _s: None)
     calls: list[int] = []
 
     def flaky() -> str:
@@ -18,12 +19,12 @@ def test_start_up_rides_out_a_transient_database_error(monkeypatch: pytest.Monke
             raise errors.StoreError("terminating connection due to administrator command", retryable=True)
         return "ok"
 
-    assert runtime._through_blips("check the migrations", flaky) == "ok"
+    assert backend.through_blips("check the migrations", flaky) == "ok"
     assert len(calls) == 3
 
 
 def test_start_up_does_not_retry_a_permanent_error_nor_forever(monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setattr(runtime.time, "sleep", lambda _s: None)
+    monkeypatch.setattr(backend.time, "sleep", lambda _s: None)
     calls: list[int] = []
 
     def broken() -> None:
@@ -31,7 +32,7 @@ def test_start_up_does_not_retry_a_permanent_error_nor_forever(monkeypatch: pyte
         raise errors.StoreError("relation does not exist", retryable=False)
 
     with pytest.raises(errors.StoreError, match="does not exist"):
-        runtime._through_blips("check the migrations", broken)
+        backend.through_blips("check the migrations", broken)
     assert len(calls) == 1
 
     def down() -> None:
@@ -40,5 +41,5 @@ def test_start_up_does_not_retry_a_permanent_error_nor_forever(monkeypatch: pyte
 
     calls.clear()
     with pytest.raises(errors.StoreError, match="refused"):
-        runtime._through_blips("check the migrations", down, attempts=4)
+        backend.through_blips("check the migrations", down, attempts=4)
     assert len(calls) == 4
