@@ -15,7 +15,7 @@ import argparse
 from collections.abc import Sequence
 
 from flowstone import _version, errors
-from flowstone.cli import assets, common, db, ops, runs
+from flowstone.cli import assets, common, db, logs, ops, runs
 from flowstone.cli.common import Handler, ProgressBar, load_target
 from flowstone.cli.common import rt_partitions as rt_partitions  # importable from here, as before
 
@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     db.add_commands(commands)
     runs.add_commands(commands)
     assets.add_query_commands(commands)
+    logs.add_commands(commands)
     ops.add_approval_commands(commands)
     ops.add_automation_commands(commands)
     assets.add_gc_command(commands)

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import logging
-import sys
 from collections.abc import Mapping
 from typing import Any
 
 from flowstone import errors
-from flowstone.cli import common
+from flowstone.cli import common, logs
 from flowstone.queue import client, jobs, process
 from flowstone.status import RunStatus
 from flowstone.store import records
@@ -126,11 +124,7 @@ def _cmd_runs(args: argparse.Namespace) -> int:
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=getattr(logging, args.log_level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    logs.configure_worker_logging(args.log_level, args.log_format)
     runtime = common.open_runtime(args)
     queues = [q.strip() for q in args.queues.split(",") if q.strip()] if args.queues else None
     if queues is not None and jobs.DEFAULT_QUEUE not in queues:
@@ -215,4 +209,5 @@ def add_commands(commands: Any) -> None:
     worker.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"], help="log level"
     )
+    logs.add_log_format_option(worker)
     worker.set_defaults(handler=_cmd_worker)
