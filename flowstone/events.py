@@ -25,11 +25,10 @@ CATALOGUE: dict[str, str] = {
     "step.succeeded": "a step attempt's success was recorded (+ duration_ms)",
     "step.failed": "a step attempt failed for good (+ duration_ms, error_type, error)",
     "step.retrying": "a step attempt failed and will be retried (+ retry_in_s, error_type, error)",
-    "step.waiting_approval": "a step waits for an approval (+ approval_id)",
     "io.loaded": "an input was loaded (+ input, upstream_asset, upstream_partition, duration_ms)",
     "io.stored": "an output was stored or prepared (+ io_manager, duration_ms)",
-    "approval.requested": "an approval was requested (run_id, asset, partition, approval_id)",
-    "approval.decided": "an approval was decided (approval_id, status, by)",
+    "approval.requested": "a step asked for an approval and now waits for it (+ request: its message)",
+    "approval.decided": "an approval was decided, or its timeout applied (+ approval_id, status, by)",
 }
 """Every event name with what it means and the fields it carries beyond its location."""
 

@@ -326,7 +326,7 @@ class StepRunner:
             )
         except errors.FlowStoneError as exc:  # e.g. approvals on the memory store: a clear failure
             return self._record_failure(step, exc)
-        events.emit("step.waiting_approval", **_where(step))
+        events.emit("approval.requested", **_where(step), request=request.message)
         return StepOutcome(record=row or self._current(step))
 
     def _record_failure(

@@ -71,3 +71,26 @@ def test_json_formatter_writes_one_object_with_the_extra_fields():
         "INFO",
         "step.started",
     )
+
+
+@fs.asset
+def gated(context: fs.AssetContext, source: int) -> int:
+    context.require_approval("ship it?", timeout=None)
+    return source
+
+
+def test_approval_events(database_url: str, caplog: pytest.LogCaptureFixture):
+    caplog.set_level(logging.INFO, logger="flowstone.events")
+    with fs.FlowStone(fs.Definitions(assets=[source, gated]), database_url=database_url) as rt:
+        run = rt.materialize("gated", with_upstream=True, raise_on_error=False)
+        (pending,) = rt.approvals.list()
+        rt.approvals.approve(pending.id, by="alice")
+    got = {r.__dict__["event"]: r.__dict__ for r in caplog.records if r.name == "flowstone.events"}
+    requested = got["approval.requested"]
+    assert (requested["run_id"], requested["asset"], requested["request"]) == (
+        run.run_id,
+        "gated",
+        "ship it?",
+    )
+    decided = got["approval.decided"]
+    assert (decided["approval_id"], decided["status"], decided["by"]) == (pending.id, "approved", "alice")
