@@ -1,6 +1,6 @@
 """Lifecycle events: stable, documented names sent through Python :mod:`logging`.
 
-Every event is one record of the logger ``flowstone.events`` at INFO (``step.failed``: WARNING) whose
+Every event is one record of the logger ``flowstone.events`` at INFO whose
 ``extra`` holds ``event`` (the name) and the fields of :data:`CATALOGUE` that apply (run id, asset,
 partition key, attempt, duration in milliseconds, ...). Any log pipeline can select them by
 ``record.event``; :class:`JsonFormatter` prints one JSON object per record
@@ -32,16 +32,14 @@ CATALOGUE: dict[str, str] = {
 }
 """Every event name with what it means and the fields it carries beyond its location."""
 
-_WARNING = frozenset({"step.failed"})
-
 
 def emit(event: str, **fields: Any) -> None:
     """Log the event ``event`` (a name of :data:`CATALOGUE`) with its fields as ``extra``."""
-    level = logging.WARNING if event in _WARNING else logging.INFO
-    if not logger.isEnabledFor(level):
+    # INFO, failures included: an unconfigured process (the CLI) prints nothing of it on stderr.
+    if not logger.isEnabledFor(logging.INFO):
         return
     shown = " ".join(f"{k}={v}" for k, v in fields.items() if v is not None)
-    logger.log(level, "%s %s", event, shown, extra={"event": event, **fields})
+    logger.info("%s %s", event, shown, extra={"event": event, **fields})
 
 
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}

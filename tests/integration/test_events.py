@@ -41,7 +41,7 @@ def test_a_run_emits_its_lifecycle_events_with_their_fields(
     assert names.count("io.loaded") == 2  # sink and broken read source
     assert names.count("io.stored") == 2
     (failed,) = [r for r in got if r.__dict__["event"] == "step.failed"]
-    assert failed.levelno == logging.WARNING
+    assert failed.levelno == logging.INFO
     fields = failed.__dict__
     assert (fields["run_id"], fields["asset"], fields["attempt"]) == (result.run_id, "broken", 1)
     assert fields["partition"] == partition_keys.UNPARTITIONED
