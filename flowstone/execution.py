@@ -27,7 +27,6 @@ import random
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from flowstone import (
@@ -43,14 +42,16 @@ from flowstone import (
     results,
     services,
     step_inputs,
+    telemetry,
 )
 from flowstone import context as context_mod
 from flowstone.io import base as io_base
 from flowstone.status import RunKind, RunStatus, StepStatus
+from flowstone.step_outcomes import Executed, Ran, StepOutcome
 from flowstone.store import base as store_base
 from flowstone.store import records
 
-__all__ = ["AfterStoreHook", "Ran", "StepOutcome", "StepRunner", "create_run"]
+__all__ = ["AfterStoreHook", "Executed", "Ran", "StepOutcome", "StepRunner", "create_run"]
 
 logger = logging.getLogger("flowstone.execution")
 
@@ -63,50 +64,6 @@ fault (a dropped connection, a restart): the fault is not the asset's."""
 AfterStoreHook = Callable[[records.Materialization, io_base.OutputRef], None]
 """Called after the output is stored and before the success is recorded; tests use it to inject
 faults at that exact point (a dropped connection, a killed process)."""
-
-
-@dataclass(frozen=True, slots=True)
-class StepOutcome:
-    """What happened to one step: its row as recorded, the value (in-process runs), the error, and
-    (queued runs) the delay before a retry when the failure will be retried."""
-
-    record: records.Materialization | None
-    value: object = None
-    error: errors.FlowStoneError | None = None
-    retry_in_s: float | None = None
-
-    @property
-    def waiting(self) -> bool:
-        """Whether the step waits for approval."""
-        return self.record is not None and self.record.status == StepStatus.WAITING_APPROVAL
-
-    @property
-    def succeeded(self) -> bool:
-        """Whether the step's row is ``succeeded``."""
-        return self.record is not None and self.record.status == StepStatus.SUCCEEDED
-
-
-@dataclass(frozen=True, slots=True)
-class Ran:
-    """The outcomes of one unit of work's steps, and the units of work its successes made ready."""
-
-    outcomes: list[StepOutcome]
-    released: list[store_base.BatchItem]
-    continued: store_base.BatchItem | None = None
-    """The unit of work a success kept for this job (continuation): claim and run it next."""
-
-
-@dataclass(frozen=True, slots=True)
-class Executed:
-    """A step whose function ran and whose output is stored (or prepared for the success)."""
-
-    value: object
-    ref: io_base.OutputRef
-    metadata: dict[str, Any]
-    lineage: list[tuple[int, str]]
-    output: io_base.PreparedOutput | None
-    logs: list[records.StepLogLine] = dataclasses.field(default_factory=list)
-    """The lines captured last, written with the success."""
 
 
 def create_run(
@@ -124,12 +81,14 @@ def create_run(
     in-process runs leave them for the local executor. Returns the run id."""
     resources.ResourceScope(svc.defs.resources, config.resources)  # refuses unknown names now
     queued = kind == RunKind.SUBMIT
+    run_id = str(uuid.uuid4())
+    trace = telemetry.run_created(run_id, kind=str(kind), selection=list(plan.selection))
     run = records.NewRun(
-        run_id=str(uuid.uuid4()),
+        run_id=run_id,
         kind=kind,
         selection=plan.selection,
         requested_by=svc.actor,
-        config=config.model_dump(mode="json", exclude_defaults=True),
+        config=config.model_copy(update={"trace": trace}).model_dump(mode="json", exclude_defaults=True),
         tags=dict(tags or {}),
         status=RunStatus.QUEUED if queued else RunStatus.RUNNING,
     )
@@ -235,12 +194,37 @@ class StepRunner:
         """Execute claimed steps; record failures one by one and successes together (``keep``: the
         success keeps one step it makes ready for this job; ``continued``: the steps were kept so,
         and a retry of one gets a job of its own; ADR 0013)."""
+        spans = telemetry.StepSpans((claim.run_config or {}).get("trace"))
+        try:
+            ran = self._run(asset, claim, spans, scope=scope, keep=keep, continued=continued)
+        except BaseException as exc:
+            spans.finish_rest(exc)
+            raise
+        for outcome in ran.outcomes:
+            if (row := outcome.record) is not None:
+                status = "retrying" if outcome.retry_in_s is not None else str(row.status)
+                spans.finish(row.id, status=status, duration_ms=row.duration_ms, error=outcome.error)
+        spans.finish_rest()
+        return ran
+
+    def _run(
+        self,
+        asset: definitions.AssetDef,
+        claim: store_base.Claim,
+        spans: telemetry.StepSpans,
+        *,
+        scope: resources.ResourceScope,
+        keep: store_base.Keep | None,
+        continued: bool,
+    ) -> Ran:
         outcomes: list[StepOutcome] = []
         done: list[tuple[records.Materialization, Executed]] = []
         for step in claim.steps:
             events.emit("step.started", **_where(step))
+            spans.start(step.id, **_where(step), queued_at=step.queued_at, started_at=step.started_at)
             try:
-                executed = self._captured(step, asset, scope, claim.inputs)
+                with spans.active(step.id):
+                    executed = self._captured(step, asset, scope, claim.inputs)
             except approval_types.ApprovalPending as pending:
                 outcomes.append(self._wait_for_approval(step, pending.request))
                 continue
@@ -453,11 +437,12 @@ class StepRunner:
             attempt=step.attempt,
         )
         output: io_base.PreparedOutput | None = None
-        if isinstance(manager, io_base.TransactionalIOManager):
-            output = manager.prepare(out_ctx, value)  # written by the success statement itself
-            ref = output.ref
-        else:
-            ref = manager.store(out_ctx, value)  # a new immutable version, before the success
+        with telemetry.io_span("flowstone.io.store", asset=asset.name, io_manager=asset.io_manager):
+            if isinstance(manager, io_base.TransactionalIOManager):
+                output = manager.prepare(out_ctx, value)  # written by the success statement itself
+                ref = output.ref
+            else:
+                ref = manager.store(out_ctx, value)  # a new immutable version, before the success
         events.emit(
             "io.stored",
             **_where(step),

@@ -31,6 +31,9 @@ class RunConfig(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
 
     resources: dict[str, dict[str, Any] | None] = pydantic.Field(default_factory=dict)
+    trace: dict[str, str] = pydantic.Field(default_factory=dict)
+    """The W3C trace context of the run's span (``traceparent``), set by FlowStone when
+    OpenTelemetry is installed, so that the spans of its steps join the run's trace."""
 
     @classmethod
     def coerce(cls, value: Mapping[str, Any] | RunConfig | None) -> RunConfig:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 
-from flowstone import definitions, errors, events, partition_keys, planning
+from flowstone import definitions, errors, events, partition_keys, planning, telemetry
 from flowstone.io import base as io_base
 from flowstone.status import StepStatus
 from flowstone.store import base as store_base
@@ -59,15 +59,16 @@ def load_inputs(
             row = input_row(found.get((inp.asset, key)), inp.asset, key)
             upstream = defs.get(inp.asset)
             started = time.perf_counter()
-            loaded[value] = manager(io_managers, upstream.io_manager, upstream.name).load(
-                io_base.InputContext(
-                    asset=inp.asset,
-                    partition=value,
-                    partition_key=key,
-                    ref=io_base.OutputRef.model_validate(row.output_ref),
-                    type_hint=None if inp.mapping.is_multi() else inp.type_hint,
+            with telemetry.io_span("flowstone.io.load", asset=inp.asset, partition=key, input=inp.name):
+                loaded[value] = manager(io_managers, upstream.io_manager, upstream.name).load(
+                    io_base.InputContext(
+                        asset=inp.asset,
+                        partition=value,
+                        partition_key=key,
+                        ref=io_base.OutputRef.model_validate(row.output_ref),
+                        type_hint=None if inp.mapping.is_multi() else inp.type_hint,
+                    )
                 )
-            )
             events.emit(
                 "io.loaded",
                 run_id=step.run_id,

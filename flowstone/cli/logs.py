@@ -126,6 +126,9 @@ def add_log_format_option(parser: argparse.ArgumentParser) -> None:
 def configure_worker_logging(level: str, log_format: str) -> None:
     """Log to stderr at ``level``, as text or as JSON (:class:`flowstone.events.JsonFormatter`)."""
     handler = logging.StreamHandler(sys.stderr)
+    # The handler's own level too: records of loggers set lower than the root (FlowStone sets
+    # `flowstone.asset` to INFO when unset) must not reach a worker started at a higher level.
+    handler.setLevel(getattr(logging, level.upper()))
     if log_format == "json":
         handler.setFormatter(events.JsonFormatter())
     else:

@@ -29,7 +29,7 @@ def broken(source: int) -> int:
 def test_a_run_emits_its_lifecycle_events_with_their_fields(
     database_url: str, caplog: pytest.LogCaptureFixture
 ):
-    caplog.set_level(logging.INFO, logger="flowstone.events")
+    caplog.set_level(logging.DEBUG, logger="flowstone.events")
     with fs.FlowStone(fs.Definitions(assets=[source, sink, broken]), database_url=database_url) as rt:
         result = rt.materialize(["sink", "broken"], with_upstream=True, raise_on_error=False)
     got = [r for r in caplog.records if r.name == "flowstone.events"]
@@ -54,7 +54,7 @@ def test_a_run_emits_its_lifecycle_events_with_their_fields(
 
 
 def test_events_are_not_step_log_lines(database_url: str, caplog: pytest.LogCaptureFixture):
-    caplog.set_level(logging.INFO, logger="flowstone.events")
+    caplog.set_level(logging.DEBUG, logger="flowstone.events")
     with fs.FlowStone(fs.Definitions(assets=[source, sink]), database_url=database_url) as rt:
         result = rt.materialize("sink", with_upstream=True)
         assert rt.logs(result.run_id) == []
@@ -80,7 +80,7 @@ def gated(context: fs.AssetContext, source: int) -> int:
 
 
 def test_approval_events(database_url: str, caplog: pytest.LogCaptureFixture):
-    caplog.set_level(logging.INFO, logger="flowstone.events")
+    caplog.set_level(logging.DEBUG, logger="flowstone.events")
     with fs.FlowStone(fs.Definitions(assets=[source, gated]), database_url=database_url) as rt:
         run = rt.materialize("gated", with_upstream=True, raise_on_error=False)
         (pending,) = rt.approvals.list()

@@ -81,7 +81,7 @@ def pipeline(tmp_path: Path, database_url: str) -> Iterator[Pipeline]:
 
 
 def test_worker_stores_each_steps_lines_in_order_per_attempt(pipeline: Pipeline):
-    pipeline.start_worker(concurrency=4, args=("--log-format", "json"))
+    pipeline.start_worker(concurrency=4, args=("--log-format", "json", "--log-level", "debug"))
     rt = pipeline.runtime
     handle = rt.submit(["talker", "retried", "chatty_a", "chatty_b"])
     assert handle.wait(timeout=60).status == "succeeded", pipeline.logs()
