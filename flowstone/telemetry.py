@@ -14,8 +14,8 @@ are children of the step span.
 
 Metrics (meter ``flowstone``): ``flowstone.step.duration`` (histogram, s, by asset and status),
 ``flowstone.steps`` (counter, by asset and status), ``flowstone.step.queue_wait`` (histogram, s,
-from queued to started, by asset), ``flowstone.runs.in_progress`` (up-down counter: +1 when a run is
-created, -1 when a process sees it finish; sum it across processes).
+from queued to started, by asset). Runs in progress are not measured yet: a run finishes in the
+transaction of its last step, which does not report it to the process.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-__all__ = ["StepSpans", "io_span", "run_created", "run_finished"]
+__all__ = ["StepSpans", "io_span", "run_created"]
 
 _lock = threading.Lock()
 _loaded: _Otel | bool | None = None
@@ -42,7 +42,6 @@ class _Otel:
     step_duration: Any
     steps: Any
     queue_wait: Any
-    runs_in_progress: Any
 
 
 def _otel() -> _Otel | None:
@@ -76,9 +75,6 @@ def _load() -> _Otel | None:
         queue_wait=meter.create_histogram(
             "flowstone.step.queue_wait", unit="s", description="from queued to started"
         ),
-        runs_in_progress=meter.create_up_down_counter(
-            "flowstone.runs.in_progress", description="runs created and not yet seen finished"
-        ),
     )
 
 
@@ -93,15 +89,7 @@ def run_created(run_id: str, *, kind: str, selection: list[str]) -> dict[str, st
     carrier: dict[str, str] = {}
     otel.propagate.inject(carrier, context=otel.trace.set_span_in_context(span))
     span.end()
-    otel.runs_in_progress.add(1, {"flowstone.kind": kind})
     return carrier
-
-
-def run_finished(kind: str) -> None:
-    """A run this process saw finish."""
-    otel = _otel()
-    if otel is not None:
-        otel.runs_in_progress.add(-1, {"flowstone.kind": kind})
 
 
 @contextlib.contextmanager
