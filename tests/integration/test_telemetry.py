@@ -261,3 +261,21 @@ def test_without_opentelemetry_nothing_changes_and_nothing_is_imported(tmp_path:
         check=True,
     )
     assert imported.stdout.strip() == "False"  # `import flowstone` never imports it
+
+
+def test_the_console_example_of_docs_observability_md_runs():
+    text = (Path(__file__).resolve().parents[2] / "docs" / "observability.md").read_text()
+    example = (
+        text.split("### Example: spans on the console", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", example], capture_output=True, text=True, timeout=60, check=True
+    )
+    names = [json.loads(chunk)["name"] for chunk in done.stdout.replace("}\n{", "}\x00{").split("\x00")]
+    assert names[0] == "flowstone.run"
+    assert {
+        "flowstone.step numbers",
+        "flowstone.step total",
+        "flowstone.io.load",
+        "flowstone.io.store",
+    } <= set(names)
