@@ -31,6 +31,7 @@ from flowstone import (
     retention,
     services,
     snapshot,
+    telemetry,
 )
 from flowstone import lineage as lineage_mod
 from flowstone import settings as settings_mod
@@ -361,6 +362,9 @@ class FlowStone:
             return BackfillResult(run_id=None, succeeded=0, failed=0, skipped=len(values))
         config = RunConfig.coerce(run_config)
         run_id = str(uuid.uuid4())
+        config = config.model_copy(
+            update={"trace": telemetry.run_created(run_id, kind="backfill", selection=[asset])}
+        )
         self.store.create_run(
             records.NewRun(
                 run_id=run_id,

@@ -1,11 +1,12 @@
 """Step logs on Postgres: captured lines are written in batches, never one round trip per line.
 
 While a step runs, its capture is *tracked*: a background thread (started at the first tracked
-capture) writes what every tracked capture holds at least every ``flush_interval_s`` seconds, in one
-statement per flush. What a step captured last is written with its outcome: inside the success
-transaction (``joins_success``), or by the step pipeline just before a failure is recorded. A worker
-killed with SIGKILL therefore loses at most the last interval of its running steps' lines. Composed
-into :class:`flowstone.store.postgres.PostgresStore` as ``store.logs``.
+capture) writes what every tracked capture holds at least every ``flush_interval_s`` seconds, in
+one transaction per flush (a statement per 5,000 lines). What a step captured last is written with
+its outcome: inside the success transaction (``joins_success``), or by the step pipeline just
+before a failure is recorded. A worker killed with SIGKILL therefore loses at most the last
+interval of its running steps' lines. Composed into
+:class:`flowstone.store.postgres.PostgresStore` as ``store.logs``.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from psycopg.types.json import Jsonb
 from flowstone.store import records
 from flowstone.store.pg import Conn, Q, Row
 
-__all__ = ["step_logs_async_commit", "step_logs_insert", "step_logs_of_run"]
+__all__ = ["INSERT_CHUNK", "step_logs_async_commit", "step_logs_insert", "step_logs_of_run"]
 
 
 def _clean(text: str) -> str:
@@ -33,10 +33,15 @@ def _row(line: records.StepLogLine) -> dict[str, Any]:
     }
 
 
+INSERT_CHUNK = 5_000
+"""Lines per statement: a flush of many chatty steps stays a few statements of bounded size."""
+
+
 def step_logs_insert(conn: Conn, lines: Sequence[records.StepLogLine]) -> None:
-    """Append ``lines`` (one statement); lines written before are left as they are."""
-    if lines:
-        conn.execute(Q("step_logs_insert"), {"lines": Jsonb([_row(line) for line in lines])})
+    """Append ``lines`` (one statement per ``INSERT_CHUNK``); lines written before are left as they are."""
+    for start in range(0, len(lines), INSERT_CHUNK):
+        chunk = [_row(line) for line in lines[start : start + INSERT_CHUNK]]
+        conn.execute(Q("step_logs_insert"), {"lines": Jsonb(chunk)})
 
 
 def step_logs_async_commit(conn: Conn) -> None:
