@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
 import sys
 import threading
 import time
@@ -229,3 +231,39 @@ def _rss_kib() -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     raise AssertionError("no VmRSS")
+
+
+def test_cli_follow_prints_lines_as_a_run_goes_and_stops_when_it_ends(database_url: str, tmp_path: Path):
+    release = threading.Event()
+
+    @fs.asset
+    def slow(context: fs.AssetContext) -> int:
+        context.log.info("before")
+        assert release.wait(timeout=30)
+        context.log.info("after")
+        return 1
+
+    with fs.FlowStone(fs.Definitions(assets=[slow]), database_url=database_url) as rt:
+        results: list[fs.RunResult] = []
+        runner = threading.Thread(target=lambda: results.append(rt.materialize("slow")))
+        runner.start()
+        try:
+            deadline = time.monotonic() + 10
+            while not (runs := rt.store.list_runs()) or not rt.logs(runs[0].run_id):
+                assert time.monotonic() < deadline, "no line flushed"
+                time.sleep(0.1)
+            follower = subprocess.Popen(
+                [sys.executable, "-m", "flowstone.cli", "logs", runs[0].run_id, "--follow"],
+                env={**os.environ, "FLOWSTONE_DATABASE_URL": database_url, "FLOWSTONE_HOME": str(tmp_path)},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            time.sleep(1.5)
+            assert follower.poll() is None  # the run goes on: so does --follow
+        finally:
+            release.set()
+            runner.join()
+        out, err = follower.communicate(timeout=30)
+    assert follower.returncode == 0, err
+    assert [line.rsplit(": ", 1)[1] for line in out.splitlines()] == ["before", "after"]
