@@ -5,8 +5,8 @@ How it works, and why it is safe with concurrent steps in one worker (threads):
 
 - The step being captured is a :class:`contextvars.ContextVar` set around the asset function, in
   the thread that runs it; every other thread (and every other step) sees its own value.
-- One :class:`logging.Handler` on the root logger (installed once per process) hands each record to
-  the capture of the step it was emitted in, if any; records emitted outside a step pass by.
+- One :class:`logging.Handler` on the root logger (there while any step is captured) hands each
+  record to the capture of the step it was emitted in, if any; records of other threads pass by.
   Logging still reaches every other handler as configured: capture adds a destination.
 - ``sys.stdout`` and ``sys.stderr`` are wrapped (once, when a capture starts) by a router that
   gives writes made inside a step to its capture (and, with ``echo``, to the original stream too)
@@ -250,28 +250,39 @@ class _StreamRouter:
 _handler = _CaptureHandler()
 
 
-def _install(settings: StepLogSettings) -> None:
-    """Install the handler and the stream routers (idempotent, cheap when already installed)."""
-    if (
-        isinstance(sys.stdout, _StreamRouter)
-        and isinstance(sys.stderr, _StreamRouter)
-        and _handler in logging.getLogger().handlers
-    ):
-        return
+_active = 0
+"""Captures running in this process: the handler is on the root logger only while there are any,
+so that between steps logging is exactly as configured (``logging.basicConfig`` does nothing once
+the root logger has a handler)."""
+
+
+def _enter(settings: StepLogSettings) -> None:
+    """A capture starts: install the handler (first one) and the stream routers."""
+    global _active  # noqa: PLW0603 - a process-wide count, under the lock
     with _install_lock:
-        root = logging.getLogger()
-        if _handler not in root.handlers:
-            root.addHandler(_handler)
+        _active += 1
+        if _active == 1:
+            logging.getLogger().addHandler(_handler)
             assets = logging.getLogger(ASSET_LOGGERS)
             if assets.level == logging.NOTSET:
                 # context.log.info(...) must reach the handler even when nothing configured logging
                 # (the root logger's default level is WARNING).
                 assets.setLevel(settings.level)
-        # Someone (a test runner) may have replaced the streams since: wrap the current ones.
+        # The routers stay (they pass through outside steps); someone (a test runner) may have
+        # replaced the streams since the last step: wrap the current ones.
         if not isinstance(sys.stdout, _StreamRouter):
             sys.stdout = cast(IO[str], _StreamRouter("stdout", sys.stdout))
         if not isinstance(sys.stderr, _StreamRouter):
             sys.stderr = cast(IO[str], _StreamRouter("stderr", sys.stderr))
+
+
+def _leave() -> None:
+    """A capture ended: remove the handler after the last one."""
+    global _active  # noqa: PLW0603 - a process-wide count, under the lock
+    with _install_lock:
+        _active -= 1
+        if _active == 0:
+            logging.getLogger().removeHandler(_handler)
 
 
 @contextmanager
@@ -285,11 +296,12 @@ def capturing(
     if not settings.enabled:
         yield capture
         return
-    _install(settings)
+    _enter(settings)
     token = _current.set(capture)
-    sink.track(capture)
     try:
+        sink.track(capture)
         yield capture
     finally:
         _current.reset(token)
+        _leave()
         sink.untrack(capture)

@@ -267,3 +267,15 @@ def test_cli_follow_prints_lines_as_a_run_goes_and_stops_when_it_ends(database_u
         out, err = follower.communicate(timeout=30)
     assert follower.returncode == 0, err
     assert [line.rsplit(": ", 1)[1] for line in out.splitlines()] == ["before", "after"]
+
+
+def test_between_steps_logging_is_exactly_as_configured():
+    """The capture handler sits on the root logger only while a step runs (basicConfig, which does
+    nothing once the root logger has a handler, still works after a run)."""
+    from flowstone import capture  # noqa: PLC0415 - the module under test
+
+    before = list(logging.getLogger().handlers)
+    rt = fs.FlowStone(DEFS, store="memory")
+    assert len(rt.logs(rt.materialize("talker").run_id)) == 5
+    assert logging.getLogger().handlers == before
+    assert capture._handler not in logging.getLogger().handlers
