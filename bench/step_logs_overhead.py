@@ -67,7 +67,7 @@ def main() -> None:
             day = end + dt.timedelta(days=2)
             command = [sys.executable, "-m", "flowstone.cli", "worker", "--defs", f"{module}:runtime"]
             proc = subprocess.Popen(
-                [*command, "--concurrency", str(CONCURRENCY), "--log-level", "warning"],
+                [*command, "--concurrency", str(CONCURRENCY)],
                 cwd=workdir,
                 env=env,
                 stdout=subprocess.DEVNULL,

@@ -180,7 +180,7 @@ def test_the_bound_counts_bytes_and_logging_records_too(database_url: str):
         assert [g.line.message[:1] for g in logs] == ["x", "s"]  # "step log truncated: ..."
 
 
-def test_concurrent_steps_in_one_process_never_mix(database_url: str):
+def test_concurrent_steps_in_one_process_never_mix(database_url: str, capsys: pytest.CaptureFixture[str]):
     @fs.asset(partitions=fs.StaticPartitions(["p0", "p1", "p2", "p3"]))
     def parts(context: fs.AssetContext) -> str:
         for i in range(300):
@@ -199,6 +199,14 @@ def test_concurrent_steps_in_one_process_never_mix(database_url: str):
             logs = rt.logs(result.run_id, "parts", partition)
             assert [g.line.message for g in logs] == [f"{partition} {i}" for i in range(300)]
             assert [g.line.seq for g in logs] == list(range(1, 301))
+        capsys.readouterr()
+        assert (
+            cli.main(["logs", result.run_id, "parts", "--partition", "p2", "--database-url", database_url])
+            == 0
+        )
+        shown = capsys.readouterr().out.splitlines()
+        assert [line.rsplit(": ", 1)[1] for line in shown] == [f"p2 {i}" for i in range(300)]
+        assert all("parts[s:p2]#1" in line for line in shown)
 
 
 def test_disabled_capture_stores_nothing(database_url: str):
