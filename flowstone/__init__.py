@@ -19,6 +19,7 @@ Declare assets with :func:`asset`, register them in :class:`Definitions`, and ru
 
 from flowstone._version import __version__
 from flowstone.approval_types import ApprovalDecision, ApprovalGate
+from flowstone.capture import StepLogSettings
 from flowstone.context import AssetContext
 from flowstone.definitions import AssetDef, Definitions, RetryPolicy, asset
 from flowstone.errors import (
@@ -92,7 +93,7 @@ from flowstone.schedules import (
     sensor,
 )
 from flowstone.status import ApprovalStatus, RunKind, RunStatus, StepStatus
-from flowstone.store.records import Approval, Materialization, Run
+from flowstone.store.records import Approval, Materialization, Run, StepLog
 from flowstone.testing import build_asset_context
 
 __all__ = [
@@ -167,6 +168,8 @@ __all__ = [
     "Sensor",
     "SensorContext",
     "StaticPartitions",
+    "StepLog",
+    "StepLogSettings",
     "StepLostError",
     "StepStatus",
     "StoreError",

@@ -33,6 +33,9 @@ class RunConfig(pydantic.BaseModel):
 
     resources: dict[str, dict[str, Any] | None] = pydantic.Field(default_factory=dict)
     priority: int = pydantic.Field(default=0, ge=-999, le=999, strict=True)
+    trace: dict[str, str] = pydantic.Field(default_factory=dict)
+    """The W3C trace context of the run's span (``traceparent``), set by FlowStone when
+    OpenTelemetry is installed, so that the spans of its steps join the run's trace."""
 
     @classmethod
     def coerce(cls, value: Mapping[str, Any] | RunConfig | None) -> RunConfig:

@@ -22,6 +22,7 @@ from flowstone import approvals as approvals_mod
 from flowstone import (
     audit_log,
     automation,
+    capture,
     definitions,
     errors,
     execution,
@@ -32,6 +33,7 @@ from flowstone import (
     services,
     snapshot,
     startup,
+    telemetry,
 )
 from flowstone import lineage as lineage_mod
 from flowstone import prune as prune_mod
@@ -83,6 +85,7 @@ class FlowStone:
         continuation_s: float = 10.0,
         publish_definitions: bool = True,
         retention: Retention | None = None,
+        step_logs: capture.StepLogSettings | None = None,
     ) -> None:
         self.defs = defs
         env = settings_mod.Settings.from_env()
@@ -121,6 +124,7 @@ class FlowStone:
                 continuation_s=continuation_s,
                 retention=retention,
             ),
+            step_logs=step_logs or capture.StepLogSettings(),
         )
         self.lineage = lineage_mod.Lineage(defs, self.store)
         self.audit = audit_log.AuditLog(self.store, self.actor)
@@ -372,6 +376,9 @@ class FlowStone:
             return BackfillResult(run_id=None, succeeded=0, failed=0, skipped=len(values))
         config = RunConfig.coerce(run_config)
         run_id = str(uuid.uuid4())
+        config = config.model_copy(
+            update={"trace": telemetry.run_created(run_id, kind="backfill", selection=[asset])}
+        )
         self.store.create_run(
             records.NewRun(
                 run_id=run_id,
@@ -452,6 +459,13 @@ class FlowStone:
                 asset=asset,
             )
         return partition_keys.encode(definition.partitions.validate(partition, asset=asset))
+
+    def logs(self, run_id: str, asset: str | None = None, partition: object = None) -> list[records.StepLog]:
+        """The stored step logs of a run (of one asset, one partition), in step, attempt, line order."""
+        if partition is not None and asset is None:
+            raise errors.ConfigurationError("logs: a partition needs its asset (asset=...)")
+        key = self.partition_key(asset, partition) if asset is not None and partition is not None else None
+        return self.store.logs.read(run_id, asset=asset, partition_key=key)
 
     def latest(self, asset: str, partition: object = None) -> records.Materialization | None:
         """The latest succeeded materialization of (asset, partition), or ``None`` (I8)."""

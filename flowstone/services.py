@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from flowstone import definitions, errors, retention_policy
+from flowstone import capture, definitions, errors, retention_policy
 from flowstone.io import base as io_base
 from flowstone.store import base as store_base
 from flowstone.store.postgres import PostgresStore
@@ -50,7 +50,7 @@ class QueueOptions:
 @dataclass(frozen=True, slots=True)
 class Services:
     """Definitions, the store decided once (I9), the IO managers, the job queue (``None`` without
-    Postgres), who acts, the clock and the queue settings."""
+    Postgres), who acts, the clock, the queue settings and the step-log settings."""
 
     defs: definitions.Definitions
     store: store_base.Store
@@ -59,6 +59,8 @@ class Services:
     jobs: store_base.JobQueue | None = None
     options: QueueOptions = field(default_factory=QueueOptions)
     clock: Callable[[], datetime] = _utc_now
+    step_logs: capture.StepLogSettings = field(default_factory=capture.StepLogSettings)
+    """How steps' logs and output are captured into ``flowstone_step_logs``."""
 
     def postgres(self, what: str = "the durable queue") -> PostgresStore:
         """The Postgres store; ``what`` needs it (not the memory store)."""

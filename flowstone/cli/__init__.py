@@ -18,7 +18,7 @@ import argparse
 from collections.abc import Sequence
 
 from flowstone import _version, errors
-from flowstone.cli import assets, common, db, graph, operate, ops, pools, runs, ui
+from flowstone.cli import assets, common, db, graph, logs, operate, ops, pools, runs, ui
 from flowstone.cli.common import Handler, ProgressBar, load_target
 from flowstone.cli.common import rt_partitions as rt_partitions  # importable from here, as before
 
@@ -41,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     operate.add_commands(commands)
     assets.add_query_commands(commands)
     graph.add_command(commands)
+    logs.add_commands(commands)
     ops.add_approval_commands(commands)
     ops.add_automation_commands(commands)
     pools.add_command(commands)

@@ -17,7 +17,7 @@ import procrastinate
 import pydantic
 from procrastinate.job_context import JobContext
 
-from flowstone import automation, errors, execution, partition_keys, resources, results, services
+from flowstone import automation, errors, events, execution, partition_keys, resources, results, services
 from flowstone.queue import jobs
 from flowstone.store import base as store_base
 from flowstone.store import records, transitions
@@ -269,6 +269,16 @@ def finish_runs(svc: services.Services) -> list[str]:
 def expire_approvals(svc: services.Services, *, materialization_id: int | None = None) -> int:
     """Apply the timeout of the approvals that are due (of one step, when given)."""
     expired = svc.postgres().approvals.expire_due(jobs=svc.jobs, materialization_id=materialization_id)
+    for approval in expired:
+        events.emit(
+            "approval.decided",
+            run_id=approval.run_id,
+            asset=approval.asset,
+            approval_id=approval.id,
+            partition=approval.partition_key,
+            status=str(approval.status),
+            by=approval.decided_by,
+        )
     if expired and materialization_id is None:
         logger.info("applied the timeout of %d approval(s)", len(expired))
     return len(expired)

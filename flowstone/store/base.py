@@ -31,7 +31,18 @@ from flowstone.io import base as io_base
 from flowstone.status import RunKind
 from flowstone.store import records
 
-__all__ = ["BatchItem", "Claim", "Completed", "JobQueue", "Keep", "StepKey", "Store", "Success", "skip_error"]
+__all__ = [
+    "BatchItem",
+    "Claim",
+    "Completed",
+    "JobQueue",
+    "Keep",
+    "StepKey",
+    "StepLogs",
+    "Store",
+    "Success",
+    "skip_error",
+]
 
 StepKey = tuple[str, str]
 """(asset, encoded partition key)."""
@@ -85,6 +96,8 @@ class Success:
     metadata: Mapping[str, Any]
     lineage: Sequence[tuple[int, str]]
     output: io_base.PreparedOutput | None = None
+    logs: Sequence[records.StepLogLine] = ()
+    """The step's last captured lines, written with the success (``StepLogs.joins_success``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +120,47 @@ class Completed:
     released: list[BatchItem] = field(default_factory=list)
     continued: BatchItem | None = None
     """The unit of work kept for the running job (``keep=``): claim and run it next."""
+
+
+class StepLogs(Protocol):
+    """Where captured step logs go (``store.logs``): the Postgres store writes them to
+    ``flowstone_step_logs`` in batches, the memory store keeps them in the process."""
+
+    joins_success: bool
+    """Whether :meth:`Store.complete_steps` writes the ``logs`` of its successes in its own
+    transaction (else the step pipeline writes them just before)."""
+
+    def write(self, lines: Sequence[records.StepLogLine]) -> None:
+        """Store ``lines`` now."""
+        ...
+
+    def track(self, source: LogSource) -> None:
+        """Flush ``source`` at least every second while it is tracked (``untrack``)."""
+        ...
+
+    def untrack(self, source: LogSource) -> None:
+        """Stop flushing ``source``; returns once a flush of it in progress has been written."""
+        ...
+
+    def read(
+        self,
+        run_id: str,
+        *,
+        asset: str | None = None,
+        partition_key: str | None = None,
+        after_id: int | None = None,
+        max_lines: int = 100_000,
+    ) -> list[records.StepLog]:
+        """The stored lines of a run (one asset, one partition), in step, attempt and line order."""
+        ...
+
+
+class LogSource(Protocol):
+    """Something holding captured lines not yet written (a step's capture)."""
+
+    def take(self) -> list[records.StepLogLine]:
+        """The lines captured since the last call (they are now the caller's to write)."""
+        ...
 
 
 class Store(ABC):
@@ -388,6 +442,9 @@ class Store(ABC):
     def hold_run(self, run_id: str) -> AbstractContextManager[None]:
         """Own an in-process run while this process runs its steps (Postgres: a session-level
         advisory lock the recovery sweep checks; the memory store lives and dies with its process)."""
+
+    logs: StepLogs
+    """The step logs (``flowstone_step_logs``)."""
 
     def close(self) -> None:  # noqa: B027 - optional hook, most stores hold nothing
         """Release connections."""

@@ -27,6 +27,7 @@ from flowstone.store import (
     pg_approvals,
     pg_definitions,
     pg_outputs,
+    pg_step_logs,
     pools,
     pruning,
     records,
@@ -57,9 +58,11 @@ class PostgresStore(base.Store):
         self.reports = reports.PostgresReports(self.db)
         self.pools = pools.PostgresPools(self.db)
         self.pruning = pruning.PostgresPruning(self.db)
+        self.logs: pg_step_logs.PostgresStepLogs = pg_step_logs.PostgresStepLogs(self.db)
 
     def close(self) -> None:
-        """Close the pool; the store reopens it if used again."""
+        """Stop the step-log flush (after a last one), close the pool; the store reopens it if used again."""
+        self.logs.close()
         self.db.close()
 
     @contextmanager
@@ -460,8 +463,6 @@ class PostgresStore(base.Store):
         with self.db.session("read lineage") as conn:
             return lineage.lineage_downstream(conn, materialization_id, max_depth)
 
-    # -- audit --------------------------------------------------------------------------------
-
     def audit(
         self,
         event: str,
@@ -490,8 +491,6 @@ class PostgresStore(base.Store):
     def audit_events(self, *, run_id: str | None = None, limit: int = 1000) -> list[records.AuditEvent]:
         with self.db.session("read audit log") as conn:
             return audit.audit_list(conn, run_id, limit)
-
-    # -- retention ------------------------------------------------------------------------------
 
     def gc_candidates(self, keep_last: int) -> list[records.GcCandidate]:
         return self.outputs.gc_plan(keep_last)
