@@ -33,6 +33,7 @@ from flowstone import (
     services,
     snapshot,
     startup,
+    step_inputs,
     telemetry,
 )
 from flowstone import lineage as lineage_mod
@@ -478,34 +479,6 @@ class FlowStone:
     def load(self, asset: str, partition: object = None) -> object:
         """The value of the latest succeeded materialization (read through its IO manager)."""
         key = self.partition_key(asset, partition)
-        row = self.store.latest(asset, key)
-        if row is not None and row.output_deleted_at is not None:  # pragma: no cover - gc keeps the latest
-            raise errors.DependencyNotReadyError(
-                f"{asset} [{key}]: its output was deleted by gc at {row.output_deleted_at}",
-                asset=asset,
-                partition=key,
-            )
-        if row is None or row.output_ref is None:
-            raise errors.DependencyNotReadyError(
-                f"{asset} [{key}] has no succeeded materialization", asset=asset, partition=key
-            )
-        definition = self.defs.get(asset)
-        ref = io_base.OutputRef.model_validate(row.output_ref)
-        manager = self.io_managers.get(ref.manager)
-        if manager is None:
-            raise errors.IOManagerError(
-                f"output of {asset} [{key}] was written by IO manager {ref.manager!r}, which is not "
-                "configured",
-                asset=asset,
-                partition=key,
-                retryable=False,
-            )
-        return manager.load(
-            io_base.InputContext(
-                asset=asset,
-                partition=row.partition,
-                partition_key=key,
-                ref=ref,
-                type_hint=definition.return_type,
-            )
+        return step_inputs.load_latest(
+            self.defs.get(asset), self.store.latest(asset, key), key, self.io_managers
         )

@@ -12,7 +12,7 @@ from flowstone.status import StepStatus
 from flowstone.store import base as store_base
 from flowstone.store import records
 
-__all__ = ["input_row", "load_inputs", "manager", "wanted"]
+__all__ = ["input_row", "load_inputs", "load_latest", "manager", "wanted"]
 
 Wanted = dict[str, list[tuple[partition_keys.PartitionValue | None, str]]]
 
@@ -129,3 +129,38 @@ def input_row(
             retryable=False,
         )
     return row
+
+
+def load_latest(
+    asset: definitions.AssetDef,
+    row: records.Materialization | None,
+    key: str,
+    io_managers: Mapping[str, io_base.IOManager],
+) -> object:
+    """The value of ``row``, the latest succeeded materialization of (asset, key), read through
+    the IO manager that wrote it (``runtime.load``)."""
+    if row is not None and row.output_deleted_at is not None:  # pragma: no cover - gc keeps the latest
+        raise errors.DependencyNotReadyError(
+            f"{asset.name} [{key}]: its output was deleted by gc at {row.output_deleted_at}",
+            asset=asset.name,
+            partition=key,
+        )
+    if row is None or row.output_ref is None:
+        raise errors.DependencyNotReadyError(
+            f"{asset.name} [{key}] has no succeeded materialization", asset=asset.name, partition=key
+        )
+    ref = io_base.OutputRef.model_validate(row.output_ref)
+    io = io_managers.get(ref.manager)
+    if io is None:
+        raise errors.IOManagerError(
+            f"output of {asset.name} [{key}] was written by IO manager {ref.manager!r}, which is not "
+            "configured",
+            asset=asset.name,
+            partition=key,
+            retryable=False,
+        )
+    return io.load(
+        io_base.InputContext(
+            asset=asset.name, partition=row.partition, partition_key=key, ref=ref, type_hint=asset.return_type
+        )
+    )
