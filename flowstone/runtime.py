@@ -143,6 +143,7 @@ class FlowStone:
             )
             limits = {p.name: (p.limit, getattr(p, "period_s", None)) for p in defs.pools.values()}
             startup.through_blips("publish the pool limits", lambda: store.pools.publish(limits))
+            startup.through_blips("create the audit log's months", store.pruning.audit_partitions)
 
     @classmethod
     def from_database(

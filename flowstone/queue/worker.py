@@ -248,6 +248,7 @@ def maintain(svc: services.Services) -> None:
     finish_runs(svc)
     expire_approvals(svc)
     wake_pool_waiters(svc)
+    svc.postgres().pruning.audit_partitions()  # the audit log's months ahead (cheap when present)
 
 
 def wake_pool_waiters(svc: services.Services) -> int:

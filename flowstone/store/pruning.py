@@ -60,3 +60,16 @@ class PostgresPruning:
             "flowstone_runs": int(runs["n"]) if runs else 0,
             "procrastinate_jobs": int(jobs["n"]) if jobs else 0,
         }
+
+    def audit_partitions(self, now: datetime | None = None) -> None:
+        """Create the audit log's monthly partitions of this month and the next three."""
+        with self.db.transaction("create audit log partitions") as conn:
+            conn.execute(Q("pruning_audit_partitions"), {"now": now})
+
+    def audit_drop_before(self, cutoff: datetime, *, actor: str, dry_run: bool) -> dict[str, int]:
+        """Drop whole months of the audit log ending on or before ``cutoff`` (recorded as
+        ``audit.dropped``), or with ``dry_run`` count them; {"YYYY_MM": rows}."""
+        params = {"cutoff": cutoff, "actor": actor, "dry_run": dry_run}
+        with self.db.transaction("drop old audit log months") as conn:
+            row = conn.execute(Q("pruning_audit_drop_before"), params).fetchone()
+        return {k: int(v) for k, v in (row["dropped"] if row else {}).items()}

@@ -84,3 +84,11 @@ WHERE j.status IN ('succeeded', 'failed', 'cancelled', 'aborted')
   AND NOT EXISTS (SELECT 1 FROM procrastinate_events AS e
                   WHERE e.job_id = j.id AND e.at >= %(before)s::timestamptz)
   AND NOT EXISTS (SELECT 1 FROM procrastinate_periodic_defers AS d WHERE d.job_id = j.id);
+
+-- name: pruning_audit_partitions
+-- Creates the audit log's partitions of this month and the next three (when missing).
+SELECT flowstone_audit_ensure_partitions(coalesce(%(now)s::timestamptz, now()), 3) AS months;
+
+-- name: pruning_audit_drop_before
+-- Drops whole months of the audit log before the cutoff (or counts them, dry run); returns them.
+SELECT flowstone_audit_drop_before(%(cutoff)s::timestamptz, %(actor)s, %(dry_run)s) AS dropped;
