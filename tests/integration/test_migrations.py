@@ -281,3 +281,16 @@ def test_audit_drop_before_drops_whole_old_months_and_records_it(database_url, t
     bad = cli("drop-before", "January")
     assert bad.returncode == 1
     assert "drop-before takes a month like 2025-01" in bad.stderr
+
+
+def test_hot_tables_have_their_own_autovacuum_settings(database_url):
+    with psycopg.connect(database_url) as conn:
+        options = dict(
+            conn.execute(
+                "SELECT relname, reloptions FROM pg_class WHERE relname IN "
+                "('flowstone_materializations', 'procrastinate_jobs', 'flowstone_step_logs')"
+            ).fetchall()
+        )
+    assert "autovacuum_vacuum_scale_factor=0.02" in options["flowstone_materializations"]
+    assert "autovacuum_vacuum_scale_factor=0.02" in options["procrastinate_jobs"]
+    assert "autovacuum_analyze_scale_factor=0.02" in options["flowstone_step_logs"]
