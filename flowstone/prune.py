@@ -57,6 +57,12 @@ def prune(
         return PruneReport(deleted=counts, dry_run=True)
     report = retention.gc(svc, policy.keep_last_per_partition)
     deleted = {"flowstone_materializations": 0, "flowstone_runs": 0, "procrastinate_jobs": 0}
+    if policy.logs_days is not None:  # step logs older than their window, before their steps go
+        deleted["flowstone_step_logs"] = 0
+        logs_before = moment - timedelta(days=policy.logs_days)
+        while (n := store.pruning.step_logs(logs_before, batch)) > 0:
+            deleted["flowstone_step_logs"] += n
+            time.sleep(pause_s)
     while True:  # steps: a batch at a time, readers first (a row read by a kept one stays)
         gone = store.pruning.steps(before, cutoffs, batch)
         deleted["flowstone_materializations"] += len(gone)

@@ -18,7 +18,7 @@ class Retention:
     ``runs_days`` per asset (``{"raw_events": 7}``); ``keep_last_per_partition``: succeeded
     versions of each partition that keep their output and are never pruned; ``jobs_days``: ended
     Procrastinate jobs older than this go with their events (``None``: kept); ``logs_days``: step
-    logs older than this go, where the step-logs table exists (``None``: kept with their step)."""
+    log lines older than this go (``None``: kept as long as their step)."""
 
     runs_days: float = 90
     keep_last_per_partition: int = 3

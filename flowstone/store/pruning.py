@@ -42,6 +42,11 @@ class PostgresPruning:
         with self.db.transaction("prune jobs") as conn:
             return len(conn.execute(Q("pruning_jobs"), {"before": before, "batch": batch}).fetchall())
 
+    def step_logs(self, before: datetime, batch: int) -> int:
+        """Delete one batch of step log lines written before ``before``; how many."""
+        with self.db.transaction("prune step logs") as conn:
+            return len(conn.execute(Q("pruning_step_logs"), {"before": before, "batch": batch}).fetchall())
+
     def counts(
         self, before_runs: datetime, cutoffs: Mapping[str, datetime], before_jobs: datetime | None
     ) -> dict[str, int]:

@@ -92,3 +92,19 @@ SELECT flowstone_audit_ensure_partitions(coalesce(%(now)s::timestamptz, now()), 
 -- name: pruning_audit_drop_before
 -- Drops whole months of the audit log before the cutoff (or counts them, dry run); returns them.
 SELECT flowstone_audit_drop_before(%(cutoff)s::timestamptz, %(actor)s, %(dry_run)s) AS dropped;
+
+-- name: pruning_step_logs
+-- Deletes (a batch, oldest first, SKIP LOCKED) step log lines written before the cutoff; returns
+-- how many.
+WITH doomed AS (
+    SELECT l.id
+    FROM flowstone_step_logs AS l
+    WHERE l.at < %(before)s::timestamptz
+    ORDER BY l.at
+    LIMIT %(batch)s
+    FOR UPDATE SKIP LOCKED
+)
+DELETE FROM flowstone_step_logs AS l
+USING doomed
+WHERE l.id = doomed.id
+RETURNING l.id;

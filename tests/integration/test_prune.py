@@ -83,7 +83,12 @@ def test_prune_keeps_the_last_versions_per_partition_and_deletes_the_rest(runtim
     assert events[0].details["flowstone_materializations"] == 8
     assert events[0].details["outputs"] == 8  # gc ran first with keep_last_per_partition
     again = prune_mod.prune(runtime.services, runtime.services.options.retention, now=LATER, pause_s=0)
-    assert again.deleted == {"flowstone_materializations": 0, "flowstone_runs": 0, "procrastinate_jobs": 0}
+    assert again.deleted == {
+        "flowstone_materializations": 0,
+        "flowstone_runs": 0,
+        "procrastinate_jobs": 0,
+        "flowstone_step_logs": 0,
+    }
 
 
 def test_prune_never_deletes_what_a_kept_version_read(runtime: fs.FlowStone):
@@ -150,3 +155,21 @@ def test_db_prune_cli_dry_run_and_policy_flags(runtime: fs.FlowStone, database_u
     assert runtime.load("source") == 1
     with pytest.raises(fs.ConfigurationError, match="keep_last_per_partition must be at least 1"):
         fs.Retention(keep_last_per_partition=0)
+
+
+def test_prune_deletes_step_logs_older_than_logs_days(runtime: fs.FlowStone):
+    url = runtime.require_database_url()
+    runtime.materialize("source")
+    with psycopg.connect(url, autocommit=True) as conn:
+        (mid,) = conn.execute("SELECT id FROM flowstone_materializations LIMIT 1").fetchone() or (None,)
+        conn.execute(
+            "INSERT INTO flowstone_step_logs (materialization_id, attempt, seq, at, stream, level, logger, "
+            "message) SELECT %s, 1, n, now() - n * interval '1 day' + interval '1 hour', 'log', 'INFO', 'x', "
+            "'line ' || n "
+            "FROM generate_series(1, 40) AS n",
+            (mid,),
+        )
+    policy = fs.Retention(runs_days=90, keep_last_per_partition=1, jobs_days=None, logs_days=30)
+    report = prune_mod.prune(runtime.services, policy, now=datetime.now(UTC), pause_s=0)
+    assert report.deleted["flowstone_step_logs"] == 10  # days 31..40
+    assert _count(url, "SELECT count(*) FROM flowstone_step_logs") == 30
