@@ -97,6 +97,10 @@ def approval_json(a: records.Approval) -> dict[str, Any]:
     }
 
 
+LOG_LINES_MAX = 2000
+"""Step log lines a run page shows (``flowstone logs RUN_ID`` prints them all)."""
+
+
 def run_page(
     rt: runtime_mod.FlowStone, run_id: str, *, limit: int = STEPS_MAX, now: datetime | None = None
 ) -> dict[str, Any]:
@@ -124,6 +128,18 @@ def run_page(
         ],
         "gantt": _gantt(shown_steps, now or datetime.now(UTC)),
         "approvals": [approval_json(a) for a in pg(rt).reports.run_approvals(run_id)],
+        "logs": [
+            {
+                "asset": log.asset,
+                "partition": shown(log.partition_key),
+                "attempt": log.line.attempt,
+                "at": when(log.line.at),
+                "stream": log.line.stream,
+                "level": log.line.level,
+                "message": log.line.message,
+            }
+            for log in pg(rt).logs.read(run_id, max_lines=LOG_LINES_MAX)
+        ],
         "can_cancel": run.status not in RUN_TERMINAL,
         "can_retry": queued and run.status in RUN_TERMINAL,
     }

@@ -83,6 +83,9 @@ def test_pages_and_json_read_the_snapshot_and_escape_hostile_text(pipeline: Pipe
     assert run["errors"][0]["message"].endswith(HOSTILE)
     assert "ValueError" in run["errors"][0]["traceback"]
     assert run["gantt"]["bars"]
+    assert [(line["asset"], line["stream"], line["message"]) for line in run["logs"]] == [
+        ("broken", "stdout", "checking the input " + HOSTILE)
+    ]
     assert ui.get("/api/runs", params={"status": "failed"}).json()["runs"] == [failed]
 
     for path in [

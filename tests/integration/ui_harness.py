@@ -37,6 +37,7 @@ def doubled(source: int) -> int:
 
 @fs.asset
 def broken(source: int) -> int:
+    print("checking the input " + HOSTILE)  # a step log line the run page shows (escaped)
     if not (MARKERS / "fixed").exists():
         raise ValueError("bad input " + HOSTILE)
     return source
