@@ -43,23 +43,8 @@ def when(moment: datetime | None) -> str | None:
     return None if moment is None else moment.isoformat()
 
 
-def shown(key: str) -> str:
-    """A partition key as a person reads it (``2025-01-01``; ``-`` when unpartitioned)."""
-    if key == partition_keys.UNPARTITIONED:
-        return "-"
-    try:
-        value = partition_keys.decode(key)
-    except errors.InvalidPartitionError:
-        return key
-    return _text(value)
-
-
-def _text(value: object) -> str:
-    if isinstance(value, tuple):
-        return "|".join(_text(v) for v in value)
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    return str(value)
+shown = partition_keys.display
+"""A partition key as a person reads it (``2025-01-01``; ``-`` when unpartitioned)."""
 
 
 def step_json(step: records.Materialization) -> dict[str, Any]:
@@ -202,7 +187,12 @@ def _places(spec: str, values: list[Any]) -> tuple[Place, ...]:
     again when an open-ended one gains partitions (the count and the last key are in the cache key)."""
     if not values:
         return ()
-    cache_key = (spec, len(values), _text(values[0]), _text(values[-1]))
+    cache_key = (
+        spec,
+        len(values),
+        partition_keys.display_value(values[0]),
+        partition_keys.display_value(values[-1]),
+    )
     with _GEOMETRY_LOCK:
         cached = _GEOMETRY.get(cache_key)
     if cached is not None:
@@ -215,7 +205,7 @@ def _places(spec: str, values: list[Any]) -> tuple[Place, ...]:
             x = (value.toordinal() - jan1.toordinal() + jan1.weekday()) // 7 * CELL
             y = value.weekday() * CELL
             year = value.year
-        found.append((partition_keys.encode(value), _text(value), x, y, year))
+        found.append((partition_keys.encode(value), partition_keys.display_value(value), x, y, year))
     with _GEOMETRY_LOCK:
         if len(_GEOMETRY) >= GEOMETRY_CACHE:
             _GEOMETRY.clear()
