@@ -325,7 +325,6 @@ class StepRunner:
             error = errors.ExecutionError.from_exception(
                 exc, asset=step.asset, partition=step.partition_key, run_id=step.run_id
             )
-        logger.info("step %s [%s] failed: %s", step.asset, step.partition_key, error)
         policy = self.defs.get(step.asset).retry
         # The database failing under FlowStone's own writes is not the asset's failure: a queued
         # step gets a few more attempts than its policy for that.

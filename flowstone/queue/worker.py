@@ -90,7 +90,6 @@ class JobRunner:
             outcomes = ran.outcomes + self._continue(args.run_id, ran.continued, scope, budget, job_id)
         # A continued step's retry has a job of its own; its terminal failure fails this job.
         failed += jobs.collect(outcomes[len(ran.outcomes) :])[1]
-        _log_finished(outcomes)
         if AFTER_JOB is not None:
             AFTER_JOB(job_id, outcomes)
         if retry_in:
@@ -215,7 +214,8 @@ def abandon_runs(svc: services.Services) -> list[str]:
 
 
 def _log_started(steps: Sequence[records.Materialization]) -> None:
-    """One line per step start (the worker log at its default level)."""
+    """One line per step start at INFO (the lifecycle event ``step.started`` is DEBUG); its end is
+    the ``step.succeeded`` / ``step.failed`` / ``step.retrying`` event."""
     for step in steps:
         logger.info(
             "step %s [%s] started (attempt %d, run %s)",
@@ -224,19 +224,6 @@ def _log_started(steps: Sequence[records.Materialization]) -> None:
             step.attempt,
             step.run_id,
         )
-
-
-def _log_finished(outcomes: Sequence[execution.StepOutcome]) -> None:
-    """One line per step that succeeded or waits for approval (failures log their own line)."""
-    for outcome in outcomes:
-        row = outcome.record
-        if row is None or outcome.error is not None:
-            continue
-        if outcome.succeeded:
-            took = f" in {row.duration_ms:.0f} ms" if row.duration_ms is not None else ""
-            logger.info("step %s [%s] succeeded%s", row.asset, row.partition_key, took)
-        elif outcome.waiting:
-            logger.info("step %s [%s] waits for approval", row.asset, row.partition_key)
 
 
 def maintain(svc: services.Services) -> None:
