@@ -270,8 +270,9 @@ class MemoryStore(base.Store):
                 rows.append(row)
                 if row is not None and release:
                     released.extend(self._t.release(row, at))
-            self._finish(items[0].step.run_id, actor, at)
-            return base.Completed(rows=rows, released=released)
+            changed = self._finish(items[0].step.run_id, actor, at)
+            ended = changed if changed is not None and changed.status in RUN_TERMINAL else None
+            return base.Completed(rows=rows, released=released, run=ended)
 
     def _fail(
         self,
