@@ -110,3 +110,13 @@ def test_approval_events(database_url: str, caplog: pytest.LogCaptureFixture):
     )
     decided = got["approval.decided"]
     assert (decided["approval_id"], decided["status"], decided["by"]) == (pending.id, "approved", "alice")
+
+
+def test_a_cancel_that_ends_a_run_emits_run_finished(database_url: str, caplog: pytest.LogCaptureFixture):
+    caplog.set_level(logging.INFO, logger="flowstone.events")
+    with fs.FlowStone(fs.Definitions(assets=[source, sink]), database_url=database_url) as rt:
+        handle = rt.submit("sink", with_upstream=True)  # no worker: nothing starts
+        handle.cancel()
+        handle.cancel()  # already ended: nothing more
+    finished = [r for r in caplog.records if r.__dict__.get("event") == "run.finished"]
+    assert [(r.__dict__["run_id"], r.__dict__["status"]) for r in finished] == [(handle.run_id, "cancelled")]
