@@ -138,8 +138,8 @@ def test_a_pool_key_gives_each_key_its_own_limit(pipeline: Pipeline):
 def test_a_sigkilled_worker_does_not_leak_its_slot(pipeline: Pipeline):
     first = pipeline.start_worker(concurrency=2)
     slow = pipeline.runtime.submit("slow_solo")
-    after = pipeline.runtime.submit("after_solo")
     eventually((pipeline.markers / "slow-started").exists, what="the slow step to start")
+    after = pipeline.runtime.submit("after_solo")  # once the slow one holds the slot
     eventually(
         lambda: pipeline.sql("SELECT count(*) FROM flowstone_pool_waiters") == [(1,)],
         what="the second step to wait for the slot",
@@ -157,7 +157,8 @@ def test_a_sigkilled_worker_does_not_leak_its_slot(pipeline: Pipeline):
 def test_pools_cli_lists_and_raising_a_limit_wakes_the_waiters(pipeline: Pipeline):
     pipeline.start_worker(concurrency=4)
     slow = pipeline.runtime.submit("slow_solo")
-    after = pipeline.runtime.submit("after_solo")
+    eventually((pipeline.markers / "slow-started").exists, what="the slow step to start")
+    after = pipeline.runtime.submit("after_solo")  # once the slow one holds the slot
     eventually(
         lambda: pipeline.sql("SELECT count(*) FROM flowstone_pool_waiters") == [(1,)],
         what="the second step to wait for the slot",
