@@ -19,6 +19,7 @@ Declare assets with :func:`asset`, register them in :class:`Definitions`, and ru
 
 from flowstone._version import __version__
 from flowstone.approval_types import ApprovalDecision, ApprovalGate
+from flowstone.asset_checks import AssetCheckDef, CheckResult, asset_check
 from flowstone.context import AssetContext
 from flowstone.definitions import AssetDef, Definitions, RetryPolicy, asset
 from flowstone.errors import (
@@ -27,6 +28,7 @@ from flowstone.errors import (
     ApprovalPendingError,
     ApprovalRejectedError,
     ApprovalTimedOutError,
+    CheckBlockedError,
     ConfigurationError,
     DefinitionError,
     DependencyFailedError,
@@ -105,10 +107,13 @@ __all__ = [
     "ApprovalRejectedError",
     "ApprovalStatus",
     "ApprovalTimedOutError",
+    "AssetCheckDef",
     "AssetContext",
     "AssetDef",
     "AutomationCondition",
     "BackfillResult",
+    "CheckBlockedError",
+    "CheckResult",
     "ConfigurationError",
     "DailyPartitions",
     "DefinitionError",
@@ -176,6 +181,7 @@ __all__ = [
     "WeeklyPartitions",
     "__version__",
     "asset",
+    "asset_check",
     "build_asset_context",
     "sensor",
 ]

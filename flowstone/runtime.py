@@ -22,6 +22,7 @@ from flowstone import approvals as approvals_mod
 from flowstone import (
     audit_log,
     automation,
+    data_api,
     definitions,
     errors,
     execution,
@@ -121,6 +122,7 @@ class FlowStone:
         )
         self.lineage = lineage_mod.Lineage(defs, self.store)
         self.audit = audit_log.AuditLog(self.store, self.actor)
+        self.check_results = data_api.CheckResults(self.store)
         self.approvals = approvals_mod.Approvals(self.services)
         self.schedules = automation.Schedules(self.services)
         self.sensors = automation.Sensors(self.services)

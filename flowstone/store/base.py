@@ -43,6 +43,23 @@ Found = dict[StepKey, tuple[records.Materialization, bool]]
 """Per wanted (asset, key): the row an input reads and whether it belongs to this run."""
 
 
+class CheckResults(Protocol):
+    """Reading asset check results (``store.checks`` of both stores)."""
+
+    def results(
+        self,
+        asset: str | None = None,
+        *,
+        check_name: str | None = None,
+        run_id: str | None = None,
+        limit: int = 100,
+    ) -> list[records.CheckResult]:
+        """Check results, newest first."""
+
+    def latest(self, asset: str | None = None) -> list[records.CheckResult]:
+        """The latest result of each check per asset and partition."""
+
+
 class JobQueue(Protocol):
     """What the store's transactions need from the job queue: deferring and cancelling jobs on the
     caller's connection, inside the caller's transaction (I1, I11). The queue package implements it
@@ -85,6 +102,13 @@ class Success:
     metadata: Mapping[str, Any]
     lineage: Sequence[tuple[int, str]]
     output: io_base.PreparedOutput | None = None
+    checks: Sequence[records.CheckOutcome] = ()
+    """The asset checks' outcomes, recorded with the success; a blocking failure skips downstream."""
+
+    @property
+    def blocked_by(self) -> records.CheckOutcome | None:
+        """The first failed blocking check (severity error), if any."""
+        return next((c for c in self.checks if c.blocks), None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +137,8 @@ class Store(ABC):
     """Metadata store: runs, steps and their state machine, lineage, audit."""
 
     kind: str = "abstract"
+    checks: CheckResults
+    """Asset check results (written with each success, see :class:`Success`)."""
 
     # -- runs ---------------------------------------------------------------------------------
 
@@ -399,6 +425,19 @@ def skip_error(failed: records.Materialization) -> dict[str, Any]:
         f"upstream step {failed.asset} [{failed.partition_key}] did not succeed ({failed.status})",
         run_id=failed.run_id,
         context={"upstream_asset": failed.asset, "upstream_partition_key": failed.partition_key},
+    ).to_dict()
+
+
+def check_skip_error(done: records.Materialization, check: records.CheckOutcome) -> dict[str, Any]:
+    """The error stored on steps skipped because ``done`` failed its blocking check ``check``."""
+    return errors.CheckBlockedError(
+        f"upstream step {done.asset} [{done.partition_key}] failed its blocking check {check.check_name!r}",
+        run_id=done.run_id,
+        context={
+            "upstream_asset": done.asset,
+            "upstream_partition_key": done.partition_key,
+            "check": check.check_name,
+        },
     ).to_dict()
 
 

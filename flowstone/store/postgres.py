@@ -21,6 +21,7 @@ from flowstone.store import (
     approvals,
     audit,
     base,
+    checks,
     decisions,
     lineage,
     pg,
@@ -43,19 +44,20 @@ __all__ = ["PostgresStore"]
 
 
 class PostgresStore(base.Store):
-    """Metadata in Postgres through a small connection pool (autocommit; explicit transactions)."""
+    """Metadata in Postgres through a small connection pool (autocommit; explicit transactions);
+    by theme: outputs, approvals, snapshots, reports, pools, checks, dynamic partitions."""
 
     kind = "postgres"
 
     def __init__(self, url: str, *, max_connections: int = 8) -> None:
         self.url = url
         self.db = pg.Database(url, max_connections=max_connections)
-        # By theme: outputs (the Postgres IO manager binds to it), approvals, definitions, reports, pools
         self.outputs = pg_outputs.PostgresOutputs(self.db)
         self.approvals = pg_approvals.PostgresApprovals(self.db)
         self.snapshots = pg_definitions.PostgresSnapshots(self.db)
         self.reports = reports.PostgresReports(self.db)
         self.pools = pools.PostgresPools(self.db)
+        self.checks = checks.PostgresChecks(self.db)
 
     def close(self) -> None:
         """Close the pool; the store reopens it if used again."""
@@ -489,8 +491,6 @@ class PostgresStore(base.Store):
     def audit_events(self, *, run_id: str | None = None, limit: int = 1000) -> list[records.AuditEvent]:
         with self.db.session("read audit log") as conn:
             return audit.audit_list(conn, run_id, limit)
-
-    # -- retention ------------------------------------------------------------------------------
 
     def gc_candidates(self, keep_last: int) -> list[records.GcCandidate]:
         return self.outputs.gc_plan(keep_last)

@@ -16,13 +16,23 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[2] / "flowstone"
 
 LAYERS: list[set[str]] = [
-    {"_version", "errors", "settings", "partition_keys", "codec", "codec_decode", "identifiers", "status"},
+    {
+        "_version",
+        "errors",
+        "settings",
+        "partition_keys",
+        "codec",
+        "codec_decode",
+        "identifiers",
+        "status",
+        "retry",
+    },
     {"partition_base", "time_partitions", "partition_mappings", "partitions"},
     {"resources", "io", "approval_types", "graph", "context", "pools"},
-    {"assets", "definitions", "schedules", "testing", "snapshot"},
+    {"assets", "asset_checks", "definitions", "schedules", "testing", "snapshot"},
     {"store"},
-    {"planning", "results", "services", "lineage", "startup", "audit_log"},
-    {"execution", "local", "retention", "slots"},
+    {"planning", "results", "services", "lineage", "startup", "audit_log", "data_api"},
+    {"execution", "local", "retention", "slots", "checking"},
     {"queue", "approvals", "automation"},
     {"runtime"},
     {"cli"},
