@@ -198,3 +198,28 @@ def test_a_worker_runs_checks_and_a_blocking_failure_skips_downstream(tmp_path: 
         assert checks == [("raw", "no_negatives", False, {"negatives": 1})]
     finally:
         pipeline.stop()
+
+
+def test_flowstone_checks_and_status_read_the_published_definitions(
+    database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    from flowstone import cli
+
+    FLAGS["left_ok"] = False
+    with fs.FlowStone(DEFS, database_url=database_url, home=tmp_path) as rt:
+        run = rt.materialize("left", with_upstream=True)
+    capsys.readouterr()
+    url = ["--database-url", database_url]
+    assert cli.main(["checks", *url]) == 0  # no --defs: the snapshot in the database
+    lines = capsys.readouterr().out.splitlines()
+    left_line = next(line for line in lines if line.startswith("left ") and "left_is_valid" in line)
+    assert "failed" in left_line
+    assert " yes " in left_line  # blocking
+    never = [line for line in lines if "never" in line]  # right's checks did not run
+    assert {line.split()[1] for line in never} == {"right_is_small", "right_explodes"}
+    assert cli.main(["checks", "left", "--fail-on-error", *url]) == 1
+    assert cli.main(["checks", "--run", run.run_id, *url]) == 0
+    assert "left_is_valid" in capsys.readouterr().out
+    assert cli.main(["status", *url]) == 0
+    status = capsys.readouterr().out
+    assert "checks (latest per partition): 0 passed, 1 failed (blocking: left:left_is_valid)" in status
