@@ -10,7 +10,7 @@ import psycopg
 import pytest
 
 import flowstone as fs
-from flowstone import errors
+from flowstone import cli, errors
 from flowstone.status import StepStatus
 from tests.integration.queue_harness import Pipeline
 
@@ -203,8 +203,6 @@ def test_a_worker_runs_checks_and_a_blocking_failure_skips_downstream(tmp_path: 
 def test_flowstone_checks_and_status_read_the_published_definitions(
     database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ):
-    from flowstone import cli
-
     FLAGS["left_ok"] = False
     with fs.FlowStone(DEFS, database_url=database_url, home=tmp_path) as rt:
         run = rt.materialize("left", with_upstream=True)
