@@ -22,6 +22,7 @@ from flowstone.approval_types import ApprovalDecision, ApprovalGate
 from flowstone.asset_checks import AssetCheckDef, CheckResult, asset_check
 from flowstone.context import AssetContext
 from flowstone.definitions import AssetDef, Definitions, RetryPolicy, asset
+from flowstone.dynamic_partitions import DynamicPartitions
 from flowstone.errors import (
     ApprovalAlreadyDecidedError,
     ApprovalNotFoundError,
@@ -121,6 +122,7 @@ __all__ = [
     "DependencyFailedError",
     "DependencyNotReadyError",
     "DuckDBIOManager",
+    "DynamicPartitions",
     "EmbeddedPostgresUnavailableError",
     "ExecutionError",
     "FilesystemIOManager",

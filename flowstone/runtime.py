@@ -123,6 +123,7 @@ class FlowStone:
         self.lineage = lineage_mod.Lineage(defs, self.store)
         self.audit = audit_log.AuditLog(self.store, self.actor)
         self.check_results = data_api.CheckResults(self.store)
+        self.partitions = data_api.Partitions(defs, self.store, self.actor)
         self.approvals = approvals_mod.Approvals(self.services)
         self.schedules = automation.Schedules(self.services)
         self.sensors = automation.Sensors(self.services)

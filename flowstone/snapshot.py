@@ -24,7 +24,7 @@ from datetime import date, datetime, time, timedelta
 from pathlib import PurePath
 from typing import Any, NoReturn
 
-from flowstone import approval_types, asset_checks, errors, schedules
+from flowstone import approval_types, asset_checks, dynamic_partitions, errors, schedules
 from flowstone import partitions as parts
 from flowstone import pools as pools_mod
 from flowstone.assets import AssetDef, AssetInput, RetryPolicy
@@ -77,6 +77,8 @@ def partitions_spec(definition: parts.PartitionsDefinition | None) -> dict[str, 
         return None
     if type(definition) is parts.StaticPartitions:
         return {"kind": "static", "keys": list(definition.static_keys)}
+    if type(definition) is dynamic_partitions.DynamicPartitions:
+        return {"kind": "dynamic", "name": definition.name}
     if type(definition) is parts.MultiPartitions:
         return {
             "kind": "multi",
@@ -101,6 +103,8 @@ def partitions_from_spec(spec: Mapping[str, Any] | None) -> parts.PartitionsDefi
         return None
     if kind == "static":
         return parts.StaticPartitions(spec["keys"])
+    if kind == "dynamic":
+        return dynamic_partitions.DynamicPartitions(str(spec["name"]))
     if kind == "multi":
         dims = {str(name): partitions_from_spec(sub) for name, sub in spec["dimensions"]}
         known = {k: v for k, v in dims.items() if v is not None}

@@ -18,7 +18,7 @@ import argparse
 from collections.abc import Sequence
 
 from flowstone import _version, errors
-from flowstone.cli import assets, checks, common, db, graph, operate, ops, pools, runs
+from flowstone.cli import assets, checks, common, db, graph, operate, ops, partitions, pools, runs
 from flowstone.cli.common import Handler, ProgressBar, load_target
 from flowstone.cli.common import rt_partitions as rt_partitions  # importable from here, as before
 
@@ -45,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     ops.add_automation_commands(commands)
     pools.add_command(commands)
     checks.add_command(commands)
+    partitions.add_command(commands)
     assets.add_gc_command(commands)
     return parser
 

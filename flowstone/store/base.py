@@ -60,6 +60,30 @@ class CheckResults(Protocol):
         """The latest result of each check per asset and partition."""
 
 
+class DynamicPartitionKeys(Protocol):
+    """The keys of dynamic partitions definitions (``store.partitions`` of both stores), encoded."""
+
+    def add(
+        self,
+        definition: str,
+        keys: Sequence[str],
+        *,
+        actor: str | None = None,
+        now: datetime | None = None,
+        conn: Any = None,
+    ) -> int:
+        """Add keys (existing ones are kept); the number added."""
+
+    def remove(self, definition: str, keys: Sequence[str]) -> int:
+        """Remove keys; the number removed."""
+
+    def list(self, definition: str) -> list[str]:
+        """The keys in the order they were added."""
+
+    def contains(self, definition: str, key: str) -> bool:
+        """Whether ``definition`` has ``key``."""
+
+
 class JobQueue(Protocol):
     """What the store's transactions need from the job queue: deferring and cancelling jobs on the
     caller's connection, inside the caller's transaction (I1, I11). The queue package implements it
@@ -139,6 +163,8 @@ class Store(ABC):
     kind: str = "abstract"
     checks: CheckResults
     """Asset check results (written with each success, see :class:`Success`)."""
+    partitions: DynamicPartitionKeys
+    """The keys of dynamic partitions definitions."""
 
     # -- runs ---------------------------------------------------------------------------------
 

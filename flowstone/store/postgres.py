@@ -23,6 +23,7 @@ from flowstone.store import (
     base,
     checks,
     decisions,
+    dynamic_partitions,
     lineage,
     pg,
     pg_approvals,
@@ -44,8 +45,7 @@ __all__ = ["PostgresStore"]
 
 
 class PostgresStore(base.Store):
-    """Metadata in Postgres through a small connection pool (autocommit; explicit transactions);
-    by theme: outputs, approvals, snapshots, reports, pools, checks, dynamic partitions."""
+    """Metadata in Postgres through a small connection pool (autocommit; explicit transactions)."""
 
     kind = "postgres"
 
@@ -58,6 +58,7 @@ class PostgresStore(base.Store):
         self.reports = reports.PostgresReports(self.db)
         self.pools = pools.PostgresPools(self.db)
         self.checks = checks.PostgresChecks(self.db)
+        self.partitions = dynamic_partitions.PostgresDynamicPartitions(self.db)
 
     def close(self) -> None:
         """Close the pool; the store reopens it if used again."""

@@ -29,6 +29,7 @@ CREATE INDEX flowstone_check_results_asset_idx
     ON flowstone_check_results (asset, check_name, partition_key, at DESC, id DESC);
 
 CREATE TABLE flowstone_dynamic_partitions (
+    id            bigint GENERATED ALWAYS AS IDENTITY UNIQUE,  -- the order keys were added in
     definition    text NOT NULL CHECK (definition ~ '^[A-Za-z_][A-Za-z0-9_.-]{0,63}$'),
     partition_key text NOT NULL CHECK (partition_key LIKE 's:%'),
     added_at      timestamptz NOT NULL DEFAULT now(),

@@ -27,7 +27,7 @@ LAYERS: list[set[str]] = [
         "status",
         "retry",
     },
-    {"partition_base", "time_partitions", "partition_mappings", "partitions"},
+    {"partition_base", "time_partitions", "partition_mappings", "partitions", "dynamic_partitions"},
     {"resources", "io", "approval_types", "graph", "context", "pools"},
     {"assets", "asset_checks", "definitions", "schedules", "testing", "snapshot"},
     {"store"},
