@@ -124,6 +124,7 @@ class FlowStone:
         self.audit = audit_log.AuditLog(self.store, self.actor)
         self.check_results = data_api.CheckResults(self.store)
         self.partitions = data_api.Partitions(defs, self.store, self.actor)
+        self.staleness = data_api.Staleness(defs, self.store)
         self.approvals = approvals_mod.Approvals(self.services)
         self.schedules = automation.Schedules(self.services)
         self.sensors = automation.Sensors(self.services)

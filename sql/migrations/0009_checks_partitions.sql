@@ -36,3 +36,11 @@ CREATE TABLE flowstone_dynamic_partitions (
     added_by      text,
     PRIMARY KEY (definition, partition_key)
 );
+
+-- The data version of a materialization: the one its asset set (metadata `data_version`, e.g.
+-- `context.add_metadata(data_version=...)`), else the content hash its IO manager recorded
+-- (`content_hash`: Parquet, DuckDB). NULL means "this materialization's own version": staleness
+-- then compares materialization ids. Generated, so that no writer can disagree with the metadata.
+ALTER TABLE flowstone_materializations
+    ADD COLUMN data_version text
+    GENERATED ALWAYS AS (coalesce(metadata ->> 'data_version', metadata ->> 'content_hash')) STORED;
