@@ -9,13 +9,13 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Literal
 
-from flowstone import definitions, errors, partition_keys
+from flowstone import definitions, errors, partition_keys, planning
 from flowstone.dynamic_partitions import DynamicPartitions
 from flowstone.store import base as store_base
 from flowstone.store import records, staleness
 from flowstone.store.postgres import PostgresStore
 
-__all__ = ["CheckResults", "Partitions", "Staleness", "StalenessRow"]
+__all__ = ["CheckResults", "Partitions", "Staleness", "StalenessRow", "stale_plan"]
 
 
 class CheckResults:
@@ -130,8 +130,13 @@ class Staleness:
         self._defs = defs
         self._store = store
 
-    def __call__(self, asset: str | None = None, *, include_fresh: bool = True) -> list[StalenessRow]:
-        names = [self._defs.get(asset).name] if asset is not None else list(self._defs)
+    def __call__(
+        self, asset: str | Sequence[str] | None = None, *, include_fresh: bool = True
+    ) -> list[StalenessRow]:
+        if asset is None:
+            names = list(self._defs)
+        else:
+            names = [self._defs.get(a).name for a in ([asset] if isinstance(asset, str) else asset)]
         if isinstance(self._store, PostgresStore):
             upstream = {up for name in names for up in self._defs.get(name).upstream_names}
             groups = staleness.staleness_latest(self._store.db, names, sorted(upstream))
@@ -200,3 +205,17 @@ def _memory_latest(store: store_base.Store, asset: str) -> list[staleness.Latest
             )
         )
     return found
+
+
+def stale_plan(defs: definitions.Definitions, store: store_base.Store, plan: planning.Plan) -> planning.Plan:
+    """``only_stale=True``: the steps of ``plan`` that are not fresh (stale or missing), and the
+    steps of the plan downstream of those (they will read a new upstream). Steps left out read the
+    latest materialization of their upstream, as any step whose upstream is not in its run."""
+    assets = list(dict.fromkeys(step.asset for step in plan.steps))
+    fresh = {(r.asset, r.partition_key) for r in Staleness(defs, store)(assets) if r.status == "fresh"}
+    kept: set[planning.StepKey] = set()
+    for step in plan.steps:  # upstream first
+        if step.key not in fresh or plan.upstream.get(step.key, set()) & kept:
+            kept.add(step.key)
+    order = [step.key for step in plan.steps if step.key in kept]
+    return planning.plan_of_steps(plan.selection, order, plan.edges())

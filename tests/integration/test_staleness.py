@@ -12,12 +12,13 @@ import psycopg
 import pytest
 
 import flowstone as fs
-from flowstone import partition_keys
+from flowstone import cli, partition_keys
 from flowstone.store import staleness
 from flowstone.store.memory import MemoryStore
 
 U = partition_keys.UNPARTITIONED
 VERSION = {"raw": None}
+IO = fs.MemoryIOManager()
 
 
 @fs.asset
@@ -39,7 +40,8 @@ def summary(clean: list[int]) -> int:
 
 def _defs(clean_version: str = "1") -> fs.Definitions:
     changed = fs.asset(clean.fn, code_version=clean_version)
-    return fs.Definitions(assets=[raw, changed, summary])
+    # one IO manager for the runtimes of a test: a second runtime reads what the first stored
+    return fs.Definitions(assets=[raw, changed, summary], io_managers={"default": IO})
 
 
 @pytest.fixture(params=["memory", "postgres"])
@@ -182,3 +184,38 @@ def test_staleness_of_10000_partitions_over_a_3_asset_chain_within_200_ms(databa
     assert sum(len(g.partition_keys) for g in stale) == 100
     assert {g.asset for g in stale} == {"p2"}
     assert elapsed <= 0.2, f"staleness of {3 * N} partitions took {elapsed * 1000:.0f} ms"
+
+
+def test_only_stale_runs_what_is_not_fresh_and_what_is_downstream_of_it(make):
+    rt = make(_defs())
+    first = rt.materialize("summary", with_upstream=True, only_stale=True)
+    assert [s.asset for s in first.steps] == ["raw", "clean", "summary"]  # all missing
+    nothing = rt.materialize("summary", with_upstream=True, only_stale=True)
+    assert nothing.steps == []
+    rt2 = make(_defs(clean_version="2"))  # clean's code changed: clean and summary run, raw not
+    again = rt2.materialize("summary", with_upstream=True, only_stale=True)
+    assert [s.asset for s in again.steps] == ["clean", "summary"]
+    assert again.value("summary") == 6
+    assert [r for r in rt2.staleness() if r.status != "fresh"] == []
+
+
+def test_submit_only_stale_leaves_fresh_steps_out(database_url: str, tmp_path: Path):
+    with fs.FlowStone(_defs(), database_url=database_url, home=tmp_path) as rt:
+        rt.materialize("clean", with_upstream=True)
+        handle = rt.submit("summary", with_upstream=True, only_stale=True)
+        steps = rt.store.run_steps(handle.run_id)
+        assert [(s.asset, s.status) for s in steps] == [("summary", "queued")]
+
+
+def test_flowstone_status_stale(database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    with fs.FlowStone(_defs(), database_url=database_url, home=tmp_path) as rt:
+        rt.materialize("clean", with_upstream=True)
+        rt.materialize("raw")
+    capsys.readouterr()
+    assert cli.main(["status", "--stale", "--database-url", database_url]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert any(
+        line.split()[:3] == ["clean", "-", "stale"] and "newer data upstream: raw" in line for line in lines
+    )
+    assert any(line.split()[:3] == ["summary", "-", "missing"] for line in lines)
+    assert lines[-1] == "1 fresh, 1 stale, 1 missing"
