@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from flowstone import definitions, errors, partition_keys, results, schedules, services
+from flowstone import data_api, definitions, errors, partition_keys, results, schedules, services
 from flowstone.queue import client
 from flowstone.store import automation as ops
 
@@ -275,15 +275,18 @@ class Sensors:
                             conn, sensor.name, request.key, now
                         ):
                             continue  # requested before: a replay never submits twice
-                        handle = client.submit(
-                            svc,
-                            sensor.selection,
-                            [request.partition],
-                            with_upstream=False,
-                            config=results.RunConfig.coerce(request.run_config),
-                            tags={"sensor": sensor.name, **dict(request.tags)},
-                            conn=conn,
-                        )
+                        with data_api.adding_partitions(
+                            svc.defs, store, request.add_partitions, svc.actor, conn
+                        ):
+                            handle = client.submit(
+                                svc,
+                                sensor.selection,
+                                [request.partition],
+                                with_upstream=False,
+                                config=results.RunConfig.coerce(request.run_config),
+                                tags={"sensor": sensor.name, **dict(request.tags)},
+                                conn=conn,
+                            )
                         if request.key is not None:
                             ops.sensor_request_set_run(conn, sensor.name, request.key, handle.run_id)
                         runs.append(handle.run_id)

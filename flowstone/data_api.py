@@ -4,12 +4,13 @@ versions). Small values handed the store and definitions they need."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Literal
+from typing import Any, Literal
 
-from flowstone import definitions, errors, partition_keys, planning
+from flowstone import definitions, dynamic_partitions, errors, partition_keys, planning
 from flowstone.dynamic_partitions import DynamicPartitions
 from flowstone.store import base as store_base
 from flowstone.store import records, staleness
@@ -59,13 +60,7 @@ class Partitions:
                 self._by_name.setdefault(found.name, found)
 
     def _definition(self, name: str) -> DynamicPartitions:
-        found = self._by_name.get(name) if isinstance(name, str) else None
-        if found is None:
-            known = ", ".join(repr(n) for n in sorted(self._by_name)) or "none"
-            raise errors.ConfigurationError(
-                f"no asset has DynamicPartitions({name!r}) (dynamic partitions of the definitions: {known})"
-            )
-        return found
+        return _dynamic(self._by_name, name)
 
     def names(self) -> list[str]:
         """The dynamic partitions definitions of the assets."""
@@ -74,7 +69,7 @@ class Partitions:
     def add(self, name: str, keys: Sequence[str], *, now: datetime | None = None) -> int:
         """Add ``keys`` to the dynamic partitions ``name`` (keys already there are kept); the number
         of keys added. Many keys go in one statement (100,000 keys take well under two seconds)."""
-        encoded = self._definition(name).check_keys(_listed(keys))
+        encoded = _dynamic(self._by_name, name).check_keys(_listed(keys))
         return self._store.partitions.add(name, encoded, actor=self._actor, now=now)
 
     def remove(self, name: str, keys: Sequence[str]) -> int:
@@ -87,6 +82,37 @@ class Partitions:
         """The keys of the dynamic partitions ``name``, in the order they were added."""
         self._definition(name)
         return [str(partition_keys.decode(k)) for k in self._store.partitions.list(name)]
+
+
+def _dynamic(by_name: Mapping[str, DynamicPartitions], name: str) -> DynamicPartitions:
+    found = by_name.get(name) if isinstance(name, str) else None
+    if found is None:
+        known = ", ".join(repr(n) for n in sorted(by_name)) or "none"
+        raise errors.ConfigurationError(
+            f"no asset has DynamicPartitions({name!r}) (dynamic partitions of the definitions: {known})"
+        )
+    return found
+
+
+@contextlib.contextmanager
+def adding_partitions(
+    defs: definitions.Definitions,
+    store: store_base.Store,
+    keys: Mapping[str, Sequence[str]],
+    actor: str,
+    conn: Any,
+) -> Iterator[None]:
+    """A sensor's ``RunRequest(add_partitions=...)``: add the keys on the caller's transaction
+    ``conn`` and let the run submitted in the block ask for them (they commit together)."""
+    if not keys:
+        yield
+        return
+    dynamic = {p.name: p for name in defs if isinstance(p := defs.get(name).partitions, DynamicPartitions)}
+    encoded = {name: _dynamic(dynamic, name).check_keys(_listed(k)) for name, k in keys.items()}
+    for name, k in encoded.items():
+        store.partitions.add(name, k, actor=actor, conn=conn)
+    with dynamic_partitions.adding(encoded):
+        yield
 
 
 def _listed(keys: Sequence[str]) -> list[object]:

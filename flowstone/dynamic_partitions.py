@@ -10,10 +10,13 @@ have been added) read the current set.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from types import MappingProxyType
 from typing import Protocol
 
 from flowstone import errors, partition_keys
@@ -26,6 +29,25 @@ NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
 
 MAX_KEY_LENGTH = 1024
 """The longest key, in characters."""
+
+
+_ADDING: contextvars.ContextVar[Mapping[str, frozenset[str]]] = contextvars.ContextVar(
+    "flowstone_dynamic_partitions_adding", default=MappingProxyType({})
+)
+"""Encoded keys added in the caller's open transaction (a sensor's run request), by definition."""
+
+
+@contextlib.contextmanager
+def adding(keys: Mapping[str, Sequence[str]]) -> Iterator[None]:
+    """Within the block, runs may ask for these encoded keys: they were added in the transaction
+    that submits the run, which another connection cannot see yet."""
+    current = _ADDING.get()
+    merged = {**current, **{name: current.get(name, frozenset()) | set(k) for name, k in keys.items()}}
+    token = _ADDING.set(merged)
+    try:
+        yield
+    finally:
+        _ADDING.reset(token)
 
 
 class KeySource(Protocol):
@@ -113,7 +135,10 @@ class DynamicPartitions(PartitionsDefinition):
         """:meth:`validate`, and the key must have been added (a removed key's history stays
         readable, but a run cannot ask for it)."""
         key = self.validate(value, asset=asset)
-        if self._source and not self._source[0].contains(self.name, partition_keys.encode(key)):
+        encoded = partition_keys.encode(key)
+        if encoded in _ADDING.get().get(self.name, ()):
+            return key
+        if self._source and not self._source[0].contains(self.name, encoded):
             reason = f"{key!r} has not been added (runtime.partitions.add({self.name!r}, [...]))"
             raise self._error(value, reason, asset)
         return key

@@ -157,12 +157,15 @@ class Schedule:
 
 @dataclass(frozen=True)
 class RunRequest:
-    """A run a sensor asks for. ``key`` (unique per sensor) makes it idempotent."""
+    """A run a sensor asks for. ``key`` (unique per sensor) makes it idempotent. ``add_partitions``
+    (``{"tenants": ["acme"]}``) adds keys to dynamic partitions in the transaction that submits the
+    run, before it is planned."""
 
     partition: object = None
     run_config: Mapping[str, Any] | None = None
     key: str | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
+    add_partitions: Mapping[str, Sequence[str]] = field(default_factory=dict)
 
 
 class MissingPartitions(Protocol):

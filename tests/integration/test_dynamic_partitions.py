@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -29,7 +30,16 @@ def tenant_report(tenant_data: str) -> str:
     return tenant_data.upper()
 
 
-DEFS = fs.Definitions(assets=[tenant_data, tenant_report])
+SIGNUPS: list[list[str]] = []
+
+
+@fs.sensor("tenant_data", interval_s=1)
+def signups(context: fs.SensorContext) -> list[fs.RunRequest]:
+    batch = SIGNUPS.pop(0) if SIGNUPS else []
+    return [fs.RunRequest(partition=t, key=f"signup:{t}", add_partitions={"tenants": [t]}) for t in batch]
+
+
+DEFS = fs.Definitions(assets=[tenant_data, tenant_report], sensors=[signups])
 
 
 @pytest.fixture(params=["memory", "postgres"])
@@ -155,3 +165,19 @@ def test_a_worker_backfills_dynamic_partitions(tmp_path: Path, database_url: str
         assert rows == [("s:a",), ("s:b",), ("s:c",)]
     finally:
         pipeline.stop()
+
+
+def test_a_sensor_adds_keys_in_the_transaction_of_its_run(database_url: str, tmp_path: Path):
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    with fs.FlowStone(DEFS, database_url=database_url, home=tmp_path) as rt:
+        SIGNUPS[:] = [["acme", "globex"]]
+        (run_a, _) = rt.sensors.tick(now=t0)["signups"]
+        assert rt.partitions.list("tenants") == ["acme", "globex"]
+        assert [s.partition_key for s in rt.store.run_steps(run_a)] == ["s:acme"]
+        # a request that cannot be submitted rolls the whole evaluation back, keys included
+        SIGNUPS[:] = [["initech", ""]]
+        assert rt.sensors.tick(now=t0 + timedelta(seconds=5)) == {}
+        assert rt.partitions.list("tenants") == ["acme", "globex"]
+        (state,) = rt.sensors.list()
+        assert state.last_error is not None
+        assert "invalid keys" in state.last_error["message"]
