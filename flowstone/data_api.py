@@ -245,3 +245,15 @@ def stale_plan(defs: definitions.Definitions, store: store_base.Store, plan: pla
             kept.add(step.key)
     order = [step.key for step in plan.steps if step.key in kept]
     return planning.plan_of_steps(plan.selection, order, plan.edges())
+
+
+def upstream_token(store: store_base.Store, row: StalenessRow) -> str:
+    """The ids of the latest materializations of what ``row``'s materialization read, joined: a
+    new upstream materialization gives a new token (the eager automation condition's key)."""
+    if row.materialization_id is None:
+        return ""
+    ids = set()
+    for up in store.lineage_upstream(row.materialization_id, max_depth=1):
+        newest = store.latest(up.asset, up.partition_key)
+        ids.add(newest.id if newest is not None else up.id)
+    return "-".join(str(i) for i in sorted(ids))

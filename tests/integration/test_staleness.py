@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -219,3 +220,20 @@ def test_flowstone_status_stale(database_url: str, tmp_path: Path, capsys: pytes
     )
     assert any(line.split()[:3] == ["summary", "-", "missing"] for line in lines)
     assert lines[-1] == "1 fresh, 1 stale, 1 missing"
+
+
+def test_on_upstream_updated_runs_stale_downstream_once_per_upstream_materialization(
+    database_url: str, tmp_path: Path
+):
+    eager = fs.AutomationCondition.on_upstream_updated("clean", interval_s=1)
+    defs = fs.Definitions(assets=[raw, clean, summary], io_managers={"default": IO}, sensors=[eager])
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    with fs.FlowStone(defs, database_url=database_url, home=tmp_path) as rt:
+        rt.materialize("clean", with_upstream=True)
+        assert rt.sensors.tick(now=t0) == {}  # everything fresh
+        rt.materialize("raw")
+        (run_id,) = rt.sensors.tick(now=t0 + timedelta(seconds=2))["clean_on_upstream_updated"]
+        assert [(s.asset, s.partition_key) for s in rt.store.run_steps(run_id)] == [("clean", U)]
+        assert rt.sensors.tick(now=t0 + timedelta(seconds=4)) == {}  # once per upstream materialization
+        rt.materialize("raw")
+        assert len(rt.sensors.tick(now=t0 + timedelta(seconds=6))["clean_on_upstream_updated"]) == 1
