@@ -70,6 +70,9 @@ def test_keys_are_added_listed_removed_and_materialized(runtime: fs.FlowStone):
     latest = runtime.latest("tenant_report", "globex")
     assert latest is not None
     assert latest.status == StepStatus.SUCCEEDED
+    # staleness over the current keys: the report of acme and initech was never materialized
+    report = {r.partition_key: r.status for r in runtime.staleness("tenant_report")}
+    assert report == {"s:globex": "fresh", "s:acme": "missing", "s:initech": "missing"}
 
 
 def test_bad_keys_and_unknown_definitions_are_refused(runtime: fs.FlowStone):
