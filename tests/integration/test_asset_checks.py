@@ -112,6 +112,13 @@ def test_a_blocking_check_failing_on_the_left_branch_skips_the_join_and_only_the
     assert "the check itself broke" in raised.error["message"]
 
 
+def test_materialize_raises_the_blocking_check_by_name(runtime: fs.FlowStone):
+    with pytest.raises(fs.CheckBlockedError, match="left_is_valid") as raised:
+        runtime.materialize("join", with_upstream=True)
+    assert raised.value.asset == "join"
+    assert raised.value.context["check"] == "left_is_valid"
+
+
 def test_passing_checks_release_downstream(runtime: fs.FlowStone):
     FLAGS["left_ok"] = True
     result = runtime.materialize("after_join", with_upstream=True, raise_on_error=False)
