@@ -87,6 +87,7 @@ class AssetDef:
     pool_key: pools_mod.PoolKey | None = None
     priority: int = 0
     checks: tuple[checks_mod.AssetCheckDef, ...] = ()
+    memoize: bool = False
 
     @property
     def upstream_names(self) -> tuple[str, ...]:
@@ -130,6 +131,7 @@ def asset(
     pool_key: pools_mod.PoolKey | None = ...,
     priority: int = ...,
     checks: Iterable[checks_mod.AssetCheckDef] | None = ...,
+    memoize: bool = ...,
 ) -> AssetDef: ...
 @overload
 def asset(
@@ -154,6 +156,7 @@ def asset(
     pool_key: pools_mod.PoolKey | None = ...,
     priority: int = ...,
     checks: Iterable[checks_mod.AssetCheckDef] | None = ...,
+    memoize: bool = ...,
 ) -> Callable[[AssetFn], AssetDef]: ...
 def asset(
     fn: AssetFn | None = None,
@@ -177,6 +180,7 @@ def asset(
     pool_key: pools_mod.PoolKey | None = None,
     priority: int = 0,
     checks: Iterable[checks_mod.AssetCheckDef] | None = None,
+    memoize: bool = False,
 ) -> AssetDef | Callable[[AssetFn], AssetDef]:
     """Declare an asset. Use as ``@asset``, ``@asset(...)`` or ``asset(fn, ...)``.
 
@@ -198,6 +202,8 @@ def asset(
       ``pool_key``: a function of a :class:`~flowstone.pools.PoolContext` giving the key each
       limit applies to (default: one key); ``priority``: -999..999, higher runs first.
     - ``checks``: :func:`~flowstone.asset_checks.asset_check` functions run after each success.
+    - ``memoize``: reuse the latest materialization when code version and input data versions are
+      unchanged instead of calling the function (:mod:`flowstone.memoize`).
 
     A parameter with a default value is a plain argument of the function, not an upstream asset.
 
@@ -224,6 +230,7 @@ def asset(
         pool_key=pool_key,
         priority=priority,
         checks=checks,
+        memoize=memoize,
     )
     if fn is None:
         return options.build
@@ -253,6 +260,7 @@ class _Options:
     pool_key: pools_mod.PoolKey | None = None
     priority: int = 0
     checks: Iterable[checks_mod.AssetCheckDef] | None = None
+    memoize: bool = False
 
     def build(self, fn: AssetFn) -> AssetDef:
         """Inspect ``fn`` and return its :class:`AssetDef` (or raise with every problem)."""
@@ -306,6 +314,7 @@ class _Options:
             pool_key=self.pool_key,
             priority=self.priority,
             checks=checks_mod.attach(name, self.checks),
+            memoize=self.memoize is True,
         )
 
     @staticmethod

@@ -1,11 +1,10 @@
 """The step pipeline: the single place that runs steps and records their outcome, in-process or queued.
-
 Order of work for one unit of work (the consistency model, docs/design/consistency.md):
 
 1. resolve the asset by name in the Definitions (I3; unknown → ``UnknownAssetError``, nothing written);
 2. claim its steps (``materialization_claim``: ``pending``/``queued`` → ``running``, attempt + 1)
    and look up the exact upstream materializations they read, in one round trip;
-3. load the inputs through their IO managers, set up its resources, call the function;
+3. load the inputs through their IO managers, set up its resources, call the function (memoize.py);
 4. store the output (a new immutable version, I10) or prepare it for the success; run the checks;
 5. in one transaction: ``succeeded`` + lineage + audit + output + check results + fan-in + the
    run's status (I11, I14).
@@ -31,6 +30,7 @@ from flowstone import (
     codec,
     definitions,
     errors,
+    memoize,
     partition_keys,
     planning,
     resources,
@@ -391,7 +391,7 @@ class StepRunner:
             )
         if asset.context_param is not None:
             kwargs[asset.context_param] = ctx
-        value = asset.fn(**kwargs)
+        value = memoize.call(self.svc, asset, kwargs, lineage, ctx)  # the function, unless memoized
         manager = self._manager(asset.io_manager, asset.name)
         out_ctx = io_base.OutputContext(
             asset=asset.name,

@@ -241,3 +241,44 @@ def test_on_upstream_updated_runs_stale_downstream_once_per_upstream_materializa
         assert rt.sensors.tick(now=t0 + timedelta(seconds=4)) == {}  # once per upstream materialization
         rt.materialize("raw")
         assert len(rt.sensors.tick(now=t0 + timedelta(seconds=6))["clean_on_upstream_updated"]) == 1
+
+
+CALLS: list[str] = []
+
+
+@fs.asset
+def seed(context: fs.AssetContext) -> int:
+    context.add_metadata(data_version=VERSION["raw"] or "s1")
+    return 10
+
+
+@fs.asset(memoize=True, code_version="1")
+def expensive(seed: int) -> int:
+    CALLS.append("expensive")
+    return seed * 2
+
+
+@fs.asset
+def reader(expensive: int) -> int:
+    return expensive + 1
+
+
+def test_memoize_reuses_the_latest_materialization_when_code_and_inputs_are_unchanged(make):
+    CALLS.clear()
+    rt = make(fs.Definitions(assets=[seed, expensive, reader], io_managers={"default": IO}))
+    first = rt.materialize("reader", with_upstream=True)
+    assert CALLS == ["expensive"]
+    again = rt.materialize("reader", with_upstream=True)  # seed re-ran with the same data version
+    assert CALLS == ["expensive"]  # not called again
+    memo = again.step("expensive")
+    assert memo.status == "succeeded"
+    assert memo.metadata["memoized_from"] == first.step("expensive").id
+    assert again.value("reader") == 21
+    assert [r for r in rt.staleness() if r.status != "fresh"] == []  # the reuse keeps readers fresh
+    VERSION["raw"] = "s2"  # new upstream data: called again
+    rt.materialize("reader", with_upstream=True)
+    assert CALLS == ["expensive", "expensive"]
+    changed = fs.asset(expensive.fn, name="expensive", memoize=True, code_version="2")
+    rt2 = make(fs.Definitions(assets=[seed, changed, reader], io_managers={"default": IO}))
+    rt2.materialize("reader", with_upstream=True)  # new code version: called again
+    assert CALLS == ["expensive", "expensive", "expensive"]

@@ -32,7 +32,7 @@ LAYERS: list[set[str]] = [
     {"assets", "asset_checks", "definitions", "schedules", "testing", "snapshot"},
     {"store"},
     {"planning", "results", "services", "lineage", "startup", "audit_log", "data_api"},
-    {"execution", "local", "retention", "slots", "checking"},
+    {"execution", "local", "retention", "slots", "checking", "memoize"},
     {"queue", "approvals", "automation"},
     {"runtime"},
     {"cli"},
