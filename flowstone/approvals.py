@@ -13,7 +13,7 @@ from __future__ import annotations
 import builtins
 from datetime import datetime
 
-from flowstone import errors, services
+from flowstone import errors, events, services
 from flowstone.status import ApprovalStatus
 from flowstone.store import records
 from flowstone.store.decisions import SYSTEM_ACTOR
@@ -53,15 +53,32 @@ class Approvals:
             raise errors.ConfigurationError("a decision needs the name of who decides: by='alice'")
         if by == SYSTEM_ACTOR:
             raise errors.NotAllowedError(f"{SYSTEM_ACTOR!r} is reserved for timeouts")
-        return self._svc.postgres("approvals").approvals.decide(
+        decided = self._svc.postgres("approvals").approvals.decide(
             approval_id,
             "approve" if decision == "approve" else "reject",
             by=by,
             reason=reason,
             jobs=self._svc.jobs,
         )
+        _decided(decided)
+        return decided
 
     def expire_due(self, *, now: datetime | None = None) -> builtins.list[records.Approval]:
         """Apply ``on_timeout`` to the pending approvals due at ``now`` (default: the database
         clock), as the actor ``system``; returns the approvals decided."""
-        return self._svc.postgres("approvals").approvals.expire_due(jobs=self._svc.jobs, now=now)
+        expired = self._svc.postgres("approvals").approvals.expire_due(jobs=self._svc.jobs, now=now)
+        for approval in expired:
+            _decided(approval)
+        return expired
+
+
+def _decided(approval: records.Approval) -> None:
+    events.emit(
+        "approval.decided",
+        run_id=approval.run_id,
+        asset=approval.asset,
+        partition=approval.partition_key,
+        approval_id=approval.id,
+        status=str(approval.status),
+        by=approval.decided_by,
+    )

@@ -15,21 +15,23 @@ that depend on it are ``skipped`` in the same transaction; queued runs retry per
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import random
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from flowstone import (
     approval_types,
+    capture,
     checking,
     codec,
     definitions,
     errors,
+    events,
     memoize,
     partition_keys,
     planning,
@@ -37,14 +39,17 @@ from flowstone import (
     results,
     services,
     slots,
+    step_inputs,
+    telemetry,
 )
 from flowstone import context as context_mod
 from flowstone.io import base as io_base
 from flowstone.status import RunKind, RunStatus, StepStatus
+from flowstone.step_outcomes import Executed, Ran, StepOutcome
 from flowstone.store import base as store_base
 from flowstone.store import records
 
-__all__ = ["AfterStoreHook", "Ran", "StepOutcome", "StepRunner", "create_run"]
+__all__ = ["AfterStoreHook", "Executed", "Ran", "StepOutcome", "StepRunner", "create_run"]
 
 logger = logging.getLogger("flowstone.execution")
 
@@ -57,49 +62,6 @@ fault (a dropped connection, a restart): the fault is not the asset's."""
 AfterStoreHook = Callable[[records.Materialization, io_base.OutputRef], None]
 """Called after the output is stored and before the success is recorded; tests use it to inject
 faults at that exact point (a dropped connection, a killed process)."""
-
-
-@dataclass(frozen=True, slots=True)
-class StepOutcome:
-    """What happened to one step: its row as recorded, the value (in-process runs), the error, and
-    (queued runs) the delay before a retry when the failure will be retried."""
-
-    record: records.Materialization | None
-    value: object = None
-    error: errors.FlowStoneError | None = None
-    retry_in_s: float | None = None
-
-    @property
-    def waiting(self) -> bool:
-        """Whether the step waits for approval."""
-        return self.record is not None and self.record.status == StepStatus.WAITING_APPROVAL
-
-    @property
-    def succeeded(self) -> bool:
-        """Whether the step's row is ``succeeded``."""
-        return self.record is not None and self.record.status == StepStatus.SUCCEEDED
-
-
-@dataclass(frozen=True, slots=True)
-class Ran:
-    """The outcomes of one unit of work's steps, and the units of work its successes made ready."""
-
-    outcomes: list[StepOutcome]
-    released: list[store_base.BatchItem]
-    continued: store_base.BatchItem | None = None
-    """The unit of work a success kept for this job (continuation): claim and run it next."""
-
-
-@dataclass(frozen=True, slots=True)
-class Executed:
-    """A step whose function ran and whose output is stored (or prepared for the success)."""
-
-    value: object
-    ref: io_base.OutputRef
-    metadata: dict[str, Any]
-    lineage: list[tuple[int, str]]
-    output: io_base.PreparedOutput | None
-    checks: tuple[records.CheckOutcome, ...] = ()
 
 
 def create_run(
@@ -117,12 +79,14 @@ def create_run(
     in-process runs leave them for the local executor. Returns the run id."""
     resources.ResourceScope(svc.defs.resources, config.resources)  # refuses unknown names now
     queued = kind == RunKind.SUBMIT
+    run_id = str(uuid.uuid4())
+    trace = telemetry.run_created(run_id, kind=str(kind), selection=list(plan.selection))
     run = records.NewRun(
-        run_id=str(uuid.uuid4()),
+        run_id=run_id,
         kind=kind,
         selection=plan.selection,
         requested_by=svc.actor,
-        config=config.model_dump(mode="json", exclude_defaults=True),
+        config=config.model_copy(update={"trace": trace}).model_dump(mode="json", exclude_defaults=True),
         tags=dict(tags or {}),
         status=RunStatus.QUEUED if queued else RunStatus.RUNNING,
     )
@@ -133,6 +97,9 @@ def create_run(
         )
     else:
         svc.store.create_run(run, steps, edges=plan.edges())
+    events.emit(
+        "run.started", run_id=run.run_id, kind=str(kind), selection=list(plan.selection), steps=len(steps)
+    )
     return run.run_id
 
 
@@ -173,7 +140,8 @@ class StepRunner:
         job passes its ``job_id``: it also takes over its own steps left ``running`` by a worker that
         died (a redelivered job)."""
         lone = partition_keys.decode(batch_key)
-        wanted = [(inp.asset, key) for inp in asset.inputs for _, key in self._wanted(asset, lone)[inp.name]]
+        reads = step_inputs.wanted(self.defs, asset, lone)
+        wanted = [(inp.asset, key) for inp in asset.inputs for _, key in reads[inp.name]]
         claim = self.store.claim(
             run_id,
             asset.name,
@@ -189,7 +157,9 @@ class StepRunner:
                 (inp.asset, key)
                 for step in others
                 for inp in asset.inputs
-                for _, key in self._wanted(asset, partition_keys.decode(step.partition_key))[inp.name]
+                for _, key in step_inputs.wanted(self.defs, asset, partition_keys.decode(step.partition_key))[
+                    inp.name
+                ]
             ]
             inputs = {**claim.inputs, **self.store.find_inputs(run_id, list(dict.fromkeys(more)))}
             claim = store_base.Claim(claim.steps, inputs, claim.run_kind, claim.run_config)
@@ -224,13 +194,37 @@ class StepRunner:
         """Execute claimed steps; record failures one by one and successes together (``keep``: the
         success keeps one step it makes ready for this job; ``continued``: the steps were kept so,
         and a retry of one gets a job of its own; ADR 0013)."""
+        spans = telemetry.StepSpans((claim.run_config or {}).get("trace"))
+        try:
+            ran = self._run(asset, claim, spans, scope=scope, keep=keep, continued=continued)
+        except BaseException as exc:
+            spans.finish_rest(exc)
+            raise
+        for outcome in ran.outcomes:
+            if (row := outcome.record) is not None:
+                status = "retrying" if outcome.retry_in_s is not None else str(row.status)
+                spans.finish(row.id, status=status, duration_ms=row.duration_ms, error=outcome.error)
+        spans.finish_rest()
+        return ran
+
+    def _run(
+        self,
+        asset: definitions.AssetDef,
+        claim: store_base.Claim,
+        spans: telemetry.StepSpans,
+        *,
+        scope: resources.ResourceScope,
+        keep: store_base.Keep | None,
+        continued: bool,
+    ) -> Ran:
         outcomes: list[StepOutcome] = []
         done: list[tuple[records.Materialization, Executed]] = []
         for step in claim.steps:
+            events.emit("step.started", **_where(step))
+            spans.start(step.id, **_where(step), queued_at=step.queued_at, started_at=step.started_at)
             try:
-                executed = self._execute(step, asset, scope, claim.inputs)
-                if self.after_store is not None:
-                    self.after_store(step, executed.ref)
+                with spans.active(step.id):
+                    executed = self._captured(step, asset, scope, claim.inputs)
             except approval_types.ApprovalPending as pending:
                 outcomes.append(self._wait_for_approval(step, pending.request))
                 continue
@@ -259,6 +253,7 @@ class StepRunner:
         continued: bool,
     ) -> tuple[list[StepOutcome], store_base.Completed | None]:
         """Record successes together; a backfill has no step edges, so nothing to release."""
+        joined = self.store.logs.joins_success
         items = [
             store_base.Success(
                 step=step,
@@ -266,10 +261,13 @@ class StepRunner:
                 metadata=executed.metadata,
                 lineage=executed.lineage,
                 output=executed.output,
+                logs=executed.logs if joined else (),
                 checks=executed.checks,
             )
             for step, executed in done
         ]
+        if not joined:
+            self._write_logs([line for _, executed in done for line in executed.logs])
         try:
             completed = self.store.complete_steps(
                 items,
@@ -279,6 +277,8 @@ class StepRunner:
                 keep=keep if self.queued else None,
             )
         except Exception as exc:  # noqa: BLE001 - the success transaction failed: each step failed
+            if joined:  # the lines went down with the transaction: write them on their own
+                self._write_logs([line for _, executed in done for line in executed.logs])
             return [self._record_failure(step, exc, continued=continued) for step, _ in done], None
         outcomes = []
         for (step, executed), row in zip(done, completed.rows, strict=True):
@@ -294,6 +294,7 @@ class StepRunner:
                 )
                 outcomes.append(StepOutcome(record=self._current(step), error=lost))
             else:
+                events.emit("step.succeeded", **_where(row), duration_ms=row.duration_ms)
                 outcomes.append(StepOutcome(record=row, value=executed.value))
         return outcomes, completed
 
@@ -310,6 +311,7 @@ class StepRunner:
             )
         except errors.FlowStoneError as exc:  # e.g. approvals on the memory store: a clear failure
             return self._record_failure(step, exc)
+        events.emit("approval.requested", **_where(step), request=request.message)
         return StepOutcome(record=row or self._current(step))
 
     def _record_failure(
@@ -321,7 +323,6 @@ class StepRunner:
             error = errors.ExecutionError.from_exception(
                 exc, asset=step.asset, partition=step.partition_key, run_id=step.run_id
             )
-        logger.info("step %s [%s] failed: %s", step.asset, step.partition_key, error)
         policy = self.defs.get(step.asset).retry
         # The database failing under FlowStone's own writes is not the asset's failure: a queued
         # step gets a few more attempts than its policy for that.
@@ -339,12 +340,15 @@ class StepRunner:
                 ),
             )
             if row is not None:
+                events.emit("step.retrying", **_where(step), retry_in_s=delay, **_why(error))
                 return StepOutcome(record=row, error=error, retry_in_s=delay)
             return StepOutcome(record=self._current(step), error=error)
         failed = self._durably(
             "record a failure",
             lambda: self.store.fail_terminal(step, error=error.to_dict(), actor=self.svc.actor),
         )
+        if failed is not None:
+            events.emit("step.failed", **_where(failed), duration_ms=failed.duration_ms, **_why(error))
         return StepOutcome(record=failed if failed is not None else self._current(step), error=error)
 
     def _durably(self, what: str, write: Callable[[], T]) -> T:
@@ -363,6 +367,32 @@ class StepRunner:
                 time.sleep(delay * (1 + random.random() / 2))  # noqa: S311 - jitter, not security
                 delay = min(delay * 2, 2.0)
 
+    def _captured(
+        self,
+        step: records.Materialization,
+        asset: definitions.AssetDef,
+        scope: resources.ResourceScope,
+        found: store_base.Found,
+    ) -> Executed:
+        """Steps 3 to 5 with the step's logging and output captured (:mod:`flowstone.capture`);
+        what a failing attempt captured is written before its failure is recorded."""
+        with capture.capturing(step.id, step.attempt, self.svc.step_logs, self.store.logs) as captured:
+            try:
+                executed = self._execute(step, asset, scope, found)
+                if self.after_store is not None:
+                    self.after_store(step, executed.ref)
+            except BaseException:
+                self._write_logs(captured.close())
+                raise
+        return dataclasses.replace(executed, logs=captured.close())
+
+    def _write_logs(self, lines: list[records.StepLogLine]) -> None:
+        # Logging never decides a step's outcome (I12): a write that fails loses the lines.
+        try:
+            self.store.logs.write(lines)
+        except errors.StoreError as exc:
+            logger.warning("could not write %d step log line(s): %s", len(lines), exc.message)
+
     def _execute(
         self,
         step: records.Materialization,
@@ -372,7 +402,9 @@ class StepRunner:
     ) -> Executed:
         """Steps 3 and 4: inputs, resources, the function, the output (stored or prepared), the checks."""
         partition = partition_keys.decode(step.partition_key)
-        kwargs, lineage = self._load_inputs(step, asset, partition, found)
+        kwargs, lineage = step_inputs.load_inputs(
+            self.defs, self.svc.io_managers, step, asset, partition=partition, found=found
+        )
         ctx = context_mod.AssetContext(
             asset=asset.name,
             partition=partition,
@@ -392,7 +424,8 @@ class StepRunner:
         if asset.context_param is not None:
             kwargs[asset.context_param] = ctx
         value = memoize.call(self.svc, asset, kwargs, lineage, ctx)  # the function, unless memoized
-        manager = self._manager(asset.io_manager, asset.name)
+        manager = step_inputs.manager(self.svc.io_managers, asset.io_manager, asset.name)
+        started = time.perf_counter()
         out_ctx = io_base.OutputContext(
             asset=asset.name,
             partition=partition,
@@ -404,97 +437,34 @@ class StepRunner:
             attempt=step.attempt,
         )
         output: io_base.PreparedOutput | None = None
-        if isinstance(manager, io_base.TransactionalIOManager):
-            output = manager.prepare(out_ctx, value)  # written by the success statement itself
-            ref = output.ref
-        else:
-            ref = manager.store(out_ctx, value)  # a new immutable version, before the success
+        with telemetry.io_span("flowstone.io.store", asset=asset.name, io_manager=asset.io_manager):
+            if isinstance(manager, io_base.TransactionalIOManager):
+                output = manager.prepare(out_ctx, value)  # written by the success statement itself
+                ref = output.ref
+            else:
+                ref = manager.store(out_ctx, value)  # a new immutable version, before the success
+        events.emit(
+            "io.stored",
+            **_where(step),
+            io_manager=asset.io_manager,
+            duration_ms=(time.perf_counter() - started) * 1000,
+        )
         # Metadata is stored as JSON: typed values (Decimal, date, ...) go through the codec.
         metadata = codec.to_jsonable({**out_ctx.metadata, **ctx.metadata})
         assert isinstance(metadata, dict)  # noqa: S101 - a dict encodes to a dict
         checks = checking.run(self.defs.checks_of(asset.name), value, ctx)  # same attempt (checking.py)
-        return Executed(value, ref, metadata, lineage, output, checks)
-
-    def _manager(self, key: str, asset: str) -> io_base.IOManager:
-        try:
-            return self.svc.io_managers[key]
-        except KeyError:
-            raise errors.IOManagerError(
-                f"IO manager {key!r} is not configured", asset=asset, retryable=False
-            ) from None
-
-    def _wanted(
-        self, asset: definitions.AssetDef, partition: partition_keys.PartitionValue | None
-    ) -> dict[str, list[tuple[partition_keys.PartitionValue | None, str]]]:
-        """Per input: the upstream partitions it reads, with their keys."""
-        wanted: dict[str, list[tuple[partition_keys.PartitionValue | None, str]]] = {}
-        for inp in asset.inputs:
-            values = planning.step_partitions(asset, self.defs.get(inp.asset), partition)
-            wanted[inp.name] = [(v, partition_keys.encode(v)) for v in values]
-        return wanted
-
-    def _load_inputs(
-        self,
-        step: records.Materialization,
-        asset: definitions.AssetDef,
-        partition: partition_keys.PartitionValue | None,
-        found: store_base.Found,
-    ) -> tuple[dict[str, object], list[tuple[int, str]]]:
-        wanted = self._wanted(asset, partition)
-        kwargs: dict[str, object] = {}
-        lineage: list[tuple[int, str]] = []
-        for inp in asset.inputs:
-            loaded: dict[object, object] = {}
-            upstream = self.defs.get(inp.asset)
-            manager = self._manager(upstream.io_manager, upstream.name)
-            # Several partitions read as one frame (Parquet, DuckDB) instead of a dict of them.
-            combined = inp.mapping.is_multi() and manager.loads_combined(inp.type_hint)
-            contexts: list[io_base.InputContext] = []
-            for value, key in wanted[inp.name]:
-                row = _input_row(found.get((inp.asset, key)), inp.asset, key)
-                ref = io_base.OutputRef.model_validate(row.output_ref)
-                hint = None if inp.mapping.is_multi() and not combined else inp.type_hint
-                in_ctx = io_base.InputContext(inp.asset, value, key, ref, hint)
-                if combined:
-                    contexts.append(in_ctx)
-                else:
-                    loaded[value] = manager.load(in_ctx)
-                lineage.append((row.id, inp.name))
-            if combined:
-                kwargs[inp.name] = manager.load_combined(contexts, inp.type_hint)
-            elif inp.mapping.is_multi():
-                kwargs[inp.name] = loaded
-            elif len(loaded) == 1:
-                kwargs[inp.name] = next(iter(loaded.values()))
-            else:
-                raise errors.DependencyNotReadyError(
-                    f"input {inp.name!r} has no upstream partition of {inp.asset!r} to read for "
-                    f"partition {step.partition_key}",
-                    retryable=False,
-                )
-        return kwargs, lineage
+        return Executed(value, ref, metadata, lineage, output, checks=checks)
 
 
-def _input_row(
-    found: tuple[records.Materialization, bool] | None, upstream: str, key: str
-) -> records.Materialization:
-    if found is None:
-        raise errors.DependencyNotReadyError(
-            f"upstream {upstream!r} [{key}] has no succeeded materialization to read; "
-            f"materialize it first (or use with_upstream=True)",
-            retryable=False,
-        )
-    row, in_run = found
-    if row.output_deleted_at is not None:
-        raise errors.DependencyNotReadyError(
-            f"upstream {upstream!r} [{key}] #{row.id}: its output was deleted by gc at "
-            f"{row.output_deleted_at:%Y-%m-%d %H:%M:%S}; materialize it again",
-            retryable=False,
-        )
-    if row.status != StepStatus.SUCCEEDED or row.output_ref is None:
-        where = "in this run" if in_run else "latest"
-        raise errors.DependencyNotReadyError(
-            f"upstream {upstream!r} [{key}] is {row.status} {where}; it must succeed first",
-            retryable=False,
-        )
-    return row
+def _where(step: records.Materialization) -> dict[str, Any]:
+    """The location fields of a step's lifecycle event."""
+    return {
+        "run_id": step.run_id,
+        "asset": step.asset,
+        "partition": step.partition_key,
+        "attempt": step.attempt,
+    }
+
+
+def _why(error: errors.FlowStoneError) -> dict[str, Any]:
+    return {"error_type": type(error).__name__, "error": error.message}

@@ -47,6 +47,8 @@ __all__ = [
     "PartitionValue",
     "check_length",
     "decode",
+    "display",
+    "display_value",
     "encode",
 ]
 
@@ -289,3 +291,24 @@ def _shorten(text: str) -> str:
     if len(text) <= _SHOWN_CHARS:
         return text
     return f"{text[:_SHOWN_CHARS]}... ({len(text)} characters)"
+
+
+def display(key: str) -> str:
+    """A key as a person reads it: ``2025-01-01`` for ``d:2025-01-01``, ``-`` for an unpartitioned
+    asset, tuples as ``a|b``; a key that does not decode is shown as stored."""
+    if key == UNPARTITIONED:
+        return "-"
+    try:
+        value = decode(key)
+    except errors.InvalidPartitionError:
+        return key
+    return display_value(value)
+
+
+def display_value(value: object) -> str:
+    """A partition value as a person reads it (dates in ISO form, tuples as ``a|b``)."""
+    if isinstance(value, tuple):
+        return "|".join(display_value(v) for v in value)
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    return str(value)

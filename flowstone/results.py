@@ -13,7 +13,7 @@ from typing import Any
 
 import pydantic
 
-from flowstone import errors, partition_keys
+from flowstone import errors, partition_keys, pools
 from flowstone.errors import FlowStoneError
 from flowstone.status import RunStatus
 from flowstone.store import records
@@ -33,6 +33,9 @@ class RunConfig(pydantic.BaseModel):
 
     resources: dict[str, dict[str, Any] | None] = pydantic.Field(default_factory=dict)
     priority: int = pydantic.Field(default=0, ge=-999, le=999, strict=True)
+    trace: dict[str, str] = pydantic.Field(default_factory=dict)
+    """The W3C trace context of the run's span (``traceparent``), set by FlowStone when
+    OpenTelemetry is installed, so that the spans of its steps join the run's trace."""
 
     @classmethod
     def coerce(cls, value: Mapping[str, Any] | RunConfig | None) -> RunConfig:
@@ -40,6 +43,12 @@ class RunConfig(pydantic.BaseModel):
         if isinstance(value, RunConfig):
             return value
         return cls.model_validate(value or {})
+
+    def with_priority(self, priority: int | None) -> RunConfig:
+        """This config with the run's ``priority`` when one is given (checked: -999..999)."""
+        if priority is None:
+            return self
+        return self.model_copy(update={"priority": pools.check_priority(priority, "submit")})
 
 
 @dataclass

@@ -22,6 +22,7 @@ from flowstone import approvals as approvals_mod
 from flowstone import (
     audit_log,
     automation,
+    capture,
     data_api,
     definitions,
     errors,
@@ -29,19 +30,22 @@ from flowstone import (
     local,
     partition_keys,
     planning,
-    pools,
     retention,
     services,
     snapshot,
     startup,
+    step_inputs,
+    telemetry,
 )
 from flowstone import lineage as lineage_mod
+from flowstone import prune as prune_mod
 from flowstone import settings as settings_mod
 from flowstone.io import base as io_base
 from flowstone.io.memory import MemoryIOManager
 from flowstone.io.postgres import PostgresIOManager
 from flowstone.queue import client, worker
 from flowstone.results import BackfillResult, GcReport, RunConfig, RunResult
+from flowstone.retention_policy import Retention
 from flowstone.status import RunKind, RunStatus, StepStatus
 from flowstone.store import backend, records
 from flowstone.store import base as store_base
@@ -82,6 +86,8 @@ class FlowStone:
         continuation_steps: int = 100,
         continuation_s: float = 10.0,
         publish_definitions: bool = True,
+        retention: Retention | None = None,
+        step_logs: capture.StepLogSettings | None = None,
     ) -> None:
         self.defs = defs
         env = settings_mod.Settings.from_env()
@@ -118,7 +124,9 @@ class FlowStone:
                 automation_interval_s=automation_interval_s,
                 continuation_steps=continuation_steps,
                 continuation_s=continuation_s,
+                retention=retention,
             ),
+            step_logs=step_logs or capture.StepLogSettings(),
         )
         self.lineage = lineage_mod.Lineage(defs, self.store)
         self.audit = audit_log.AuditLog(self.store, self.actor)
@@ -139,6 +147,7 @@ class FlowStone:
             )
             limits = {p.name: (p.limit, getattr(p, "period_s", None)) for p in defs.pools.values()}
             startup.through_blips("publish the pool limits", lambda: store.pools.publish(limits))
+            startup.through_blips("create the audit log's months", store.pruning.audit_partitions)
 
     @classmethod
     def from_database(
@@ -226,7 +235,7 @@ class FlowStone:
             names,
             partitions,
             with_upstream=with_upstream,
-            config=_prioritized(RunConfig.coerce(run_config), priority),
+            config=RunConfig.coerce(run_config).with_priority(priority),
             tags=tags,
             only_stale=only_stale,
         )
@@ -254,7 +263,7 @@ class FlowStone:
             values,
             force=force,
             partitions_per_job=partitions_per_job,
-            config=_prioritized(RunConfig.coerce(run_config), priority),
+            config=RunConfig.coerce(run_config).with_priority(priority),
             progress=progress,
         )
 
@@ -377,6 +386,9 @@ class FlowStone:
             return BackfillResult(run_id=None, succeeded=0, failed=0, skipped=len(values))
         config = RunConfig.coerce(run_config)
         run_id = str(uuid.uuid4())
+        config = config.model_copy(
+            update={"trace": telemetry.run_created(run_id, kind="backfill", selection=[asset])}
+        )
         self.store.create_run(
             records.NewRun(
                 run_id=run_id,
@@ -425,6 +437,15 @@ class FlowStone:
 
     # -- retention ----------------------------------------------------------------------------
 
+    def prune(self, policy: Retention | None = None, *, dry_run: bool = False) -> prune_mod.PruneReport:
+        """Apply ``policy`` (default: the runtime's ``retention=``): see :mod:`flowstone.prune`."""
+        chosen = policy or self.services.options.retention
+        if chosen is None:
+            raise errors.ConfigurationError(
+                "no retention policy: pass FlowStone(retention=fs.Retention(...))"
+            )
+        return prune_mod.prune(self.services, chosen, dry_run=dry_run)
+
     def gc(self, keep_last: int = 1, *, dry_run: bool = False) -> GcReport:
         """Delete output versions no longer referenced by the latest ``keep_last`` succeeded
         materializations of each asset and partition (Postgres and filesystem IO managers). The
@@ -449,6 +470,13 @@ class FlowStone:
             )
         return partition_keys.encode(definition.partitions.validate(partition, asset=asset))
 
+    def logs(self, run_id: str, asset: str | None = None, partition: object = None) -> list[records.StepLog]:
+        """The stored step logs of a run (of one asset, one partition), in step, attempt, line order."""
+        if partition is not None and asset is None:
+            raise errors.ConfigurationError("logs: a partition needs its asset (asset=...)")
+        key = self.partition_key(asset, partition) if asset is not None and partition is not None else None
+        return self.store.logs.read(run_id, asset=asset, partition_key=key)
+
     def latest(self, asset: str, partition: object = None) -> records.Materialization | None:
         """The latest succeeded materialization of (asset, partition), or ``None`` (I8)."""
         return self.store.latest(asset, self.partition_key(asset, partition))
@@ -460,41 +488,6 @@ class FlowStone:
     def load(self, asset: str, partition: object = None) -> object:
         """The value of the latest succeeded materialization (read through its IO manager)."""
         key = self.partition_key(asset, partition)
-        row = self.store.latest(asset, key)
-        if row is not None and row.output_deleted_at is not None:  # pragma: no cover - gc keeps the latest
-            raise errors.DependencyNotReadyError(
-                f"{asset} [{key}]: its output was deleted by gc at {row.output_deleted_at}",
-                asset=asset,
-                partition=key,
-            )
-        if row is None or row.output_ref is None:
-            raise errors.DependencyNotReadyError(
-                f"{asset} [{key}] has no succeeded materialization", asset=asset, partition=key
-            )
-        definition = self.defs.get(asset)
-        ref = io_base.OutputRef.model_validate(row.output_ref)
-        manager = self.io_managers.get(ref.manager)
-        if manager is None:
-            raise errors.IOManagerError(
-                f"output of {asset} [{key}] was written by IO manager {ref.manager!r}, which is not "
-                "configured",
-                asset=asset,
-                partition=key,
-                retryable=False,
-            )
-        return manager.load(
-            io_base.InputContext(
-                asset=asset,
-                partition=row.partition,
-                partition_key=key,
-                ref=ref,
-                type_hint=definition.return_type,
-            )
+        return step_inputs.load_latest(
+            self.defs.get(asset), self.store.latest(asset, key), key, self.io_managers
         )
-
-
-def _prioritized(config: RunConfig, priority: int | None) -> RunConfig:
-    """``config`` with the run's ``priority`` when one is given (checked: -999..999)."""
-    if priority is None:
-        return config
-    return config.model_copy(update={"priority": pools.check_priority(priority, "submit")})

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from flowstone import definitions, errors
+from flowstone import capture, definitions, errors, retention_policy
 from flowstone.io import base as io_base
 from flowstone.store import base as store_base
 from flowstone.store.postgres import PostgresStore
@@ -40,6 +40,9 @@ class QueueOptions:
     continuation_steps: int = 100
     """Steps a queued job may run one after the other when each success makes the next ready on
     its queue (continuation, ADR 0013); 1 turns continuation off."""
+    retention: retention_policy.Retention | None = None
+    """The retention policy the workers' maintenance applies every ``retention_interval_s``."""
+    retention_interval_s: float = 3600.0
     continuation_s: float = 10.0
     """Seconds after which a job stops continuing, so that a long chain does not hold a worker."""
 
@@ -47,7 +50,7 @@ class QueueOptions:
 @dataclass(frozen=True, slots=True)
 class Services:
     """Definitions, the store decided once (I9), the IO managers, the job queue (``None`` without
-    Postgres), who acts, the clock and the queue settings."""
+    Postgres), who acts, the clock, the queue settings and the step-log settings."""
 
     defs: definitions.Definitions
     store: store_base.Store
@@ -56,6 +59,8 @@ class Services:
     jobs: store_base.JobQueue | None = None
     options: QueueOptions = field(default_factory=QueueOptions)
     clock: Callable[[], datetime] = _utc_now
+    step_logs: capture.StepLogSettings = field(default_factory=capture.StepLogSettings)
+    """How steps' logs and output are captured into ``flowstone_step_logs``."""
 
     def postgres(self, what: str = "the durable queue") -> PostgresStore:
         """The Postgres store; ``what`` needs it (not the memory store)."""

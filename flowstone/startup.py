@@ -13,10 +13,20 @@ from flowstone.store import backend, migrations
 from flowstone.store.pg_definitions import Published
 from flowstone.store.postgres import PostgresStore
 
-__all__ = ["migrated", "published", "through_blips"]
+__all__ = ["migrated", "patience", "published", "through_blips"]
 
 T = TypeVar("T")
 logger = logging.getLogger("flowstone")
+
+_PATIENCE_S = 3.0
+"""How long start-up rides out a database blip (``flowstone worker`` raises it to its outage
+timeout: a worker restarted by its supervisor during an outage waits for the database)."""
+
+
+def patience(seconds: float) -> None:
+    """Ride out blips at start-up for up to ``seconds`` in this process (the worker command)."""
+    global _PATIENCE_S  # noqa: PLW0603 - one setting for the process, set once by the CLI
+    _PATIENCE_S = max(0.0, seconds)
 
 
 def migrated(target: backend.DatabaseTarget) -> backend.DatabaseTarget:
@@ -49,18 +59,19 @@ def published(url: str) -> Published:
     return found
 
 
-def through_blips(what: str, call: Callable[[], T], *, attempts: int = 6) -> T:
+def through_blips(what: str, call: Callable[[], T], *, patience_s: float | None = None) -> T:
     """``call()``, again after a transient database error (a dropped connection, a restart in
-    progress) with backoff, ~3 s in all: a process started in the middle of a blip (a worker
-    restarted by its supervisor) starts instead of dying. Other errors, and the last one, raise."""
+    progress) with backoff (at most 2 s apart) for up to ``patience_s`` (default: 3 s, or what
+    :func:`patience` set): a process started in the middle of a blip (a worker restarted by its
+    supervisor) starts instead of dying. Other errors, and the last one, raise."""
+    deadline = time.monotonic() + (_PATIENCE_S if patience_s is None else patience_s)
     delay = 0.1
-    for attempt in range(1, attempts + 1):
+    while True:
         try:
             return call()
         except errors.StoreError as exc:
-            if not exc.retryable or attempt == attempts:
+            if not exc.retryable or time.monotonic() + delay > deadline:
                 raise
             logger.info("could not %s (%s); trying again in %.1f s", what, exc, delay)
             time.sleep(delay)
-            delay *= 2
-    raise AssertionError("unreachable")  # pragma: no cover
+            delay = min(delay * 2, 2.0)

@@ -3,7 +3,7 @@
 ``flowstone db upgrade|url|status|stop`` manage the database; ``materialize``, ``submit``,
 ``backfill`` and ``worker`` run the assets of ``--defs module:attribute`` (or ``FLOWSTONE_DEFS``);
 the commands that read or decide (``runs``, ``run``, ``cancel``, ``retry``, ``status``, ``graph``,
-``lineage``, ``approvals``, ``schedules list``) need only the database. Errors are printed as one
+``lineage``, ``approvals``, ``schedules list``, ``ui``) need only the database. Errors are printed as one
 line naming what was wrong; the exit statuses are in ``common.EXIT_CODES``.
 
 The commands live in submodules by theme: ``db`` (the database), ``runs`` (materialize, submit,
@@ -18,7 +18,21 @@ import argparse
 from collections.abc import Sequence
 
 from flowstone import _version, errors
-from flowstone.cli import assets, checks, common, db, graph, operate, ops, partitions, pools, runs
+from flowstone.cli import (
+    assets,
+    audit,
+    checks,
+    common,
+    db,
+    graph,
+    logs,
+    operate,
+    ops,
+    partitions,
+    pools,
+    runs,
+    ui,
+)
 from flowstone.cli.common import Handler, ProgressBar, load_target
 from flowstone.cli.common import rt_partitions as rt_partitions  # importable from here, as before
 
@@ -41,12 +55,15 @@ def build_parser() -> argparse.ArgumentParser:
     operate.add_commands(commands)
     assets.add_query_commands(commands)
     graph.add_command(commands)
+    logs.add_commands(commands)
     ops.add_approval_commands(commands)
     ops.add_automation_commands(commands)
     pools.add_command(commands)
     checks.add_command(commands)
     partitions.add_command(commands)
+    audit.add_command(commands)
     assets.add_gc_command(commands)
+    ui.add_command(commands)
     return parser
 
 

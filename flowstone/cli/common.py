@@ -9,7 +9,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from datetime import date, datetime
+from datetime import datetime
 from pathlib import Path
 
 from flowstone import definitions as definitions_mod
@@ -37,24 +37,8 @@ EXIT_CODES = f"""exit status:
   {EXIT_TIMEOUT}  timed out waiting (the run is still going)"""
 
 
-def shown(key: str) -> str:
-    """A partition key as a person reads it: ``2025-01-01`` for ``d:2025-01-01``, ``-`` for an
-    unpartitioned asset, tuples as ``a|b``; a key that does not decode is shown as stored."""
-    if key == partition_keys.UNPARTITIONED:
-        return "-"
-    try:
-        value = partition_keys.decode(key)
-    except errors.InvalidPartitionError:
-        return key
-    return _value_text(value)
-
-
-def _value_text(value: object) -> str:
-    if isinstance(value, tuple):
-        return "|".join(_value_text(v) for v in value)
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    return str(value)
+shown = partition_keys.display
+"""A partition key as a person reads it (``2025-01-01``; ``-`` when unpartitioned)."""
 
 
 def when(moment: datetime | None) -> str:

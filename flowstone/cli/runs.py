@@ -5,12 +5,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import sys
 from typing import Any
 
-from flowstone import errors, partition_keys, planning
+from flowstone import errors, partition_keys, planning, services, startup
 from flowstone import runtime as runtime_mod
-from flowstone.cli import common, waiting
+from flowstone.cli import common, logs, waiting
 from flowstone.queue import client, jobs, process
 from flowstone.store.postgres import PostgresStore
 
@@ -177,6 +176,8 @@ def _backfill_sync(rt: runtime_mod.FlowStone, args: argparse.Namespace, asset: s
     return 0 if result.failed == 0 else 1
 
 
+OUTAGE_TIMEOUT_S = services.QueueOptions().outage_timeout_s
+
 LIFECYCLE = frozenset({"start_worker", "stopping_worker", "stop_worker"})
 """The ``action`` of Procrastinate's log records a worker shows at its default level."""
 
@@ -207,20 +208,20 @@ class _WorkerLog(logging.Filter):
         return True
 
 
-def _worker_logging(level_name: str, verbose: bool) -> None:
-    level = getattr(logging, level_name.upper())
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(_WorkerLog(verbose or level_name == "debug"))
-    root = logging.getLogger()
-    root.addHandler(handler)
-    root.setLevel(level)
+def _worker_logging(level_name: str, verbose: bool, log_format: str) -> None:
+    """Log to stderr at ``level_name``, as text or JSON, through the default-level filter."""
+    logs.configure_worker_logging(level_name, log_format)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_WorkerLog(verbose or level_name == "debug"))
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
     if args.concurrency < 1:
         raise errors.ConfigurationError(f"--concurrency must be at least 1, got {args.concurrency}")
-    _worker_logging(args.log_level, args.verbose)
+    _worker_logging(args.log_level, args.verbose, args.log_format)
+    # Started during an outage (a supervisor restarting it): wait for the database at start-up
+    # as long as for an outage later.
+    startup.patience(args.outage_timeout if args.outage_timeout is not None else OUTAGE_TIMEOUT_S)
     runtime = common.open_runtime(args)
     queues = [q.strip() for q in args.queues.split(",") if q.strip()] if args.queues else None
     if queues is not None and jobs.DEFAULT_QUEUE not in queues:
@@ -318,4 +319,5 @@ def add_commands(commands: Any) -> None:
     worker.add_argument(
         "--verbose", action="store_true", help="also Procrastinate's per-job lines and full tracebacks"
     )
+    logs.add_log_format_option(worker)
     worker.set_defaults(handler=_cmd_worker)

@@ -30,6 +30,7 @@ from flowstone import (
     resources,
     results,
     services,
+    telemetry,
 )
 from flowstone.queue import jobs
 from flowstone.status import RUN_TERMINAL, STEP_TERMINAL, RunKind, RunStatus, StepStatus
@@ -255,12 +256,13 @@ def backfill(
     todo = [k for k in keys if k not in done]
     batches = [todo[i : i + partitions_per_job] for i in range(0, len(todo), partitions_per_job)]
     run_id = str(uuid.uuid4())
+    trace = telemetry.run_created(run_id, kind=RunKind.BACKFILL, selection=[asset])
     run = records.NewRun(
         run_id=run_id,
         kind=RunKind.BACKFILL,
         selection=(asset,),
         requested_by=svc.actor,
-        config=config.model_dump(mode="json", exclude_defaults=True),
+        config=config.model_copy(update={"trace": trace}).model_dump(mode="json", exclude_defaults=True),
         tags={
             "partitions": len(todo),
             "skipped": len(keys) - len(todo),

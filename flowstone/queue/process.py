@@ -30,7 +30,7 @@ import procrastinate
 import psycopg
 from procrastinate import worker as procrastinate_worker
 
-from flowstone import errors, services
+from flowstone import errors, prune, services
 from flowstone.queue import worker
 
 __all__ = ["EXIT_GAVE_UP", "Maintenance", "run"]
@@ -52,6 +52,9 @@ class Maintenance:
         self.duties: list[tuple[str, float, Callable[[], object]]] = [
             ("recovery", float(options.recovery_interval_s), lambda: worker.maintain(svc)),
         ]
+        if options.retention is not None:
+            policy = options.retention
+            self.duties.append(("retention", options.retention_interval_s, lambda: prune.prune(svc, policy)))
         if automation:
             self.duties.append(
                 ("automation", float(options.automation_interval_s), lambda: worker.automation_tick(svc))

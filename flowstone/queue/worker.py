@@ -17,7 +17,7 @@ import procrastinate
 import pydantic
 from procrastinate.job_context import JobContext
 
-from flowstone import automation, errors, execution, partition_keys, resources, results, services
+from flowstone import automation, errors, events, execution, partition_keys, resources, results, services
 from flowstone.queue import jobs
 from flowstone.store import base as store_base
 from flowstone.store import records, transitions
@@ -90,7 +90,6 @@ class JobRunner:
             outcomes = ran.outcomes + self._continue(args.run_id, ran.continued, scope, budget, job_id)
         # A continued step's retry has a job of its own; its terminal failure fails this job.
         failed += jobs.collect(outcomes[len(ran.outcomes) :])[1]
-        _log_finished(outcomes)
         if AFTER_JOB is not None:
             AFTER_JOB(job_id, outcomes)
         if retry_in:
@@ -215,7 +214,8 @@ def abandon_runs(svc: services.Services) -> list[str]:
 
 
 def _log_started(steps: Sequence[records.Materialization]) -> None:
-    """One line per step start (the worker log at its default level)."""
+    """One line per step start at INFO (the lifecycle event ``step.started`` is DEBUG); its end is
+    the ``step.succeeded`` / ``step.failed`` / ``step.retrying`` event."""
     for step in steps:
         logger.info(
             "step %s [%s] started (attempt %d, run %s)",
@@ -224,19 +224,6 @@ def _log_started(steps: Sequence[records.Materialization]) -> None:
             step.attempt,
             step.run_id,
         )
-
-
-def _log_finished(outcomes: Sequence[execution.StepOutcome]) -> None:
-    """One line per step that succeeded or waits for approval (failures log their own line)."""
-    for outcome in outcomes:
-        row = outcome.record
-        if row is None or outcome.error is not None:
-            continue
-        if outcome.succeeded:
-            took = f" in {row.duration_ms:.0f} ms" if row.duration_ms is not None else ""
-            logger.info("step %s [%s] succeeded%s", row.asset, row.partition_key, took)
-        elif outcome.waiting:
-            logger.info("step %s [%s] waits for approval", row.asset, row.partition_key)
 
 
 def maintain(svc: services.Services) -> None:
@@ -248,6 +235,7 @@ def maintain(svc: services.Services) -> None:
     finish_runs(svc)
     expire_approvals(svc)
     wake_pool_waiters(svc)
+    svc.postgres().pruning.audit_partitions()  # the audit log's months ahead (cheap when present)
 
 
 def wake_pool_waiters(svc: services.Services) -> int:
@@ -269,6 +257,16 @@ def finish_runs(svc: services.Services) -> list[str]:
 def expire_approvals(svc: services.Services, *, materialization_id: int | None = None) -> int:
     """Apply the timeout of the approvals that are due (of one step, when given)."""
     expired = svc.postgres().approvals.expire_due(jobs=svc.jobs, materialization_id=materialization_id)
+    for approval in expired:
+        events.emit(
+            "approval.decided",
+            run_id=approval.run_id,
+            asset=approval.asset,
+            approval_id=approval.id,
+            partition=approval.partition_key,
+            status=str(approval.status),
+            by=approval.decided_by,
+        )
     if expired and materialization_id is None:
         logger.info("applied the timeout of %d approval(s)", len(expired))
     return len(expired)

@@ -29,9 +29,20 @@ from typing import Any, Protocol
 from flowstone import approval_types, errors
 from flowstone.io import base as io_base
 from flowstone.status import RunKind
-from flowstone.store import records
+from flowstone.store import data_types, records
 
-__all__ = ["BatchItem", "Claim", "Completed", "JobQueue", "Keep", "StepKey", "Store", "Success", "skip_error"]
+__all__ = [
+    "BatchItem",
+    "Claim",
+    "Completed",
+    "JobQueue",
+    "Keep",
+    "StepKey",
+    "StepLogs",
+    "Store",
+    "Success",
+    "skip_error",
+]
 
 StepKey = tuple[str, str]
 """(asset, encoded partition key)."""
@@ -41,47 +52,6 @@ BatchItem = tuple[str, str]
 
 Found = dict[StepKey, tuple[records.Materialization, bool]]
 """Per wanted (asset, key): the row an input reads and whether it belongs to this run."""
-
-
-class CheckResults(Protocol):
-    """Reading asset check results (``store.checks`` of both stores)."""
-
-    def results(
-        self,
-        asset: str | None = None,
-        *,
-        check_name: str | None = None,
-        run_id: str | None = None,
-        limit: int = 100,
-    ) -> list[records.CheckResult]:
-        """Check results, newest first."""
-
-    def latest(self, asset: str | None = None) -> list[records.CheckResult]:
-        """The latest result of each check per asset and partition."""
-
-
-class DynamicPartitionKeys(Protocol):
-    """The keys of dynamic partitions definitions (``store.partitions`` of both stores), encoded."""
-
-    def add(
-        self,
-        definition: str,
-        keys: Sequence[str],
-        *,
-        actor: str | None = None,
-        now: datetime | None = None,
-        conn: Any = None,
-    ) -> int:
-        """Add keys (existing ones are kept); the number added."""
-
-    def remove(self, definition: str, keys: Sequence[str]) -> int:
-        """Remove keys; the number removed."""
-
-    def list(self, definition: str) -> list[str]:
-        """The keys in the order they were added."""
-
-    def contains(self, definition: str, key: str) -> bool:
-        """Whether ``definition`` has ``key``."""
 
 
 class JobQueue(Protocol):
@@ -126,6 +96,8 @@ class Success:
     metadata: Mapping[str, Any]
     lineage: Sequence[tuple[int, str]]
     output: io_base.PreparedOutput | None = None
+    logs: Sequence[records.StepLogLine] = ()
+    """The step's last captured lines, written with the success (``StepLogs.joins_success``)."""
     checks: Sequence[records.CheckOutcome] = ()
     """The asset checks' outcomes, recorded with the success; a blocking failure skips downstream."""
 
@@ -157,13 +129,54 @@ class Completed:
     """The unit of work kept for the running job (``keep=``): claim and run it next."""
 
 
+class StepLogs(Protocol):
+    """Where captured step logs go (``store.logs``): the Postgres store writes them to
+    ``flowstone_step_logs`` in batches, the memory store keeps them in the process."""
+
+    joins_success: bool
+    """Whether :meth:`Store.complete_steps` writes the ``logs`` of its successes in its own
+    transaction (else the step pipeline writes them just before)."""
+
+    def write(self, lines: Sequence[records.StepLogLine]) -> None:
+        """Store ``lines`` now."""
+        ...
+
+    def track(self, source: LogSource) -> None:
+        """Flush ``source`` at least every second while it is tracked (``untrack``)."""
+        ...
+
+    def untrack(self, source: LogSource) -> None:
+        """Stop flushing ``source``; returns once a flush of it in progress has been written."""
+        ...
+
+    def read(
+        self,
+        run_id: str,
+        *,
+        asset: str | None = None,
+        partition_key: str | None = None,
+        after_id: int | None = None,
+        max_lines: int = 100_000,
+    ) -> list[records.StepLog]:
+        """The stored lines of a run (one asset, one partition), in step, attempt and line order."""
+        ...
+
+
+class LogSource(Protocol):
+    """Something holding captured lines not yet written (a step's capture)."""
+
+    def take(self) -> list[records.StepLogLine]:
+        """The lines captured since the last call (they are now the caller's to write)."""
+        ...
+
+
 class Store(ABC):
     """Metadata store: runs, steps and their state machine, lineage, audit."""
 
     kind: str = "abstract"
-    checks: CheckResults
+    checks: data_types.CheckResults
     """Asset check results (written with each success, see :class:`Success`)."""
-    partitions: DynamicPartitionKeys
+    partitions: data_types.DynamicPartitionKeys
     """The keys of dynamic partitions definitions."""
 
     # -- runs ---------------------------------------------------------------------------------
@@ -441,6 +454,9 @@ class Store(ABC):
         """Own an in-process run while this process runs its steps (Postgres: a session-level
         advisory lock the recovery sweep checks; the memory store lives and dies with its process)."""
 
+    logs: StepLogs
+    """The step logs (``flowstone_step_logs``)."""
+
     def close(self) -> None:  # noqa: B027 - optional hook, most stores hold nothing
         """Release connections."""
 
@@ -451,19 +467,6 @@ def skip_error(failed: records.Materialization) -> dict[str, Any]:
         f"upstream step {failed.asset} [{failed.partition_key}] did not succeed ({failed.status})",
         run_id=failed.run_id,
         context={"upstream_asset": failed.asset, "upstream_partition_key": failed.partition_key},
-    ).to_dict()
-
-
-def check_skip_error(done: records.Materialization, check: records.CheckOutcome) -> dict[str, Any]:
-    """The error stored on steps skipped because ``done`` failed its blocking check ``check``."""
-    return errors.CheckBlockedError(
-        f"upstream step {done.asset} [{done.partition_key}] failed its blocking check {check.check_name!r}",
-        run_id=done.run_id,
-        context={
-            "upstream_asset": done.asset,
-            "upstream_partition_key": done.partition_key,
-            "check": check.check_name,
-        },
     ).to_dict()
 
 

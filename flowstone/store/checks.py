@@ -9,7 +9,7 @@ from datetime import datetime
 
 from psycopg.types.json import Jsonb
 
-from flowstone.store import base, pg, records
+from flowstone.store import base, data_types, pg, records
 from flowstone.store.pg import Conn, Q
 
 __all__ = [
@@ -55,7 +55,7 @@ def check_skip_downstream(
             "partition_key": step.partition_key,
             "step_id": step.id,
             "attempt": step.attempt,
-            "error": Jsonb(base.check_skip_error(step, check)),
+            "error": Jsonb(data_types.check_skip_error(step, check)),
             "now": now,
         },
     )

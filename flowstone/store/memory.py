@@ -17,7 +17,7 @@ from typing import Any
 from flowstone import approval_types, errors
 from flowstone.io import base as io_base
 from flowstone.status import RUN_TERMINAL, STEP_IN_FLIGHT, RunStatus, StepStatus, run_status_of
-from flowstone.store import base, memory_checks, memory_partitions, memory_tables, records
+from flowstone.store import base, memory_checks, memory_partitions, memory_step_logs, memory_tables, records
 
 __all__ = ["MemoryStore"]
 
@@ -39,6 +39,7 @@ class MemoryStore(base.Store):
         self.checks: memory_checks.MemoryChecks = memory_checks.MemoryChecks(self._lock)
         self.partitions = memory_partitions.MemoryDynamicPartitions(self._lock)
         self._audit_ids = itertools.count(1)
+        self.logs = memory_step_logs.MemoryStepLogs(self.get_materialization)
         self._runs: dict[str, records.Run] = {}
         self._audit: list[records.AuditEvent] = []
 

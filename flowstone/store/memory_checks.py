@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from flowstone.store import base, records
+from flowstone.store import data_types, records
 
 __all__ = ["MemoryChecks"]
 
@@ -50,7 +50,7 @@ class MemoryChecks:
                     )
                 )
         blocked = next((c for c in outcomes if c.blocks), None)
-        return base.check_skip_error(row, blocked) if blocked is not None else None
+        return data_types.check_skip_error(row, blocked) if blocked is not None else None
 
     def results(
         self,

@@ -21,15 +21,16 @@ from flowstone.store import (
     approvals,
     audit,
     base,
-    checks,
     decisions,
-    dynamic_partitions,
     lineage,
     pg,
     pg_approvals,
+    pg_data,
     pg_definitions,
     pg_outputs,
+    pg_step_logs,
     pools,
+    pruning,
     records,
     reports,
     runs,
@@ -57,11 +58,13 @@ class PostgresStore(base.Store):
         self.snapshots = pg_definitions.PostgresSnapshots(self.db)
         self.reports = reports.PostgresReports(self.db)
         self.pools = pools.PostgresPools(self.db)
-        self.checks = checks.PostgresChecks(self.db)
-        self.partitions = dynamic_partitions.PostgresDynamicPartitions(self.db)
+        self.pruning = pruning.PostgresPruning(self.db)
+        self.logs: pg_step_logs.PostgresStepLogs = pg_step_logs.PostgresStepLogs(self.db)
+        self.checks, self.partitions = pg_data.components(self.db)
 
     def close(self) -> None:
-        """Close the pool; the store reopens it if used again."""
+        """Stop the step-log flush (after a last one), close the pool; the store reopens it if used again."""
+        self.logs.close()
         self.db.close()
 
     @contextmanager
@@ -424,8 +427,6 @@ class PostgresStore(base.Store):
         with self.db.session("read approval") as conn:
             return decisions.decision_of(approvals.approval_for_materialization(conn, materialization_id))
 
-    # -- queries ------------------------------------------------------------------------------
-
     def latest(self, asset: str, partition_key: str) -> records.Materialization | None:
         with self.db.session("read latest") as conn:
             return mat.materialization_latest(conn, asset, partition_key)
@@ -461,8 +462,6 @@ class PostgresStore(base.Store):
     def lineage_downstream(self, materialization_id: int, *, max_depth: int) -> list[records.LineageRow]:
         with self.db.session("read lineage") as conn:
             return lineage.lineage_downstream(conn, materialization_id, max_depth)
-
-    # -- audit --------------------------------------------------------------------------------
 
     def audit(
         self,

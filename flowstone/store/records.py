@@ -23,6 +23,8 @@ __all__ = [
     "NewRun",
     "PlannedStep",
     "Run",
+    "StepLog",
+    "StepLogLine",
 ]
 
 
@@ -215,3 +217,32 @@ class CheckResult:
     metadata: dict[str, Any]
     error: dict[str, Any] | None
     at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class StepLogLine:
+    """One captured line of a materialization attempt, as written to ``flowstone_step_logs``.
+
+    ``stream`` is ``log`` (a logging record), ``stdout``, ``stderr`` or ``flowstone`` (the
+    truncation marker); ``seq`` orders the lines of one attempt from 1."""
+
+    materialization_id: int
+    attempt: int
+    seq: int
+    at: datetime
+    stream: str
+    level: str
+    logger: str
+    message: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class StepLog:
+    """A stored line with its step: what ``runtime.logs`` returns (``id``: the write order)."""
+
+    id: int
+    run_id: str
+    asset: str
+    partition_key: str
+    line: StepLogLine

@@ -12,7 +12,7 @@ from flowstone.status import StepStatus
 from flowstone.store import pg, records
 from flowstone.store.pg import Q
 
-__all__ = ["AssetSummary", "PartitionRow", "PostgresReports", "RunRow"]
+__all__ = ["AssetSummary", "PartitionRow", "PartitionState", "PostgresReports", "RunRow"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +40,16 @@ class PartitionRow:
     """The newest step of one partition, and when the partition last succeeded."""
 
     step: records.Materialization
+    last_success_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionState:
+    """One partition's newest step status and code version, and when it last succeeded."""
+
+    partition_key: str
+    status: StepStatus
+    code_version: str | None
     last_success_at: datetime | None
 
 
@@ -93,6 +103,34 @@ class PostgresReports:
             PartitionRow(step=pg.materialization_from_row(r), last_success_at=r["last_success_at"])
             for r in rows
         ]
+
+    def partition_states(self, asset: str) -> list[PartitionState]:
+        """Every partition of ``asset`` that has a step, in key order: its newest step's status and
+        code version and its latest success (the partition grid; lighter than :meth:`partitions`)."""
+        with self.db.session("read partition states") as conn:
+            rows = conn.execute(Q("report_partition_states"), {"asset": asset}).fetchall()
+        return [
+            PartitionState(
+                partition_key=r["partition_key"],
+                status=StepStatus(r["status"]),
+                code_version=r["code_version"],
+                last_success_at=r["last_success_at"],
+            )
+            for r in rows
+        ]
+
+    def run_steps(self, run_id: str, *, limit: int) -> list[records.Materialization]:
+        """At most ``limit`` steps of a run: those not succeeded first, then in id order."""
+        params = {"run_id": pg.run_uuid(run_id), "limit": limit}
+        with self.db.session("list a run's steps") as conn:
+            rows = conn.execute(Q("report_run_steps"), params).fetchall()
+        return [pg.materialization_from_row(r) for r in rows]
+
+    def decided_approvals(self, *, limit: int) -> list[records.Approval]:
+        """The latest decided approvals (at most ``limit``), newest decision first."""
+        with self.db.session("list decided approvals") as conn:
+            rows = conn.execute(Q("report_approvals_decided"), {"limit": limit}).fetchall()
+        return [pg.approval_from_row(r) for r in rows]
 
     def live_workers(self, within_s: float) -> int:
         """How many Procrastinate workers sent a heartbeat in the last ``within_s`` seconds."""

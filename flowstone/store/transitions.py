@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from flowstone import errors
 from flowstone.status import RunKind, RunStatus, StepStatus
-from flowstone.store import approvals, audit, base, checks, pg, records, runs, step_edges
+from flowstone.store import approvals, audit, base, checks, pg, records, runs, step_edges, step_logs
 from flowstone.store import materializations as mat
 from flowstone.store import outputs as store_outputs
 from flowstone.store.pg import Conn
@@ -191,6 +191,7 @@ def complete(
     released: list[base.BatchItem] | None = None
     continued: base.BatchItem | None = None
     with conn.transaction() if rows_mode else pg.one_trip(conn):
+        step_logs.step_logs_insert(conn, [line for item in items for line in item.logs])
         succeeded = mat.materialization_succeed(conn, items, actor, now)
         done = succeeded.get() if rows_mode else None  # rows follow their success row
         if done is not None:

@@ -140,6 +140,9 @@ def test_a_server_restart_strands_no_step_and_workers_go_on(
     try:
         for _ in range(2):
             pipeline.start_worker(concurrency=4)
+        # Both workers past their start-up before the restart: the restart is to hit running
+        # workers (a worker starting during an outage waits for it too: startup.patience).
+        eventually(lambda: pipeline.logs().count("Starting worker") >= 2, what="both workers started")
         handle = pipeline.runtime.submit(["doubled"], DAYS[:40], with_upstream=True)
         eventually(lambda: _succeeded(pipeline, handle.run_id) >= 10, what="work under way")
         fault_server.stop(mode)

@@ -213,3 +213,84 @@ def test_latest_view_orders_by_finished_at_then_id(database_url):
             "SELECT id, duration_ms FROM flowstone_latest_materializations WHERE asset = 'a'"
         ).fetchall()
     assert latest == [(max(ids), 1000.0)]
+
+
+def test_the_audit_log_becomes_monthly_partitions_keeping_its_events(empty_database_url):
+    known = migrations.discover()
+    before = [m for m in known if m.name != "audit_partitions" and m.version < 11]
+    migrations.upgrade(empty_database_url, migrations=before)
+    with psycopg.connect(empty_database_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO flowstone_audit_log (event, actor, at) VALUES "
+            "('run.requested', 'old', '2024-03-15T10:00:00Z'), ('run.requested', 'new', now())"
+        )
+        ids = conn.execute("SELECT id, actor FROM flowstone_audit_log ORDER BY id").fetchall()
+    migrations.upgrade(empty_database_url)  # 0011 and what follows
+    with psycopg.connect(empty_database_url, autocommit=True) as conn:
+        assert conn.execute("SELECT id, actor FROM flowstone_audit_log ORDER BY id").fetchall() == ids
+        parts = {
+            r[0]
+            for r in conn.execute(
+                "SELECT c.relname FROM pg_inherits AS i JOIN pg_class AS c ON c.oid = i.inhrelid "
+                "WHERE i.inhparent = 'flowstone_audit_log'::regclass"
+            )
+        }
+        assert {"flowstone_audit_log_2024_03", "flowstone_audit_log_default"} <= parts
+        conn.execute("INSERT INTO flowstone_audit_log (event, actor) VALUES ('run.requested', 'later')")
+        new_id = conn.execute("SELECT max(id) FROM flowstone_audit_log").fetchone()
+        assert new_id is not None
+        assert new_id[0] > max(i for i, _ in ids)  # the identity continues after the copied ids
+        for statement in (
+            "UPDATE flowstone_audit_log_2024_03 SET actor = 'mallory'",
+            "DELETE FROM flowstone_audit_log_2024_03",
+            "TRUNCATE flowstone_audit_log_2024_03",
+            "TRUNCATE flowstone_audit_log_default",
+        ):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
+                conn.execute(statement)
+
+
+def test_audit_drop_before_drops_whole_old_months_and_records_it(database_url, tmp_path):
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("SELECT flowstone_audit_partition('2024-03-15T00:00:00Z')")
+        conn.execute(
+            "INSERT INTO flowstone_audit_log (event, actor, at) "
+            "SELECT 'run.requested', 'old', '2024-03-01T00:00:00Z'::timestamptz + n * interval '1 hour' "
+            "FROM generate_series(0, 9) AS n"
+        )
+        conn.execute("INSERT INTO flowstone_audit_log (event, actor) VALUES ('run.requested', 'recent')")
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "flowstone.cli", "audit", *args, "--database-url", database_url],
+            capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path,
+        )  # fmt: skip
+
+    dry = cli("drop-before", "2025-01", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert dry.stdout.strip() == "would drop 1 month(s) of the audit log: 2024-03 (10 events)"
+    assert pg.count(database_url, "SELECT count(*) FROM flowstone_audit_log WHERE actor = 'old'") == 10
+    done = cli("drop-before", "2025-01")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "dropped 1 month(s) of the audit log: 2024-03 (10 events)"
+    assert pg.count(database_url, "SELECT count(*) FROM flowstone_audit_log WHERE actor = 'old'") == 0
+    assert pg.count(database_url, "SELECT count(*) FROM flowstone_audit_log WHERE actor = 'recent'") == 1
+    assert (
+        pg.count(database_url, "SELECT count(*) FROM flowstone_audit_log WHERE event = 'audit.dropped'") == 1
+    )
+    bad = cli("drop-before", "January")
+    assert bad.returncode == 1
+    assert "drop-before takes a month like 2025-01" in bad.stderr
+
+
+def test_hot_tables_have_their_own_autovacuum_settings(database_url):
+    with psycopg.connect(database_url) as conn:
+        options = dict(
+            conn.execute(
+                "SELECT relname, reloptions FROM pg_class WHERE relname IN "
+                "('flowstone_materializations', 'procrastinate_jobs', 'flowstone_step_logs')"
+            ).fetchall()
+        )
+    assert "autovacuum_vacuum_scale_factor=0.02" in options["flowstone_materializations"]
+    assert "autovacuum_vacuum_scale_factor=0.02" in options["procrastinate_jobs"]
+    assert "autovacuum_analyze_scale_factor=0.02" in options["flowstone_step_logs"]

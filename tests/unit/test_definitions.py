@@ -554,3 +554,18 @@ def test_i3_names_are_looked_up_never_imported(monkeypatch: pytest.MonkeyPatch):
     assert len(raised[-2].message) < 200  # a megabyte of name does not flood the message
     with pytest.raises(errors.UnknownAssetError):
         defs.graph.select("os.system")
+
+
+def test_a_parameter_with_a_default_is_a_plain_argument_not_an_upstream():
+    @asset
+    def numbers() -> list[int]:
+        return [1, 2]
+
+    @asset
+    def scaled(numbers: list[int], factor: int = 3) -> list[int]:
+        return [n * factor for n in numbers]
+
+    defs = Definitions([numbers, scaled])  # no asset named `factor` is needed
+    assert [i.name for i in defs.get("scaled").inputs] == ["numbers"]
+    assert defs.get("scaled").upstream_names == ("numbers",)
+    assert scaled([1, 2]) == [3, 6]

@@ -19,6 +19,8 @@ LAYERS: list[set[str]] = [
     {
         "_version",
         "errors",
+        "events",
+        "telemetry",
         "settings",
         "partition_keys",
         "codec",
@@ -29,13 +31,24 @@ LAYERS: list[set[str]] = [
     },
     {"partition_base", "time_partitions", "partition_mappings", "partitions", "dynamic_partitions"},
     {"resources", "io", "approval_types", "graph", "context", "pools"},
-    {"assets", "asset_checks", "definitions", "schedules", "testing", "snapshot"},
+    {"assets", "asset_checks", "definitions", "schedules", "testing", "snapshot", "retention_policy"},
     {"store"},
-    {"planning", "results", "services", "lineage", "startup", "audit_log", "data_api"},
-    {"execution", "local", "retention", "slots", "checking", "memoize"},
+    {
+        "planning",
+        "results",
+        "services",
+        "lineage",
+        "startup",
+        "audit_log",
+        "capture",
+        "step_inputs",
+        "step_outcomes",
+        "data_api",
+    },
+    {"execution", "local", "retention", "slots", "prune", "checking", "memoize"},
     {"queue", "approvals", "automation"},
     {"runtime"},
-    {"cli"},
+    {"cli", "ui"},
 ]
 
 

@@ -1,4 +1,4 @@
-"""The wheel ships the SQL files, py.typed and the console script."""
+"""The wheel ships the SQL files, py.typed, the console script and the UI's templates and static files."""
 
 from __future__ import annotations
 
@@ -12,6 +12,11 @@ import pytest
 from flowstone.store import sqlfiles
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def _ui_assets() -> list[Path]:
+    base = ROOT / "flowstone" / "ui"
+    return [p for folder in ("templates", "static") for p in (base / folder).iterdir() if p.is_file()]
 
 
 @pytest.mark.slow
@@ -31,5 +36,10 @@ def test_wheel_contains_sql_files_and_py_typed(tmp_path):
     assert expected
     assert expected <= names
     assert "flowstone/py.typed" in names
+    ui_files = {f"flowstone/ui/{p.relative_to(ROOT / 'flowstone' / 'ui').as_posix()}" for p in _ui_assets()}
+    assert ui_files
+    assert ui_files <= names  # the UI's templates and static files: no build step, shipped as they are
+    metadata = next(n for n in names if n.endswith("METADATA"))
+    assert "Provides-Extra: ui" in zipfile.ZipFile(wheel).read(metadata).decode()
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "flowstone = flowstone.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()

@@ -18,7 +18,7 @@ def test_start_up_rides_out_a_transient_database_error(monkeypatch: pytest.Monke
             raise errors.StoreError("terminating connection due to administrator command", retryable=True)
         return "ok"
 
-    assert startup.through_blips("check the migrations", flaky) == "ok"
+    assert startup.through_blips("check the migrations", flaky, patience_s=3) == "ok"
     assert len(calls) == 3
 
 
@@ -31,7 +31,7 @@ def test_start_up_does_not_retry_a_permanent_error_nor_forever(monkeypatch: pyte
         raise errors.StoreError("relation does not exist", retryable=False)
 
     with pytest.raises(errors.StoreError, match="does not exist"):
-        startup.through_blips("check the migrations", broken)
+        startup.through_blips("check the migrations", broken, patience_s=3)
     assert len(calls) == 1
 
     def down() -> None:
@@ -40,5 +40,5 @@ def test_start_up_does_not_retry_a_permanent_error_nor_forever(monkeypatch: pyte
 
     calls.clear()
     with pytest.raises(errors.StoreError, match="refused"):
-        startup.through_blips("check the migrations", down, attempts=4)
-    assert len(calls) == 4
+        startup.through_blips("check the migrations", down, patience_s=0.65)
+    assert len(calls) == 4  # after 0.1, 0.2 and 0.4 s: the next wait (0.8 s) passes the deadline

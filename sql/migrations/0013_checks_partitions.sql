@@ -1,4 +1,4 @@
--- 0009_checks_partitions: asset check results and dynamic partition keys (apply with
+-- 0013_checks_partitions: asset check results and dynamic partition keys (apply with
 -- `flowstone db upgrade`).
 --
 -- Check results are written in the transaction that records their asset's success, before the
