@@ -22,6 +22,7 @@ logger = logging.getLogger("flowstone.events")
 
 CATALOGUE: dict[str, str] = {
     "run.started": "a run was created (run_id, kind, selection, steps)",
+    "run.finished": "a run ended: its last step, a cancel or the sweep (+ status, duration_ms)",
     "step.started": "a step attempt was claimed and starts (run_id, asset, partition, attempt)",
     "step.succeeded": "a step attempt's success was recorded (+ duration_ms)",
     "step.failed": "a step attempt failed for good (+ duration_ms, error_type, error)",

@@ -296,6 +296,8 @@ class StepRunner:
             else:
                 events.emit("step.succeeded", **_where(row), duration_ms=row.duration_ms)
                 outcomes.append(StepOutcome(record=row, value=executed.value))
+        if completed.run is not None:
+            run_ended(completed.run)
         return outcomes, completed
 
     def _current(self, step: records.Materialization) -> records.Materialization | None:
@@ -349,6 +351,9 @@ class StepRunner:
         )
         if failed is not None:
             events.emit("step.failed", **_where(failed), duration_ms=failed.duration_ms, **_why(error))
+            run = self.store.get_run(step.run_id)  # only after a failure: did this one end the run?
+            if run is not None and run.finished_at is not None and run.finished_at == failed.finished_at:
+                run_ended(run)
         return StepOutcome(record=failed if failed is not None else self._current(step), error=error)
 
     def _durably(self, what: str, write: Callable[[], T]) -> T:
@@ -454,6 +459,21 @@ class StepRunner:
         assert isinstance(metadata, dict)  # noqa: S101 - a dict encodes to a dict
         checks = checking.run(self.defs.checks_of(asset.name), value, ctx)  # same attempt (checking.py)
         return Executed(value, ref, metadata, lineage, output, checks=checks)
+
+
+def run_ended(run: records.Run) -> None:
+    """``run.finished`` and the run's lifetime span, in the process whose transaction ended it."""
+    ended = run.finished_at or run.created_at
+    duration_ms = (ended - run.created_at).total_seconds() * 1000
+    events.emit("run.finished", run_id=run.run_id, status=str(run.status), duration_ms=duration_ms)
+    telemetry.run_finished(
+        run.run_id,
+        kind=str(run.kind),
+        status=str(run.status),
+        created_at=run.created_at,
+        finished_at=run.finished_at,
+        carrier=run.config.get("trace"),
+    )
 
 
 def _where(step: records.Materialization) -> dict[str, Any]:

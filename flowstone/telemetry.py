@@ -7,15 +7,17 @@ and metrics go wherever the process's SDK sends them (none configured: the API's
 Traces. Creating a run starts the span ``flowstone.run`` (a child of the caller's current span)
 and stores its W3C trace context with the run (``flowstone_runs.config -> 'trace'``), so that the
 span ``flowstone.step`` of every step attempt, on any worker on any machine, is its child in the
-same trace. The run span covers creating the run; the steps' spans cover their attempts (attributes
-``flowstone.run_id``, ``flowstone.asset``, ``flowstone.partition``, ``flowstone.attempt``,
-``flowstone.status``; a failure's error recorded). ``flowstone.io.load`` and ``flowstone.io.store``
+same trace. The run span covers creating the run (``flowstone.run.lifetime``, below, its whole
+life); the steps' spans cover their attempts (attributes ``flowstone.run_id``, ``flowstone.asset``,
+``flowstone.partition``, ``flowstone.attempt``, ``flowstone.status``; a failure's error recorded).
+``flowstone.io.load`` and ``flowstone.io.store``
 are children of the step span.
 
 Metrics (meter ``flowstone``): ``flowstone.step.duration`` (histogram, s, by asset and status),
 ``flowstone.steps`` (counter, by asset and status), ``flowstone.step.queue_wait`` (histogram, s,
-from queued to started, by asset). Runs in progress are not measured yet: a run finishes in the
-transaction of its last step, which does not report it to the process.
+from queued to started, by asset), ``flowstone.runs.in_progress`` (up-down counter by kind: +1 where
+a run is created, -1 where the transaction of its last step ends it). That end also records the span
+``flowstone.run.lifetime``: from the run's creation to its end, a child of its ``flowstone.run``.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-__all__ = ["StepSpans", "io_span", "run_created"]
+__all__ = ["StepSpans", "io_span", "run_created", "run_finished"]
 
 _lock = threading.Lock()
 _loaded: _Otel | bool | None = None
@@ -42,6 +44,7 @@ class _Otel:
     step_duration: Any
     steps: Any
     queue_wait: Any
+    runs_in_progress: Any
 
 
 def _otel() -> _Otel | None:
@@ -75,6 +78,9 @@ def _load() -> _Otel | None:
         queue_wait=meter.create_histogram(
             "flowstone.step.queue_wait", unit="s", description="from queued to started"
         ),
+        runs_in_progress=meter.create_up_down_counter(
+            "flowstone.runs.in_progress", description="runs created and not ended (all processes together)"
+        ),
     )
 
 
@@ -89,7 +95,38 @@ def run_created(run_id: str, *, kind: str, selection: list[str]) -> dict[str, st
     carrier: dict[str, str] = {}
     otel.propagate.inject(carrier, context=otel.trace.set_span_in_context(span))
     span.end()
+    otel.runs_in_progress.add(1, {"flowstone.kind": kind})
     return carrier
+
+
+def run_finished(
+    run_id: str,
+    *,
+    kind: str,
+    status: str,
+    created_at: datetime,
+    finished_at: datetime | None,
+    carrier: Mapping[str, Any] | None,
+) -> None:
+    """The run's whole life as the span ``flowstone.run.lifetime`` (from its creation to its end,
+    a child of its ``flowstone.run`` span, in whichever process ended it), and one run fewer in
+    progress (nothing without OpenTelemetry)."""
+    otel = _otel()
+    if otel is None:
+        return
+    parent = otel.propagate.extract(dict(carrier or {}))
+    attributes = {"flowstone.run_id": run_id, "flowstone.kind": kind, "flowstone.status": status}
+    span = otel.tracer.start_span(
+        "flowstone.run.lifetime", context=parent, attributes=attributes, start_time=_ns(created_at)
+    )
+    if status != "succeeded":
+        span.set_status(otel.status.Status(otel.status.StatusCode.ERROR, f"run {status}"))
+    span.end(end_time=_ns(finished_at) if finished_at is not None else None)
+    otel.runs_in_progress.add(-1, {"flowstone.kind": kind})
+
+
+def _ns(moment: datetime) -> int:
+    return int(moment.timestamp() * 1_000_000_000)
 
 
 @contextlib.contextmanager

@@ -193,7 +193,12 @@ class RunHandle:
         """Cancel the steps that have not started (and their jobs); running steps finish. Returns how
         many steps were cancelled."""
         store = self._svc.postgres("cancelling a run")
-        return store.cancel_run(self.run_id, actor=self._svc.actor, jobs=self._svc.jobs)
+        before = self.run()
+        cancelled = store.cancel_run(self.run_id, actor=self._svc.actor, jobs=self._svc.jobs)
+        after = self.run()
+        if before.status not in RUN_TERMINAL and after.status in RUN_TERMINAL:
+            execution.run_ended(after)  # ended by this cancel (running steps would end it later)
+        return cancelled
 
 
 def submit(

@@ -19,6 +19,7 @@ from procrastinate.job_context import JobContext
 
 from flowstone import automation, errors, events, execution, partition_keys, resources, results, services
 from flowstone.queue import jobs
+from flowstone.status import RUN_TERMINAL
 from flowstone.store import base as store_base
 from flowstone.store import records, transitions
 
@@ -202,7 +203,20 @@ def settle_orphans(svc: services.Services) -> int:
     settled = svc.postgres().settle_orphans(decide=decide, jobs=svc.job_queue(), actor=svc.actor)
     for step, settlement in settled:
         logger.warning("step %s [%s] lost its job: %s", step.asset, step.partition_key, settlement)
+    for run_id in {step.run_id for step, settlement in settled if settlement == "fail"}:
+        _ended(svc, run_id, before=None)
     return len(settled)
+
+
+def _ended(svc: services.Services, run_id: str, *, before: records.Run | None) -> None:
+    """``run.finished`` for a run that a sweep or a cancel has just ended (it was not before)."""
+    run = svc.store.get_run(run_id)
+    if (
+        run is not None
+        and run.status in RUN_TERMINAL
+        and (before is None or before.status not in RUN_TERMINAL)
+    ):
+        execution.run_ended(run)
 
 
 def abandon_runs(svc: services.Services) -> list[str]:

@@ -127,6 +127,8 @@ class Completed:
     released: list[BatchItem] = field(default_factory=list)
     continued: BatchItem | None = None
     """The unit of work kept for the running job (``keep=``): claim and run it next."""
+    run: records.Run | None = None
+    """The run, when this transaction ended it (its last steps succeeded)."""
 
 
 class StepLogs(Protocol):

@@ -1,8 +1,7 @@
 """The memory store: the Postgres store's state machine in a process (tests, notebooks, quick runs).
 
-Append-only ids, the same guarded transitions, the same fan-in through step edges, the same
-"latest" ordering. One lock makes every method atomic, the analogue of the Postgres transactions;
-the contract suite runs against both stores. Approvals need Postgres: this store refuses them."""
+Append-only ids, the same guarded transitions, fan-in through step edges and "latest" ordering; one
+lock makes every method atomic. The contract suite runs against both stores; approvals need Postgres."""
 
 from __future__ import annotations
 
@@ -272,8 +271,9 @@ class MemoryStore(base.Store):
                     self.skip_steps(row.run_id, self._t.reachable(row), error=blocked, now=at)
                 elif row is not None and release:
                     released.extend(self._t.release(row, at))
-            self._finish(items[0].step.run_id, actor, at)
-            return base.Completed(rows=rows, released=released)
+            changed = self._finish(items[0].step.run_id, actor, at)
+            ended = changed if changed is not None and changed.status in RUN_TERMINAL else None
+            return base.Completed(rows=rows, released=released, run=ended)
 
     def _fail(
         self,

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from flowstone import errors
-from flowstone.status import RunKind, RunStatus, StepStatus
+from flowstone.status import RUN_TERMINAL, RunKind, RunStatus, StepStatus
 from flowstone.store import approvals, audit, base, checks, pg, records, runs, step_edges, step_logs
 from flowstone.store import materializations as mat
 from flowstone.store import outputs as store_outputs
@@ -206,7 +206,7 @@ def complete(
             else []
         )
         runs.run_lock(conn, run_id)
-        runs.run_finish(conn, run_id, actor, now)
+        finished = runs.run_finish(conn, run_id, actor, now)
         mat.materialization_commit_mode(conn, run_id)
         if defer_now:
             assert jobs is not None  # noqa: S101 - defer_now says so
@@ -220,7 +220,11 @@ def complete(
         done = succeeded.get()
     if released is None:
         released = [unit for pending in releases for unit in pending.get()]
-    return base.Completed(rows=[done.get(i.step.id) for i in items], released=released, continued=continued)
+    run = finished.get()
+    ended = run if run is not None and run.status in RUN_TERMINAL else None
+    return base.Completed(
+        rows=[done.get(i.step.id) for i in items], released=released, continued=continued, run=ended
+    )
 
 
 def _write_rows(

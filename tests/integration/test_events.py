@@ -51,6 +51,22 @@ def test_a_run_emits_its_lifecycle_events_with_their_fields(
     assert done.__dict__["duration_ms"] >= 0
     started = names.index("step.started")
     assert started < names.index("io.stored") < names.index("step.succeeded")
+    (ended,) = [r for r in got if r.__dict__["event"] == "run.finished"]  # once, last
+    assert names[-1] == "run.finished"
+    assert (ended.__dict__["run_id"], ended.__dict__["status"]) == (result.run_id, "failed")
+    assert ended.__dict__["duration_ms"] >= 0
+
+
+@pytest.mark.parametrize("store", ["memory", "postgres"])
+def test_a_run_that_succeeds_emits_run_finished_once(
+    store: str, database_url: str, caplog: pytest.LogCaptureFixture
+):
+    caplog.set_level(logging.INFO, logger="flowstone.events")
+    kwargs: dict[str, object] = {"store": "memory"} if store == "memory" else {"database_url": database_url}
+    with fs.FlowStone(fs.Definitions(assets=[source, sink]), **kwargs) as rt:  # type: ignore[arg-type]
+        result = rt.materialize("sink", with_upstream=True)
+    finished = [r for r in caplog.records if r.__dict__.get("event") == "run.finished"]
+    assert [(r.__dict__["run_id"], r.__dict__["status"]) for r in finished] == [(result.run_id, "succeeded")]
 
 
 def test_events_are_not_step_log_lines(database_url: str, caplog: pytest.LogCaptureFixture):
@@ -94,3 +110,13 @@ def test_approval_events(database_url: str, caplog: pytest.LogCaptureFixture):
     )
     decided = got["approval.decided"]
     assert (decided["approval_id"], decided["status"], decided["by"]) == (pending.id, "approved", "alice")
+
+
+def test_a_cancel_that_ends_a_run_emits_run_finished(database_url: str, caplog: pytest.LogCaptureFixture):
+    caplog.set_level(logging.INFO, logger="flowstone.events")
+    with fs.FlowStone(fs.Definitions(assets=[source, sink]), database_url=database_url) as rt:
+        handle = rt.submit("sink", with_upstream=True)  # no worker: nothing starts
+        handle.cancel()
+        handle.cancel()  # already ended: nothing more
+    finished = [r for r in caplog.records if r.__dict__.get("event") == "run.finished"]
+    assert [(r.__dict__["run_id"], r.__dict__["status"]) for r in finished] == [(handle.run_id, "cancelled")]

@@ -157,7 +157,9 @@ def test_a_submitted_diamond_is_one_trace_from_run_to_steps_to_io(pipeline: Pipe
     run_id = submit.stdout.strip()
     assert pipeline.runtime.run(run_id).wait(timeout=60).status == "succeeded", pipeline.logs()
     deadline = time.monotonic() + 10
-    while len([s for s in _spans(tmp_path / "otel") if s["name"].startswith("flowstone.step")]) < 4:
+    while len([s for s in _spans(tmp_path / "otel") if s["name"].startswith("flowstone.step")]) < 4 or not [
+        s for s in _spans(tmp_path / "otel") if s["name"] == "flowstone.run.lifetime"
+    ]:
         assert time.monotonic() < deadline, _spans(tmp_path / "otel")
         time.sleep(0.1)
 
@@ -188,6 +190,16 @@ def test_a_submitted_diamond_is_one_trace_from_run_to_steps_to_io(pipeline: Pipe
     assert {p["attributes"]["flowstone.status"] for p in counted} == {"succeeded"}
     assert sum(p["count"] for p in _points(worker_dump, "flowstone.step.duration")) == 4
     assert sum(p["count"] for p in _points(worker_dump, "flowstone.step.queue_wait")) == 4
+    # the run's whole life: a span from its creation to its end, ended by the worker that ended it
+    (lifetime,) = [s for s in spans if s["name"] == "flowstone.run.lifetime"]
+    assert lifetime["parent"] == run_span["span_id"]
+    assert lifetime["attributes"]["flowstone.status"] == "succeeded"
+    # runs in progress: +1 where the run was created (the submitting process), -1 where it ended
+    everywhere = [
+        p for dump in _dumps(tmp_path / "otel") for p in _points(dump, "flowstone.runs.in_progress")
+    ]
+    assert sorted(p["value"] for p in everywhere) == [-1, 1]
+    assert "run.finished" in pipeline.logs()  # the lifecycle event, once
 
 
 def steps_by_id(steps: dict[str, dict[str, Any]]) -> dict[int, str]:
