@@ -19,15 +19,18 @@ Declare assets with :func:`asset`, register them in :class:`Definitions`, and ru
 
 from flowstone._version import __version__
 from flowstone.approval_types import ApprovalDecision, ApprovalGate
+from flowstone.asset_checks import AssetCheckDef, CheckResult, asset_check
 from flowstone.capture import StepLogSettings
 from flowstone.context import AssetContext
 from flowstone.definitions import AssetDef, Definitions, RetryPolicy, asset
+from flowstone.dynamic_partitions import DynamicPartitions
 from flowstone.errors import (
     ApprovalAlreadyDecidedError,
     ApprovalNotFoundError,
     ApprovalPendingError,
     ApprovalRejectedError,
     ApprovalTimedOutError,
+    CheckBlockedError,
     ConfigurationError,
     DefinitionError,
     DependencyFailedError,
@@ -107,10 +110,13 @@ __all__ = [
     "ApprovalRejectedError",
     "ApprovalStatus",
     "ApprovalTimedOutError",
+    "AssetCheckDef",
     "AssetContext",
     "AssetDef",
     "AutomationCondition",
     "BackfillResult",
+    "CheckBlockedError",
+    "CheckResult",
     "ConfigurationError",
     "DailyPartitions",
     "DefinitionError",
@@ -118,6 +124,7 @@ __all__ = [
     "DependencyFailedError",
     "DependencyNotReadyError",
     "DuckDBIOManager",
+    "DynamicPartitions",
     "EmbeddedPostgresUnavailableError",
     "ExecutionError",
     "FilesystemIOManager",
@@ -181,6 +188,7 @@ __all__ = [
     "WeeklyPartitions",
     "__version__",
     "asset",
+    "asset_check",
     "build_asset_context",
     "sensor",
 ]

@@ -10,7 +10,6 @@ together.
 from __future__ import annotations
 
 import inspect
-import random
 import re
 import typing
 from collections.abc import Callable, Iterable, Mapping
@@ -18,11 +17,11 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Annotated, Any, overload
 
-import pydantic
-
 from flowstone import approval_types, context, errors, graph, identifiers
+from flowstone import asset_checks as checks_mod
 from flowstone import partitions as parts
 from flowstone import pools as pools_mod
+from flowstone.retry import RetryPolicy
 
 __all__ = ["AssetDef", "AssetInput", "RetryPolicy", "asset"]
 
@@ -30,37 +29,7 @@ _GROUP_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 ASSET_NAME_PATTERN = graph.ASSET_NAME_PATTERN
 """Asset names: an ASCII identifier of at most 128 characters (use ``fullmatch``)."""
 
-_MAX_BACKOFF_EXPONENT = 64  # 2**64 times any backoff is far past any cap; avoids float overflow
-
 AssetFn = Callable[..., Any]
-
-
-class RetryPolicy(pydantic.BaseModel, frozen=True, extra="forbid"):
-    """How often a failing step is retried and how long to wait in between.
-
-    ``max_attempts`` counts the first attempt (1 = never retry). The wait after attempt ``n`` is
-    ``backoff_s * 2**(n - 1)`` seconds, capped at ``max_backoff_s``; with ``jitter`` it is drawn
-    uniformly from the upper half of that (so workers that failed together spread out, yet never
-    retry immediately).
-    """
-
-    max_attempts: int = pydantic.Field(default=1, ge=1, strict=True)
-    backoff_s: float = pydantic.Field(default=1.0, ge=0, allow_inf_nan=False)
-    max_backoff_s: float = pydantic.Field(default=300.0, ge=0, allow_inf_nan=False)
-    jitter: bool = pydantic.Field(default=True, strict=True)
-
-    def delay_s(self, attempt: int, *, rand: Callable[[], float] = random.random) -> float:
-        """Seconds to wait after failed attempt ``attempt`` (1 = the first) before the next one.
-
-        ``rand`` returns a float in ``[0, 1)``; pass a fixed function to make the delay exact.
-        """
-        if attempt < 1:
-            raise ValueError(f"attempt counts from 1, not {attempt}")
-        exponent = min(attempt - 1, _MAX_BACKOFF_EXPONENT)
-        delay = min(self.max_backoff_s, self.backoff_s * 2.0**exponent)
-        if self.jitter:
-            return delay * (0.5 + 0.5 * rand())
-        return delay
 
 
 @dataclass(frozen=True)
@@ -117,6 +86,8 @@ class AssetDef:
     pools: tuple[str, ...] = ()
     pool_key: pools_mod.PoolKey | None = None
     priority: int = 0
+    checks: tuple[checks_mod.AssetCheckDef, ...] = ()
+    memoize: bool = False
 
     @property
     def upstream_names(self) -> tuple[str, ...]:
@@ -159,6 +130,8 @@ def asset(
     pool: str | Iterable[str] = ...,
     pool_key: pools_mod.PoolKey | None = ...,
     priority: int = ...,
+    checks: Iterable[checks_mod.AssetCheckDef] | None = ...,
+    memoize: bool = ...,
 ) -> AssetDef: ...
 @overload
 def asset(
@@ -182,6 +155,8 @@ def asset(
     pool: str | Iterable[str] = ...,
     pool_key: pools_mod.PoolKey | None = ...,
     priority: int = ...,
+    checks: Iterable[checks_mod.AssetCheckDef] | None = ...,
+    memoize: bool = ...,
 ) -> Callable[[AssetFn], AssetDef]: ...
 def asset(
     fn: AssetFn | None = None,
@@ -204,6 +179,8 @@ def asset(
     pool: str | Iterable[str] = (),
     pool_key: pools_mod.PoolKey | None = None,
     priority: int = 0,
+    checks: Iterable[checks_mod.AssetCheckDef] | None = None,
+    memoize: bool = False,
 ) -> AssetDef | Callable[[AssetFn], AssetDef]:
     """Declare an asset. Use as ``@asset``, ``@asset(...)`` or ``asset(fn, ...)``.
 
@@ -224,6 +201,9 @@ def asset(
     - ``pool``: pools (:class:`~flowstone.pools.Pool`) a step holds a slot of while it runs;
       ``pool_key``: a function of a :class:`~flowstone.pools.PoolContext` giving the key each
       limit applies to (default: one key); ``priority``: -999..999, higher runs first.
+    - ``checks``: :func:`~flowstone.asset_checks.asset_check` functions run after each success.
+    - ``memoize``: reuse the latest materialization when code version and input data versions are
+      unchanged instead of calling the function (:mod:`flowstone.memoize`).
 
     A parameter with a default value is a plain argument of the function, not an upstream asset.
 
@@ -249,6 +229,8 @@ def asset(
         pool=pool,
         pool_key=pool_key,
         priority=priority,
+        checks=checks,
+        memoize=memoize,
     )
     if fn is None:
         return options.build
@@ -277,6 +259,8 @@ class _Options:
     pool: str | Iterable[str] = ()
     pool_key: pools_mod.PoolKey | None = None
     priority: int = 0
+    checks: Iterable[checks_mod.AssetCheckDef] | None = None
+    memoize: bool = False
 
     def build(self, fn: AssetFn) -> AssetDef:
         """Inspect ``fn`` and return its :class:`AssetDef` (or raise with every problem)."""
@@ -329,6 +313,8 @@ class _Options:
             pools=tuple(dict.fromkeys(_names(self.pool))),
             pool_key=self.pool_key,
             priority=self.priority,
+            checks=checks_mod.attach(name, self.checks),
+            memoize=self.memoize is True,
         )
 
     @staticmethod

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from flowstone import definitions, errors, partition_keys, results, schedules, services
+from flowstone import data_api, definitions, errors, partition_keys, results, schedules, services
 from flowstone.queue import client
 from flowstone.store import automation as ops
 
@@ -247,6 +247,18 @@ class Sensors:
         missing = [v for v, k in zip(values, keys, strict=True) if k not in done]
         return list(reversed(missing))[:limit]
 
+    def _stale(
+        self, asset: str, *, limit: int
+    ) -> builtins.list[tuple[partition_keys.PartitionValue | None, str]]:
+        """Partitions of ``asset`` stale because of newer upstream data, each with the ids of the
+        latest materializations of what it read (``data_api.upstream_token``)."""
+        rows = data_api.Staleness(self._svc.defs, self._svc.store)(asset, include_fresh=False)
+        stale = [r for r in rows if "upstream" in r.causes and r.materialization_id is not None][:limit]
+        return [
+            (partition_keys.decode(r.partition_key), data_api.upstream_token(self._svc.store, r))
+            for r in stale
+        ]
+
     def _evaluate(
         self, sensor: schedules.Sensor, at: datetime, now: datetime | None, *, force: bool
     ) -> builtins.list[str]:
@@ -267,6 +279,7 @@ class Sensors:
                 now=at,
                 last_evaluated_at=last,
                 missing_partitions=self._missing,
+                stale_partitions=self._stale,
             )
             try:
                 with store.transaction(f"submit for sensor {sensor.name}", conn):
@@ -275,15 +288,18 @@ class Sensors:
                             conn, sensor.name, request.key, now
                         ):
                             continue  # requested before: a replay never submits twice
-                        handle = client.submit(
-                            svc,
-                            sensor.selection,
-                            [request.partition],
-                            with_upstream=False,
-                            config=results.RunConfig.coerce(request.run_config),
-                            tags={"sensor": sensor.name, **dict(request.tags)},
-                            conn=conn,
-                        )
+                        with data_api.adding_partitions(
+                            svc.defs, store, request.add_partitions, svc.actor, conn
+                        ):
+                            handle = client.submit(
+                                svc,
+                                sensor.selection,
+                                [request.partition],
+                                with_upstream=False,
+                                config=results.RunConfig.coerce(request.run_config),
+                                tags={"sensor": sensor.name, **dict(request.tags)},
+                                conn=conn,
+                            )
                         if request.key is not None:
                             ops.sensor_request_set_run(conn, sensor.name, request.key, handle.run_id)
                         runs.append(handle.run_id)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from types import MappingProxyType
 
+from flowstone import asset_checks as asset_checks_mod
 from flowstone import errors, graph
 from flowstone import pools as pools_mod
 from flowstone.assets import ASSET_NAME_PATTERN, AssetDef, AssetInput, RetryPolicy, asset
@@ -40,6 +41,7 @@ class Definitions:
         sensors: Sequence[object] = (),
         *,
         pools: Sequence[pools_mod.Pool | pools_mod.RateLimit] = (),
+        asset_checks: Sequence[asset_checks_mod.AssetCheckDef] = (),
     ) -> None:
         resources = dict(resources or {})
         io_managers = dict(io_managers or {})
@@ -51,6 +53,7 @@ class Definitions:
         problems += [f"cycle: {' -> '.join(cycle)}" for cycle in asset_graph.find_cycles()]
         problems += _partition_problems(by_name)
         pools_by_name = _pools(pools, by_name, problems)
+        checks = _checks(by_name, asset_checks, problems)
         if problems:
             raise errors.DefinitionError(problems)
         self.graph: graph.AssetGraph = asset_graph
@@ -69,6 +72,12 @@ class Definitions:
         """The sensors, as given."""
         self.pools: Mapping[str, pools_mod.Pool | pools_mod.RateLimit] = MappingProxyType(pools_by_name)
         """The concurrency pools and rate limits by name (read-only)."""
+        self.checks: Mapping[str, tuple[asset_checks_mod.AssetCheckDef, ...]] = MappingProxyType(checks)
+        """The asset checks of each asset that has some (inline and ``asset_checks``), by asset name."""
+
+    def checks_of(self, name: str) -> tuple[asset_checks_mod.AssetCheckDef, ...]:
+        """The checks of the asset ``name`` (none: an empty tuple)."""
+        return self.checks.get(name, ())
 
     def get(self, name: str) -> AssetDef:
         """The asset called ``name``: a dict lookup, never an import (invariant I3).
@@ -203,3 +212,29 @@ def _partition_problems(by_name: Mapping[str, AssetDef]) -> list[str]:
             if problem is not None:
                 problems.append(f"{name!r} reads {up!r}: {problem}")
     return problems
+
+
+def _checks(
+    by_name: Mapping[str, AssetDef], given: Sequence[object], problems: list[str]
+) -> dict[str, tuple[asset_checks_mod.AssetCheckDef, ...]]:
+    """Checks by asset: each asset's inline checks, then ``asset_checks``; reports checks of unknown
+    assets and check names given twice for one asset."""
+    found: dict[str, list[asset_checks_mod.AssetCheckDef]] = {
+        name: list(a.checks) for name, a in by_name.items()
+    }
+    for index, check in enumerate(given):
+        if not isinstance(check, asset_checks_mod.AssetCheckDef) or check.asset is None:
+            problems.append(f"asset_checks[{index}] is {check!r}, not an @asset_check(asset=...) function")
+        elif check.asset not in by_name:
+            problems.append(
+                f"check {check.name!r} is of unknown asset {check.asset!r}"
+                f"{graph.did_you_mean(check.asset, by_name)}"
+            )
+        elif check not in found[check.asset]:
+            found[check.asset].append(check)
+    for name, checks in found.items():
+        names = [c.name for c in checks]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            problems.append(f"asset {name!r} has two checks named {', '.join(repr(n) for n in twice)}")
+    return {name: tuple(checks) for name, checks in found.items() if checks}

@@ -20,6 +20,7 @@ __all__ = [
     "ApprovalPendingError",
     "ApprovalRejectedError",
     "ApprovalTimedOutError",
+    "CheckBlockedError",
     "ConfigurationError",
     "DefinitionError",
     "DependencyFailedError",
@@ -188,6 +189,10 @@ class OutputDecodeError(IOManagerError):
 
 class DependencyFailedError(FlowStoneError):
     """An upstream step of the run failed or was rejected, so this step was skipped."""
+
+
+class CheckBlockedError(DependencyFailedError):
+    """An upstream step succeeded but failed a blocking asset check, so this step was skipped."""
 
 
 class DependencyNotReadyError(FlowStoneError):

@@ -1,21 +1,16 @@
-"""The step pipeline: the single place that runs steps and records their outcome, for in-process
-and queued runs alike.
-
+"""The step pipeline: the single place that runs steps and records their outcome, in-process or queued.
 Order of work for one unit of work (the consistency model, docs/design/consistency.md):
 
 1. resolve the asset by name in the Definitions (I3; unknown → ``UnknownAssetError``, nothing written);
 2. claim its steps (``materialization_claim``: ``pending``/``queued`` → ``running``, attempt + 1)
    and look up the exact upstream materializations they read, in one round trip;
-3. load the inputs through their IO managers;
-4. set up the resources it declares, build the context, call the function;
-5. store the output through the asset's IO manager (a new immutable version keyed by the
-   materialization and attempt, I10), or prepare it for the success statement;
-6. in one transaction: ``succeeded`` + lineage edges + audit event + output + fan-in of the
-   downstream steps + the run's status (I11, I14).
+3. load the inputs through their IO managers, set up its resources, call the function (memoize.py);
+4. store the output (a new immutable version, I10) or prepare it for the success; run the checks;
+5. in one transaction: ``succeeded`` + lineage + audit + output + check results + fan-in + the
+   run's status (I11, I14).
 
-Any exception in steps 3 to 6 becomes one ``failed`` record with a structured error, written here and
-nowhere else (I12); the steps of the run that depend on it are ``skipped`` in the same
-transaction. A queued run retries a retryable failure while the asset's retry policy allows.
+Any exception in steps 3 to 5 becomes one ``failed`` record (I12), written here only; the steps
+that depend on it are ``skipped`` in the same transaction; queued runs retry per the retry policy.
 """
 
 from __future__ import annotations
@@ -32,10 +27,12 @@ from typing import Any, TypeVar
 from flowstone import (
     approval_types,
     capture,
+    checking,
     codec,
     definitions,
     errors,
     events,
+    memoize,
     partition_keys,
     planning,
     resources,
@@ -265,6 +262,7 @@ class StepRunner:
                 lineage=executed.lineage,
                 output=executed.output,
                 logs=executed.logs if joined else (),
+                checks=executed.checks,
             )
             for step, executed in done
         ]
@@ -407,7 +405,7 @@ class StepRunner:
         scope: resources.ResourceScope,
         found: store_base.Found,
     ) -> Executed:
-        """Steps 3 to 5: inputs, resources, the function, the output (stored or prepared)."""
+        """Steps 3 and 4: inputs, resources, the function, the output (stored or prepared), the checks."""
         partition = partition_keys.decode(step.partition_key)
         kwargs, lineage = step_inputs.load_inputs(
             self.defs, self.svc.io_managers, step, asset, partition=partition, found=found
@@ -430,7 +428,7 @@ class StepRunner:
             )
         if asset.context_param is not None:
             kwargs[asset.context_param] = ctx
-        value = asset.fn(**kwargs)
+        value = memoize.call(self.svc, asset, kwargs, lineage, ctx)  # the function, unless memoized
         manager = step_inputs.manager(self.svc.io_managers, asset.io_manager, asset.name)
         started = time.perf_counter()
         out_ctx = io_base.OutputContext(
@@ -459,7 +457,8 @@ class StepRunner:
         # Metadata is stored as JSON: typed values (Decimal, date, ...) go through the codec.
         metadata = codec.to_jsonable({**out_ctx.metadata, **ctx.metadata})
         assert isinstance(metadata, dict)  # noqa: S101 - a dict encodes to a dict
-        return Executed(value=value, ref=ref, metadata=metadata, lineage=lineage, output=output)
+        checks = checking.run(self.defs.checks_of(asset.name), value, ctx)  # same attempt (checking.py)
+        return Executed(value, ref, metadata, lineage, output, checks=checks)
 
 
 def run_ended(run: records.Run) -> None:

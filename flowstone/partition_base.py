@@ -55,6 +55,11 @@ class PartitionsDefinition(ABC):
         except _InvalidError as exc:
             raise self._error(value, str(exc), asset) from None
 
+    def validate_for_run(self, value: object, *, asset: str | None = None) -> PartitionValue:
+        """:meth:`validate` for a partition a run is asked to materialize (dynamic partitions also
+        require the key to have been added)."""
+        return self.validate(value, asset=asset)
+
     def parse(self, text: str, *, asset: str | None = None) -> PartitionValue:
         """Turn CLI text into the canonical typed value, validated.
 

@@ -104,7 +104,7 @@ def _requested(
                 asset=asset.name,
             )
         return []
-    return [asset.partitions.validate(partition, asset=asset.name)]
+    return [asset.partitions.validate_for_run(partition, asset=asset.name)]
 
 
 def _partitions_by_asset(

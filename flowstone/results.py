@@ -115,6 +115,17 @@ class RunResult:
                 context={"steps": [list(k) for k in self.waiting]},
             )
         if not self.success:
+            blocked = next(
+                (s for s in self.steps if (s.error or {}).get("type") == "CheckBlockedError"), None
+            )
+            if blocked is not None and blocked.error is not None:  # a failed blocking check, named
+                raise errors.CheckBlockedError(
+                    str(blocked.error.get("message")),
+                    asset=blocked.asset,
+                    partition=blocked.partition_key,
+                    run_id=self.run_id,
+                    context=blocked.error.get("context") or {},
+                )
             raise errors.FlowStoneError(f"run {self.run_id} is {self.status}", run_id=self.run_id)
         return self
 

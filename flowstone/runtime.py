@@ -23,6 +23,7 @@ from flowstone import (
     audit_log,
     automation,
     capture,
+    data_api,
     definitions,
     errors,
     execution,
@@ -129,6 +130,9 @@ class FlowStone:
         )
         self.lineage = lineage_mod.Lineage(defs, self.store)
         self.audit = audit_log.AuditLog(self.store, self.actor)
+        self.check_results = data_api.CheckResults(self.store)
+        self.partitions = data_api.Partitions(defs, self.store, self.actor)
+        self.staleness = data_api.Staleness(defs, self.store)
         self.approvals = approvals_mod.Approvals(self.services)
         self.schedules = automation.Schedules(self.services)
         self.sensors = automation.Sensors(self.services)
@@ -217,13 +221,14 @@ class FlowStone:
         run_config: Mapping[str, Any] | RunConfig | None = None,
         tags: Mapping[str, str] | None = None,
         priority: int | None = None,
+        only_stale: bool = False,
     ) -> client.RunHandle:
         """Enqueue a run of ``selection`` (for each of ``partitions``) and return at once (I15).
 
         The run, its steps and the jobs of its ready steps are written in one transaction; workers
         run the steps, each enqueueing its downstream steps when they become ready. ``priority``
-        (-999..999, added to each asset's) puts the run's jobs ahead of lower ones, e.g. a backfill.
-        """
+        (-999..999, added to each asset's) puts the run's jobs ahead of lower ones, e.g. a backfill;
+        ``only_stale`` leaves out fresh steps (as in :meth:`materialize`)."""
         names = selection if isinstance(selection, str) else list(selection)
         return client.submit(
             self.services,
@@ -232,6 +237,7 @@ class FlowStone:
             with_upstream=with_upstream,
             config=RunConfig.coerce(run_config).with_priority(priority),
             tags=tags,
+            only_stale=only_stale,
         )
 
     def backfill(
@@ -296,15 +302,17 @@ class FlowStone:
         run_config: Mapping[str, Any] | RunConfig | None = None,
         tags: Mapping[str, str] | None = None,
         raise_on_error: bool = True,
+        only_stale: bool = False,
         _after_store: execution.AfterStoreHook | None = None,
     ) -> RunResult:
         """Materialize ``selection`` now, in this process, under one new run id (I15).
 
         Steps run in topological order; the downstream of a failed step is ``skipped``. With
-        ``raise_on_error`` the first error is raised after the run is recorded.
-        """
+        ``raise_on_error`` the first error is raised after the run is recorded. ``only_stale``:
+        leave out the fresh steps (``runtime.staleness``) with nothing upstream of them run."""
         config = RunConfig.coerce(run_config)
         plan = planning.build_plan(self.defs, selection, partition, with_upstream=with_upstream)
+        plan = data_api.stale_plan(self.defs, self.store, plan) if only_stale else plan
         run_id = execution.create_run(self.services, plan, kind=RunKind.MATERIALIZE, config=config, tags=tags)
         result = RunResult(run_id=run_id, status=RunStatus.RUNNING, steps=[], key_of=self.partition_key)
         order = {step.key: i for i, step in enumerate(plan.steps)}

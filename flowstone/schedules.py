@@ -157,18 +157,30 @@ class Schedule:
 
 @dataclass(frozen=True)
 class RunRequest:
-    """A run a sensor asks for. ``key`` (unique per sensor) makes it idempotent."""
+    """A run a sensor asks for. ``key`` (unique per sensor) makes it idempotent. ``add_partitions``
+    (``{"tenants": ["acme"]}``) adds keys to dynamic partitions in the transaction that submits the
+    run, before it is planned."""
 
     partition: object = None
     run_config: Mapping[str, Any] | None = None
     key: str | None = None
     tags: Mapping[str, str] = field(default_factory=dict)
+    add_partitions: Mapping[str, Sequence[str]] = field(default_factory=dict)
 
 
 class MissingPartitions(Protocol):
     """What a sensor context can answer about an asset's partitions."""
 
     def __call__(self, asset: str, *, now: datetime, limit: int) -> list[partition_keys.PartitionValue]: ...
+
+
+class StalePartitions(Protocol):
+    """What a sensor context can answer about an asset's partitions stale because of newer upstream
+    data: each partition with a token naming the upstream materializations that made it stale."""
+
+    def __call__(
+        self, asset: str, *, limit: int
+    ) -> list[tuple[partition_keys.PartitionValue | None, str]]: ...
 
 
 @dataclass
@@ -180,6 +192,7 @@ class SensorContext:
     now: datetime
     last_evaluated_at: datetime | None
     missing_partitions: MissingPartitions
+    stale_partitions: StalePartitions | None = None
     _new_cursor: str | None = None
     _cursor_set: bool = False
 
@@ -250,3 +263,22 @@ class AutomationCondition:
             return [RunRequest(partition=p, key=f"missing:{partition_keys.encode(p)}") for p in missing]
 
         return Sensor(name=name or f"{asset}_on_missing", selection=asset, fn=evaluate, interval_s=interval_s)
+
+    @staticmethod
+    def on_upstream_updated(
+        asset: str, *, max_per_evaluation: int = 100, interval_s: float = 30.0, name: str | None = None
+    ) -> Sensor:
+        """An eager sensor: submits the partitions of ``asset`` whose upstream has a newer data
+        version than the one they read (``runtime.staleness``), at most ``max_per_evaluation`` per
+        evaluation, each at most once per set of upstream materializations (key
+        ``upstream:<partition key>:<their ids>``). Needs the Postgres store, like every sensor."""
+
+        def evaluate(context: SensorContext) -> list[RunRequest]:
+            if context.stale_partitions is None:
+                raise errors.ConfigurationError("this sensor context cannot tell stale partitions")
+            stale = context.stale_partitions(asset, limit=max_per_evaluation)
+            return [RunRequest(partition=p, key=f"upstream:{partition_keys.encode(p)}:{t}") for p, t in stale]
+
+        return Sensor(
+            name=name or f"{asset}_on_upstream_updated", selection=asset, fn=evaluate, interval_s=interval_s
+        )

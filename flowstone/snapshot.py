@@ -24,7 +24,7 @@ from datetime import date, datetime, time, timedelta
 from pathlib import PurePath
 from typing import Any, NoReturn
 
-from flowstone import approval_types, errors, schedules
+from flowstone import approval_types, asset_checks, dynamic_partitions, errors, schedules
 from flowstone import partitions as parts
 from flowstone import pools as pools_mod
 from flowstone.assets import AssetDef, AssetInput, RetryPolicy
@@ -77,6 +77,8 @@ def partitions_spec(definition: parts.PartitionsDefinition | None) -> dict[str, 
         return None
     if type(definition) is parts.StaticPartitions:
         return {"kind": "static", "keys": list(definition.static_keys)}
+    if type(definition) is dynamic_partitions.DynamicPartitions:
+        return {"kind": "dynamic", "name": definition.name}
     if type(definition) is parts.MultiPartitions:
         return {
             "kind": "multi",
@@ -101,6 +103,8 @@ def partitions_from_spec(spec: Mapping[str, Any] | None) -> parts.PartitionsDefi
         return None
     if kind == "static":
         return parts.StaticPartitions(spec["keys"])
+    if kind == "dynamic":
+        return dynamic_partitions.DynamicPartitions(str(spec["name"]))
     if kind == "multi":
         dims = {str(name): partitions_from_spec(sub) for name, sub in spec["dimensions"]}
         known = {k: v for k, v in dims.items() if v is not None}
@@ -238,9 +242,19 @@ def _sensor_spec(item: schedules.Sensor) -> dict[str, Any]:
     }
 
 
+def _with_checks(spec: dict[str, Any], checks: Sequence[asset_checks.AssetCheckDef]) -> dict[str, Any]:
+    """The asset's checks (all of them: inline and ``asset_checks``), when it has some."""
+    if checks:
+        spec["checks"] = [
+            {"name": c.name, "blocking": c.blocking, "severity": c.severity, "description": c.description}
+            for c in checks
+        ]
+    return spec
+
+
 def build(defs: Definitions) -> Snapshot:
     """The snapshot of ``defs`` (deterministic: equal definitions give equal hashes)."""
-    assets = [asset_spec(defs.assets[name]) for name in defs.assets]
+    assets = [_with_checks(asset_spec(defs.assets[name]), defs.checks_of(name)) for name in defs.assets]
     automation = {
         "schedules": [_schedule_spec(s) for s in defs.schedules if isinstance(s, schedules.Schedule)],
         "sensors": [_sensor_spec(s) for s in defs.sensors if isinstance(s, schedules.Sensor)],
@@ -363,6 +377,17 @@ def _asset_from(spec: Mapping[str, Any], opaque: Mapping[str, OpaquePartitions],
         owners=tuple(str(o) for o in spec.get("owners", [])),
         pools=tuple(str(p) for p in spec.get("pools", [])),
         priority=int(spec.get("priority", 0)),
+        checks=tuple(
+            asset_checks.AssetCheckDef(
+                name=str(c["name"]),
+                fn=_NotHere(f"check {c['name']!r} of asset {name!r}"),
+                asset=name,
+                blocking=bool(c.get("blocking")),
+                severity="warning" if c.get("severity") == "warning" else "error",
+                description=c.get("description"),
+            )
+            for c in spec.get("checks", [])
+        ),
         partition_mappings={k: v for k, v in mappings.items() if not isinstance(v, parts.IdentityMapping)},
         approval=None
         if not gate

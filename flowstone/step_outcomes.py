@@ -59,3 +59,5 @@ class Executed:
     output: io_base.PreparedOutput | None
     logs: list[records.StepLogLine] = dataclasses.field(default_factory=list)
     """The lines captured last, written with the success."""
+    checks: tuple[records.CheckOutcome, ...] = ()
+    """The asset checks' outcomes (:mod:`flowstone.checking`), recorded with the success."""

@@ -18,7 +18,21 @@ import argparse
 from collections.abc import Sequence
 
 from flowstone import _version, errors
-from flowstone.cli import assets, audit, common, db, graph, logs, operate, ops, pools, runs, ui
+from flowstone.cli import (
+    assets,
+    audit,
+    checks,
+    common,
+    db,
+    graph,
+    logs,
+    operate,
+    ops,
+    partitions,
+    pools,
+    runs,
+    ui,
+)
 from flowstone.cli.common import Handler, ProgressBar, load_target
 from flowstone.cli.common import rt_partitions as rt_partitions  # importable from here, as before
 
@@ -45,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     ops.add_approval_commands(commands)
     ops.add_automation_commands(commands)
     pools.add_command(commands)
+    checks.add_command(commands)
+    partitions.add_command(commands)
     audit.add_command(commands)
     assets.add_gc_command(commands)
     ui.add_command(commands)

@@ -9,7 +9,7 @@ from typing import Any
 from flowstone import errors
 from flowstone import lineage as lineage_mod
 from flowstone import runtime as runtime_mod
-from flowstone.cli import common, waiting
+from flowstone.cli import checks, common, staleness, waiting
 from flowstone.status import StepStatus
 from flowstone.store.postgres import PostgresStore
 
@@ -46,6 +46,8 @@ def _summary(rt: runtime_mod.FlowStone, store: PostgresStore, status: str | None
         last = common.when(summary.last_success_at) if summary else "-"
         newest = ", ".join(f"{n} {s}" for s, n in sorted(by_status.items())) or "never materialized"
         common.out(f"{name:<24} {succeeded:>9} {failed:>7} {active:>7} {missing:>8}  {last:<19}  {newest}")
+    for line in checks.status_lines(store.checks.latest()):
+        common.out(line)
 
 
 def _partitions(
@@ -96,7 +98,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
         status = StepStatus(args.status) if args.status else None
 
         def draw() -> bool:
-            if asset is None:
+            if args.stale:
+                staleness.draw(rt, asset, args.limit)
+            elif asset is None:
                 _summary(rt, store, status)
             else:
                 _partitions(store, asset, status, args.limit, metadata=args.metadata)
@@ -185,6 +189,7 @@ def add_query_commands(commands: Any) -> None:
         help="with an asset: also print each partition's last success metadata (a frame's rows, "
         "columns, size, content hash)",
     )
+    status.add_argument("--stale", action="store_true", help="partitions that are stale (and why) or missing")
     common.add_watch(status)
     status.set_defaults(handler=_cmd_status)
 

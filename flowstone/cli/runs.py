@@ -22,6 +22,7 @@ def _cmd_materialize(args: argparse.Namespace) -> int:
             common.partition(rt.defs, selected, args.partition),
             with_upstream=args.with_upstream,
             raise_on_error=False,
+            only_stale=args.stale,
         )
         for step in result.steps:
             common.out(f"{step.status:<10} {step.asset} [{common.shown(step.partition_key)}] #{step.id}")
@@ -46,7 +47,11 @@ def _cmd_submit(args: argparse.Namespace) -> int:
             [common.partition(rt.defs, selected, p) for p in args.partition] if args.partition else None
         )
         handle = rt.submit(
-            args.selection, partitions, with_upstream=args.with_upstream, priority=args.priority
+            args.selection,
+            partitions,
+            with_upstream=args.with_upstream,
+            priority=args.priority,
+            only_stale=args.stale,
         )
         common.out(f"submitted run {handle.run_id}: {handle.status()}")
         if not args.wait:
@@ -254,6 +259,7 @@ def add_commands(commands: Any) -> None:
     mat.add_argument("selection", nargs="+", help='assets or selections ("+report", "numbers+", "*")')
     mat.add_argument("--partition", default=None, help="partition, e.g. 2025-01-01")
     mat.add_argument("--with-upstream", action="store_true", help="also materialize upstream assets")
+    mat.add_argument("--stale", action="store_true", help="only what is stale or missing (and downstream)")
     mat.set_defaults(handler=_cmd_materialize)
 
     back = commands.add_parser(
@@ -285,6 +291,7 @@ def add_commands(commands: Any) -> None:
     common.add_common(sub)
     sub.add_argument("selection", nargs="+", help='assets or selections ("+report", "numbers+", "*")')
     sub.add_argument("--partition", action="append", default=[], help="a partition (repeatable)")
+    sub.add_argument("--stale", action="store_true", help="only what is stale or missing (and downstream)")
     sub.add_argument("--with-upstream", action="store_true", help="also run upstream assets")
     sub.add_argument("--wait", action="store_true", help="show progress until the run is done")
     sub.add_argument(

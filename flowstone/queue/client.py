@@ -20,6 +20,7 @@ from procrastinate import manager as procrastinate_manager
 from procrastinate import tasks as procrastinate_tasks
 
 from flowstone import (
+    data_api,
     definitions,
     errors,
     execution,
@@ -209,9 +210,11 @@ def submit(
     config: results.RunConfig,
     tags: Mapping[str, str] | None,
     conn: psycopg.Connection[Any] | None = None,
+    only_stale: bool = False,
 ) -> RunHandle:
     """Plan the run and write it, its steps, its edges and the jobs of its ready steps in ONE
-    transaction (I1, I11). A failure anywhere rolls all of it back."""
+    transaction (I1, I11). A failure anywhere rolls all of it back. ``only_stale``: without the
+    fresh steps (:func:`flowstone.data_api.stale_plan`)."""
     if isinstance(partitions, str | bytes):
         raise errors.InvalidPartitionError(
             f"partitions must be a list of partitions, got the string {partitions!r}: pass [{partitions!r}]"
@@ -222,6 +225,7 @@ def submit(
         partitions=list(partitions) if partitions is not None else [None],
         with_upstream=with_upstream,
     )
+    plan = data_api.stale_plan(svc.defs, svc.store, plan) if only_stale else plan
     run_id = execution.create_run(svc, plan, kind=RunKind.SUBMIT, config=config, tags=tags, conn=conn)
     return RunHandle(svc, run_id)
 

@@ -29,7 +29,7 @@ from typing import Any, Protocol
 from flowstone import approval_types, errors
 from flowstone.io import base as io_base
 from flowstone.status import RunKind
-from flowstone.store import records
+from flowstone.store import data_types, records
 
 __all__ = [
     "BatchItem",
@@ -98,6 +98,13 @@ class Success:
     output: io_base.PreparedOutput | None = None
     logs: Sequence[records.StepLogLine] = ()
     """The step's last captured lines, written with the success (``StepLogs.joins_success``)."""
+    checks: Sequence[records.CheckOutcome] = ()
+    """The asset checks' outcomes, recorded with the success; a blocking failure skips downstream."""
+
+    @property
+    def blocked_by(self) -> records.CheckOutcome | None:
+        """The first failed blocking check (severity error), if any."""
+        return next((c for c in self.checks if c.blocks), None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +176,10 @@ class Store(ABC):
     """Metadata store: runs, steps and their state machine, lineage, audit."""
 
     kind: str = "abstract"
+    checks: data_types.CheckResults
+    """Asset check results (written with each success, see :class:`Success`)."""
+    partitions: data_types.DynamicPartitionKeys
+    """The keys of dynamic partitions definitions."""
 
     # -- runs ---------------------------------------------------------------------------------
 

@@ -1,10 +1,7 @@
 """The memory store: the Postgres store's state machine in a process (tests, notebooks, quick runs).
 
-Append-only ids, the same guarded transitions, the same fan-in through step edges, the same
-"latest" ordering (``finished_at DESC, id DESC``). One lock makes every method atomic, the analogue
-of the Postgres transactions. The contract suite (``tests/integration/test_store_contract.py``)
-runs against both stores. Approvals need Postgres: this store refuses them clearly.
-"""
+Append-only ids, the same guarded transitions, fan-in through step edges and "latest" ordering; one
+lock makes every method atomic. The contract suite runs against both stores; approvals need Postgres."""
 
 from __future__ import annotations
 
@@ -19,7 +16,7 @@ from typing import Any
 from flowstone import approval_types, errors
 from flowstone.io import base as io_base
 from flowstone.status import RUN_TERMINAL, STEP_IN_FLIGHT, RunStatus, StepStatus, run_status_of
-from flowstone.store import base, memory_step_logs, memory_tables, records
+from flowstone.store import base, memory_checks, memory_partitions, memory_step_logs, memory_tables, records
 
 __all__ = ["MemoryStore"]
 
@@ -38,6 +35,8 @@ class MemoryStore(base.Store):
     def __init__(self) -> None:
         self._t = memory_tables.Tables()
         self._lock = self._t.lock
+        self.checks: memory_checks.MemoryChecks = memory_checks.MemoryChecks(self._lock)
+        self.partitions = memory_partitions.MemoryDynamicPartitions(self._lock)
         self._audit_ids = itertools.count(1)
         self.logs = memory_step_logs.MemoryStepLogs(self.get_materialization)
         self._runs: dict[str, records.Run] = {}
@@ -268,7 +267,9 @@ class MemoryStore(base.Store):
                     now=at,
                 )
                 rows.append(row)
-                if row is not None and release:
+                if row is not None and (blocked := self.checks.record(row, item.checks, at)) and release:
+                    self.skip_steps(row.run_id, self._t.reachable(row), error=blocked, now=at)
+                elif row is not None and release:
                     released.extend(self._t.release(row, at))
             changed = self._finish(items[0].step.run_id, actor, at)
             ended = changed if changed is not None and changed.status in RUN_TERMINAL else None

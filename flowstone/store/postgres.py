@@ -25,6 +25,7 @@ from flowstone.store import (
     lineage,
     pg,
     pg_approvals,
+    pg_data,
     pg_definitions,
     pg_outputs,
     pg_step_logs,
@@ -59,6 +60,7 @@ class PostgresStore(base.Store):
         self.pools = pools.PostgresPools(self.db)
         self.pruning = pruning.PostgresPruning(self.db)
         self.logs: pg_step_logs.PostgresStepLogs = pg_step_logs.PostgresStepLogs(self.db)
+        self.checks, self.partitions = pg_data.components(self.db)
 
     def close(self) -> None:
         """Stop the step-log flush (after a last one), close the pool; the store reopens it if used again."""
@@ -424,8 +426,6 @@ class PostgresStore(base.Store):
     def approval_decision(self, materialization_id: int) -> approval_types.ApprovalDecision | None:
         with self.db.session("read approval") as conn:
             return decisions.decision_of(approvals.approval_for_materialization(conn, materialization_id))
-
-    # -- queries ------------------------------------------------------------------------------
 
     def latest(self, asset: str, partition_key: str) -> records.Materialization | None:
         with self.db.session("read latest") as conn:

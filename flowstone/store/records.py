@@ -15,6 +15,8 @@ from flowstone.status import STEP_TERMINAL, ApprovalStatus, RunKind, RunStatus, 
 __all__ = [
     "Approval",
     "AuditEvent",
+    "CheckOutcome",
+    "CheckResult",
     "GcCandidate",
     "LineageRow",
     "Materialization",
@@ -177,6 +179,44 @@ class GcCandidate:
     partition_key: str
     output_ref: dict[str, Any]
     """The stored ``OutputRef`` (JSON): ``output_ref["manager"]`` names the IO manager that wrote it."""
+
+
+@dataclass(frozen=True, slots=True)
+class CheckOutcome:
+    """What one asset check of a step found, before it is recorded (``error``: the check raised)."""
+
+    check_name: str
+    passed: bool
+    severity: str
+    blocking: bool
+    description: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    error: dict[str, Any] | None = None
+
+    @property
+    def blocks(self) -> bool:
+        """Whether this outcome keeps the steps downstream from running: a failed blocking check of
+        severity error."""
+        return self.blocking and not self.passed and self.severity == "error"
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """One row of ``flowstone_check_results``."""
+
+    id: int
+    materialization_id: int
+    asset: str
+    partition_key: str
+    run_id: str
+    check_name: str
+    passed: bool
+    severity: str
+    blocking: bool
+    description: str | None
+    metadata: dict[str, Any]
+    error: dict[str, Any] | None
+    at: datetime
 
 
 @dataclass(frozen=True, slots=True)

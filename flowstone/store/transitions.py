@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from flowstone import errors
 from flowstone.status import RUN_TERMINAL, RunKind, RunStatus, StepStatus
-from flowstone.store import approvals, audit, base, pg, records, runs, step_edges, step_logs
+from flowstone.store import approvals, audit, base, checks, pg, records, runs, step_edges, step_logs
 from flowstone.store import materializations as mat
 from flowstone.store import outputs as store_outputs
 from flowstone.store.pg import Conn
@@ -196,8 +196,14 @@ def complete(
         done = succeeded.get() if rows_mode else None  # rows follow their success row
         if done is not None:
             _write_rows(conn, items, done)
+        checks.check_result_insert(conn, items, now)
+        for item in items:  # a failed blocking check skips downstream instead of releasing it
+            if release and (check := item.blocked_by) is not None:
+                checks.check_skip_downstream(conn, item.step, check, now)
         releases = (
-            [mat.materialization_release_downstream(conn, i.step, now) for i in items] if release else []
+            [mat.materialization_release_downstream(conn, i.step, now) for i in items if not i.blocked_by]
+            if release
+            else []
         )
         runs.run_lock(conn, run_id)
         finished = runs.run_finish(conn, run_id, actor, now)
