@@ -73,7 +73,9 @@ class PostgresPools:
             "priority": priority,
             "wait": wait,
         }
-        with self.db.transaction("take pool slots") as conn:
+        # One statement on an autocommit connection: its own transaction, one round trip (no
+        # BEGIN/COMMIT of their own), committed asynchronously (set_config(..., true) in it).
+        with self.db.session("take pool slots") as conn:
             row = conn.execute(Q("pool_acquire"), params).fetchone()
         return None if row is None else row["waits_for"]
 

@@ -68,6 +68,9 @@ DECLARE
     w      record;
     new_job bigint;
 BEGIN
+    IF NOT EXISTS (SELECT 1 FROM flowstone_pool_waiters AS x WHERE x.pool = p_pool AND x.pool_key = p_key) THEN
+        RETURN 0;  -- the common case: nobody waits, nothing to count
+    END IF;
     SELECT coalesce(p.limit_override, p.code_limit)
            - (SELECT count(*) FROM flowstone_pool_holders AS h WHERE h.pool = p_pool AND h.pool_key = p_key)
       INTO free
