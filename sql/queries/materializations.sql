@@ -39,11 +39,11 @@ WHERE m.run_id = %(run_id)s AND m.asset = j.asset AND m.batch_key = j.batch_key;
 -- Claims the steps one unit of work runs, for running: every step of (run, asset) whose batch key is
 -- batch_key, and the step (run, asset, batch_key) itself, which is inserted running when it has no
 -- row yet (concurrent claims never duplicate a step: the identity key, I7). A claimed step moves from
--- pending or queued, or with reclaim from running (a redelivered job whose worker died: only the
--- steps of that job when job_id is given), to running with attempt + 1; a step in any other status is
--- left as it is. A queued run becomes running. The claim commits asynchronously (ADR 0009): losing
--- it in a crash leaves the steps claimable, and the success commit that follows flushes the WAL up
--- to and including it. Returns each claimed row with its run's kind and config, in key order;
+-- queued, pending with no unfinished upstream step, or with reclaim from running (a redelivered
+-- job whose worker died: only the steps of that job when job_id is given), to running with
+-- attempt + 1; a step in any other status is left as it is. A queued run becomes running. The
+-- claim commits asynchronously (ADR 0009): losing it in a crash leaves the steps claimable, and
+-- the success commit that follows flushes the WAL up to and including it. Returns each claimed row with its run's kind and config, in key order;
 -- nothing when nothing could be claimed or the run does not exist.
 WITH cfg AS (
     SELECT set_config('synchronous_commit', 'off', true) AS setting,
@@ -67,7 +67,9 @@ WITH cfg AS (
         code_version = %(code_version)s
     FROM cfg, unit
     WHERE m.id = unit.id
-      AND (m.status IN ('pending', 'queued')
+      -- a pending step only once nothing upstream is unfinished: a worker continuing a chain
+      -- after a success that a server crash lost (ADR 0013) must not run its downstream step
+      AND (m.status = 'queued' OR (m.status = 'pending' AND m.pending_upstream = 0)
            OR (m.status = 'running' AND %(reclaim)s
                AND (%(job_id)s::bigint IS NULL OR m.job_id = %(job_id)s::bigint)))
     RETURNING m.*

@@ -349,3 +349,26 @@ def test_gc_keeps_a_version_a_running_step_may_still_read(database_url: str, tmp
         assert rt.store.get_materialization(first.id).output_deleted_at is None  # type: ignore[union-attr]
         rt.store.fail_terminal(claimed, error={"type": "X"}, actor="t")
         assert rt.gc().planned == 1  # nothing runs any more
+
+
+def test_a_step_whose_upstream_has_not_succeeded_cannot_be_claimed(database_url: str, tmp_path: Path):
+    """A worker continuing a chain claims the downstream step its success released; when a server
+    crash loses that (asynchronous) success, the step is still pending behind a running upstream
+    and the claim must take nothing (the sweep retries the upstream, whose success releases it)."""
+
+    @fs.asset
+    def up() -> int:
+        return 1
+
+    @fs.asset
+    def down(up: int) -> int:
+        return up + 1
+
+    with fs.FlowStone(fs.Definitions([up, down]), database_url=database_url, home=tmp_path) as rt:
+        handle = rt.submit("down", with_upstream=True)  # no worker: up queued, down pending
+        store = rt.store
+        assert isinstance(store, PostgresStore)
+        claimed = store.claim(handle.run_id, "up", partition_keys.UNPARTITIONED)
+        assert [s.asset for s in claimed.steps] == ["up"]  # up is running, as after a lost success
+        assert store.claim(handle.run_id, "down", partition_keys.UNPARTITIONED).steps == []
+        assert handle.status() == {"pending": 1, "running": 1}
