@@ -7,6 +7,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -50,7 +51,7 @@ def slow_solo() -> int:
 def after_solo() -> int:
     return 2
 
-@fs.asset(partitions=fs.StaticPartitions(KEYS))
+@fs.asset(partitions=fs.StaticPartitions([f"b{i:04d}" for i in range(5000)]))
 def bulk(context: fs.AssetContext) -> str:
     time.sleep(0.01)
     _record("bulk", str(context.partition), 0)
@@ -209,18 +210,23 @@ def test_a_rate_limit_of_20_per_2_seconds_holds_over_100_steps(pipeline: Pipelin
 
 
 def test_a_high_priority_submit_overtakes_a_queued_backfill(pipeline: Pipeline):
-    backfill = pipeline.runtime.backfill("bulk")  # 200 jobs queued before any worker runs
-    urgent = pipeline.runtime.submit("urgent", priority=10)
+    backfill = pipeline.runtime.backfill("bulk")  # 5,000 jobs queued
     pipeline.start_worker(concurrency=1)
+    eventually(
+        lambda: len(_intervals(pipeline, "bulk")) >= 20, what="the worker to be busy with the backfill"
+    )
+    submitted = time.time()
+    urgent = pipeline.runtime.submit("urgent", priority=10)
     assert urgent.wait(timeout=60).status == "succeeded"
-    assert backfill.wait(timeout=120).status == "succeeded"
-    started = {key: start for key, start, _ in _intervals(pipeline, "bulk")}
     (urgent_start,) = [start for _, start, _ in _intervals(pipeline, "urgent")]
-    assert sum(1 for s in started.values() if s < urgent_start) <= 2  # ahead of ~all the backfill
+    assert urgent_start - submitted <= 1.0  # ahead of the ~4,980 backfill jobs still queued
+    done_before = sum(1 for _, start, _ in _intervals(pipeline, "bulk") if start < urgent_start)
+    assert done_before < 200
     priorities = pipeline.sql(
         "SELECT DISTINCT priority FROM procrastinate_jobs WHERE args->>'run_id' = %s", (urgent.run_id,)
     )
     assert priorities == [(10,)]
+    backfill.cancel()
 
 
 def test_in_process_runs_respect_pools_and_definitions_are_checked(database_url: str, tmp_path: Path):
