@@ -14,6 +14,7 @@ from flowstone import errors
 from flowstone import runtime as runtime_mod
 from flowstone.cli import common
 from flowstone.queue import client
+from flowstone.queue import jobs as queue_jobs
 from flowstone.status import STEP_TERMINAL, StepStatus
 from flowstone.store import records
 from flowstone.store.postgres import PostgresStore
@@ -77,7 +78,7 @@ def queues_of(rt: runtime_mod.FlowStone, handle: client.RunHandle) -> list[str]:
     """The queues a run's unfinished steps wait in."""
     jobs = rt.services.job_queue()
     return sorted({jobs.queue_of(s.asset) for s in handle.steps() if s.status not in STEP_TERMINAL}) or [
-        "flowstone"
+        queue_jobs.DEFAULT_QUEUE
     ]
 
 
