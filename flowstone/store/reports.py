@@ -1,7 +1,8 @@
 """What the operator commands and the web UI read (``sql/queries/reports.sql``), Postgres only:
 runs with their step counts, a per-asset summary, an asset's partitions, live workers. Composed
 into :class:`flowstone.store.postgres.PostgresStore` as ``store.reports``. Every query reads a
-bounded number of rows through an index, or aggregates once over the table (``report_assets``)."""
+bounded number of rows through an index, or aggregates once over the table of partitions
+(``report_assets``, migration 0014)."""
 
 from __future__ import annotations
 
@@ -73,10 +74,10 @@ class PostgresReports:
             rows = conn.execute(Q("report_runs"), params).fetchall()
         return [RunRow(run=pg.run_from_row(r), counts=dict(r["counts"])) for r in rows]
 
-    def assets(self) -> dict[str, AssetSummary]:
-        """A summary of every asset that has a step, by name."""
+    def assets(self, asset: str | None = None) -> dict[str, AssetSummary]:
+        """A summary of every asset that has a step (only ``asset``, when given), by name."""
         with self.db.session("summarise assets") as conn:
-            rows = conn.execute(Q("report_assets")).fetchall()
+            rows = conn.execute(Q("report_assets"), {"asset": asset}).fetchall()
         found: dict[str, AssetSummary] = {}
         for r in rows:
             prior = found.get(r["asset"])

@@ -24,25 +24,17 @@ LEFT JOIN LATERAL (
 ORDER BY r.created_at DESC, r.run_id;
 
 -- name: report_assets
--- Returns one row per asset and status of the newest step of each of its partitions: how many
+-- Returns (for one asset, or every asset when `asset` is NULL) one row per asset and status of the newest step of each of its partitions: how many
 -- partitions are in that status, how many have ever succeeded, and the newest finish and success.
-WITH newest AS (
-    SELECT DISTINCT ON (m.asset, m.partition_key) m.asset, m.partition_key, m.status, m.finished_at
-    FROM flowstone_materializations AS m
-    ORDER BY m.asset, m.partition_key, m.id DESC
-), good AS (
-    SELECT m.asset, count(DISTINCT m.partition_key) AS succeeded_partitions,
-           max(m.finished_at) AS last_success_at
-    FROM flowstone_materializations AS m
-    WHERE m.status = 'succeeded'
-    GROUP BY m.asset
-)
-SELECT n.asset, n.status, count(*) AS partitions, max(n.finished_at) AS last_finished_at,
-       coalesce(g.succeeded_partitions, 0) AS succeeded_partitions, g.last_success_at
-FROM newest AS n
-LEFT JOIN good AS g ON g.asset = n.asset
-GROUP BY n.asset, n.status, g.succeeded_partitions, g.last_success_at
-ORDER BY n.asset, n.status;
+-- It aggregates flowstone_partition_status (one row per partition, kept by triggers, migration
+-- 0014), so its cost follows the number of partitions, not the steps ever recorded.
+SELECT p.asset, p.status, count(*) AS partitions, max(p.finished_at) AS last_finished_at,
+       (sum(count(p.last_success_at)) OVER (PARTITION BY p.asset))::bigint AS succeeded_partitions,
+       max(max(p.last_success_at)) OVER (PARTITION BY p.asset) AS last_success_at
+FROM flowstone_partition_status AS p
+WHERE %(asset)s::text IS NULL OR p.asset = %(asset)s::text
+GROUP BY p.asset, p.status
+ORDER BY p.asset, p.status;
 
 -- name: report_partitions
 -- Returns the newest step of every partition of one asset (optionally only those in one status),

@@ -97,6 +97,8 @@ def _one(url: str, query: str) -> Any:
         ("report_partitions", {"asset": "a7", "status": None, "limit": 10_000}),
         ("materialization_history", {"asset": "a7", "partition_key": "d:2025-01-05", "limit": 20}),
         ("report_runs", {"limit": 20, "status": None, "asset": None, "since": None}),
+        ("report_assets", {"asset": None}),
+        ("report_assets", {"asset": "a7"}),
     ],
 )
 def test_hot_queries_use_an_index_at_100k_materializations(seeded: str, name: str, params: dict[str, Any]):
