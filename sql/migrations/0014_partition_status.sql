@@ -8,9 +8,14 @@
 -- partitions, not the number of steps. Triggers keep it exact (no refresh, no lag):
 --   * a statement's inserted steps become their partitions' newest (the highest id wins, so two
 --     runs planning one partition concurrently leave the newer one);
---   * a step's status or finish changes its partition's row when it is the newest step, and a
---     success moves the partition's last success forward whichever step it is (a success changed
---     afterwards, which FlowStone never does, recomputes it);
+--   * a step's move into or out of an ended status (succeeded, failed, skipped, rejected,
+--     cancelled), or a change of its finish, changes its partition's row when it is the newest
+--     step, and a success moves the partition's last success forward whichever step it is (a
+--     success changed afterwards, which FlowStone never does, recomputes it);
+--   * moves between unfinished statuses (pending, queued, running, waiting_approval: the claim,
+--     a retry's wait) do not fire, so the claim pays nothing: while a partition's newest step is
+--     unfinished its row says so, and readers take that step's current status from
+--     flowstone_materializations by `newest_id` (one primary-key probe per unfinished partition);
 --   * deleted steps (retention) recompute their partitions from what is left, and a partition
 --     with no step left loses its row.
 
@@ -18,12 +23,12 @@ CREATE TABLE flowstone_partition_status (
     asset            text NOT NULL,
     partition_key    text NOT NULL,
     newest_id        bigint NOT NULL,
-    status           text NOT NULL,
+    status           text NOT NULL,  -- exact when ended; an unfinished one: read newest_id's
     finished_at      timestamptz,
     last_success_at  timestamptz,
     PRIMARY KEY (asset, partition_key)
 );
--- The summary reads (asset, status) groups from this index alone.
+-- The summary of one asset reads its (asset, status) groups from this index alone.
 CREATE INDEX flowstone_partition_status_summary_idx
     ON flowstone_partition_status (asset, status) INCLUDE (finished_at, last_success_at);
 ALTER TABLE flowstone_partition_status
@@ -90,7 +95,10 @@ $$;
 CREATE TRIGGER flowstone_partition_status_update
     AFTER UPDATE OF status, finished_at ON flowstone_materializations
     FOR EACH ROW
-    WHEN (OLD.status IS DISTINCT FROM NEW.status OR OLD.finished_at IS DISTINCT FROM NEW.finished_at)
+    WHEN ((OLD.status IS DISTINCT FROM NEW.status
+           AND (OLD.status IN ('succeeded', 'failed', 'skipped', 'rejected', 'cancelled')
+                OR NEW.status IN ('succeeded', 'failed', 'skipped', 'rejected', 'cancelled')))
+          OR OLD.finished_at IS DISTINCT FROM NEW.finished_at)
     EXECUTE FUNCTION flowstone_partition_status_updated();
 
 CREATE FUNCTION flowstone_partition_status_deleted() RETURNS trigger

@@ -28,11 +28,17 @@ ORDER BY r.created_at DESC, r.run_id;
 -- partitions are in that status, how many have ever succeeded, and the newest finish and success.
 -- It aggregates flowstone_partition_status (one row per partition, kept by triggers, migration
 -- 0014), so its cost follows the number of partitions, not the steps ever recorded.
+-- The table's status is exact for ended steps; an unfinished partition's current status (queued,
+-- running, ...) is read from its newest step by primary key (a subplan run only for those rows).
 SELECT p.asset, p.status, count(*) AS partitions, max(p.finished_at) AS last_finished_at,
        (sum(count(p.last_success_at)) OVER (PARTITION BY p.asset))::bigint AS succeeded_partitions,
        max(max(p.last_success_at)) OVER (PARTITION BY p.asset) AS last_success_at
-FROM flowstone_partition_status AS p
-WHERE %(asset)s::text IS NULL OR p.asset = %(asset)s::text
+FROM (SELECT k.asset, k.finished_at, k.last_success_at,
+             CASE WHEN k.status IN ('pending', 'queued', 'running', 'waiting_approval')
+                  THEN (SELECT m.status FROM flowstone_materializations AS m WHERE m.id = k.newest_id)
+                  ELSE k.status END AS status
+      FROM flowstone_partition_status AS k
+      WHERE %(asset)s::text IS NULL OR k.asset = %(asset)s::text) AS p
 GROUP BY p.asset, p.status
 ORDER BY p.asset, p.status;
 
