@@ -1,7 +1,8 @@
 """flowstone_partition_status (migration 0014): the triggers keep one row per (asset, partition) equal
-to what the steps table says (the status of an unfinished newest step read through newest_id) — the status and finish of its newest step and its latest success —
-whatever mix of inserts, status changes and deletes happens, one statement or many rows at a time,
-and from concurrent sessions. The status summary of every asset reads it."""
+to what the steps table says — the status and finish of its newest step (an unfinished one's
+status read through newest_id) and its latest success — whatever mix of inserts, status changes and
+deletes happens, one statement or many rows at a time, and from concurrent sessions. The status
+summary of every asset reads it."""
 
 from __future__ import annotations
 
