@@ -65,6 +65,7 @@ def step_json(step: records.Materialization) -> dict[str, Any]:
         "error": step.error,
         "metadata": step.metadata,
         "code_version": step.code_version,
+        "memoized_from": step.memoized_from,
     }
 
 
