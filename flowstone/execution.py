@@ -465,6 +465,8 @@ class StepRunner:
         # Metadata is stored as JSON: typed values (Decimal, date, ...) go through the codec.
         metadata = codec.to_jsonable({**out_ctx.metadata, **ctx.metadata})
         assert isinstance(metadata, dict)  # noqa: S101 - a dict encodes to a dict
+        if not {"data_version", "content_hash"} & metadata.keys() and (digest := codec.content_hash(value)):
+            metadata["content_hash"] = digest  # a data version for staleness, whatever the IO manager
         checks = checking.run(self.defs.checks_of(asset.name), value, ctx)  # same attempt (checking.py)
         return Executed(value, ref, metadata, lineage, output, checks=checks)
 
