@@ -188,6 +188,8 @@ def _places(spec: str, values: list[Any]) -> tuple[Place, ...]:
     again when an open-ended one gains partitions (the count and the last key are in the cache key)."""
     if not values:
         return ()
+    if '"kind": "dynamic"' in spec:  # keys added and removed in any order: never from the cache
+        return tuple(_place(value) for value in values)
     cache_key = (
         spec,
         len(values),
@@ -198,20 +200,22 @@ def _places(spec: str, values: list[Any]) -> tuple[Place, ...]:
         cached = _GEOMETRY.get(cache_key)
     if cached is not None:
         return cached
-    found: list[Place] = []
-    for value in values:
-        x = y = year = 0
-        if isinstance(value, date) and not isinstance(value, datetime):
-            jan1 = date(value.year, 1, 1)
-            x = (value.toordinal() - jan1.toordinal() + jan1.weekday()) // 7 * CELL
-            y = value.weekday() * CELL
-            year = value.year
-        found.append((partition_keys.encode(value), partition_keys.display_value(value), x, y, year))
+    found = [_place(value) for value in values]
     with _GEOMETRY_LOCK:
         if len(_GEOMETRY) >= GEOMETRY_CACHE:
             _GEOMETRY.clear()
         _GEOMETRY[cache_key] = tuple(found)
     return _GEOMETRY[cache_key]
+
+
+def _place(value: Any) -> Place:
+    x = y = year = 0
+    if isinstance(value, date) and not isinstance(value, datetime):
+        jan1 = date(value.year, 1, 1)
+        x = (value.toordinal() - jan1.toordinal() + jan1.weekday()) // 7 * CELL
+        y = value.weekday() * CELL
+        year = value.year
+    return (partition_keys.encode(value), partition_keys.display_value(value), x, y, year)
 
 
 def asset_page(rt: runtime_mod.FlowStone, name: str, *, partition: str | None = None) -> dict[str, Any]:
