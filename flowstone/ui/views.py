@@ -69,16 +69,17 @@ def step_json(step: records.Materialization) -> dict[str, Any]:
     }
 
 
-def _latest_status(by_status: Mapping[str, int]) -> str:
+def _latest_status(by_status: Mapping[str, int], *, ever_succeeded: bool = False) -> str:
     """The colour of an asset: failed if any partition's newest step failed, then in flight, then
-    succeeded; ``missing`` when it never ran."""
+    succeeded (also when the newest steps were skipped, e.g. by memoization, after a success);
+    ``missing`` when it never ran."""
     if not by_status:
         return "missing"
     if any(by_status.get(s, 0) for s in FAILED):
         return "failed"
     if any(by_status.get(s, 0) for s in IN_FLIGHT):
         return "running"
-    if by_status.get(StepStatus.SUCCEEDED, 0):
+    if by_status.get(StepStatus.SUCCEEDED, 0) or ever_succeeded:
         return "succeeded"
     return "missing"
 
@@ -105,7 +106,10 @@ def assets_page(
                 "description": definition.description,
                 "deps": deps[name],
                 "partitioned": definition.partitions is not None,
-                "status": _latest_status(summary.by_status if summary else {}),
+                "status": _latest_status(
+                    summary.by_status if summary else {},
+                    ever_succeeded=bool(summary and summary.succeeded_partitions),
+                ),
                 "by_status": dict(summary.by_status) if summary else {},
                 "last_success_at": when(summary.last_success_at if summary else None),
                 "matches": (group in (None, "", definition.group)) and needle in name.lower(),

@@ -205,3 +205,41 @@ def test_a_worker_records_a_memoized_skip_and_a_retry_keeps_it(tmp_path: Path, d
         assert rt.load("reader") == 21
     finally:
         pipeline.stop()
+
+
+def test_the_run_page_and_flowstone_run_show_the_memoized_skip(
+    database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+):
+    import httpx  # noqa: PLC0415
+
+    from flowstone import cli  # noqa: PLC0415
+    from flowstone.ui import app as app_mod  # noqa: PLC0415
+    from tests.integration.ui_harness import LiveServer  # noqa: PLC0415
+
+    CALLS.clear()
+    STATE.update(seed="v1", fail_reader=False)
+    with fs.FlowStone(DEFS, database_url=database_url, home=tmp_path) as rt:
+        first = rt.materialize("reader", with_upstream=True)
+        again = rt.materialize("reader", with_upstream=True)
+    reused = first.step("expensive").id
+    capsys.readouterr()
+    assert cli.main(["run", again.run_id, "--database-url", database_url]) == 0
+    shown = capsys.readouterr().out
+    assert f"run {again.run_id}: succeeded" in shown
+    line = next(x for x in shown.splitlines() if x.startswith("expensive "))
+    assert line.split()[2] == "skipped"
+    assert f"memoized from #{reused}" in line
+    ui_rt = fs.FlowStone.from_database(database_url=database_url, actor="alice")
+    server = LiveServer(app_mod.create_app(ui_rt))
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as ui:
+            page = ui.get(f"/runs/{again.run_id}")
+            assert page.status_code == 200
+            assert f"memoized from #{reused}" in page.text
+            steps = ui.get(f"/api/runs/{again.run_id}").json()["steps"]
+            assert {s["asset"]: s["memoized_from"] for s in steps}["expensive"] == reused
+            assets = {a["name"]: a["status"] for a in ui.get("/api/assets").json()["assets"]}
+            assert assets["expensive"] == "succeeded"  # its newest step is the memoized skip
+    finally:
+        server.stop()
+        ui_rt.close()
