@@ -38,6 +38,7 @@ from __future__ import annotations
 import base64
 import decimal
 import enum
+import hashlib
 import json
 import math
 import uuid
@@ -49,7 +50,7 @@ import pydantic
 from flowstone import errors
 from flowstone.codec_decode import JSON, TAG, from_jsonable, key_path, loads
 
-__all__ = ["JSON", "TAG", "dumps", "from_jsonable", "loads", "to_jsonable"]
+__all__ = ["JSON", "TAG", "content_hash", "dumps", "from_jsonable", "loads", "to_jsonable"]
 
 _SEPARATORS = (",", ":")
 
@@ -78,6 +79,20 @@ def dumps(value: object) -> str:
     idempotent re-write of a version.
     """
     return _dump_tree(to_jsonable(value))
+
+
+def content_hash(value: object) -> str | None:
+    """``sha256:<hex>`` of ``value``'s canonical JSON (this codec's tree with sorted keys, compact,
+    UTF-8): equal values hash equal in any process (never Python's ``hash()``, which is salted per
+    process), whatever IO manager stores them. ``None`` for values the codec does not encode (e.g.
+    DataFrames, whose IO managers record their own ``content_hash``)."""
+    try:
+        text = json.dumps(
+            to_jsonable(value), ensure_ascii=False, separators=_SEPARATORS, allow_nan=False, sort_keys=True
+        )
+    except (errors.OutputNotSerializableError, ValueError):
+        return None
+    return "sha256:" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _dump_tree(tree: JSON) -> str:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Literal
 
-from flowstone import definitions, dynamic_partitions, errors, partition_keys, planning
+from flowstone import definitions, dynamic_partitions, errors, partition_keys, partitions, planning
 from flowstone.dynamic_partitions import DynamicPartitions
 from flowstone.store import base as store_base
 from flowstone.store import records, staleness
@@ -53,11 +53,9 @@ class Partitions:
         self._store = store
         self._actor = actor
         self._by_name: dict[str, DynamicPartitions] = {}
-        for name in defs:
-            found = defs.get(name).partitions
-            if isinstance(found, DynamicPartitions):
-                found.bind(store.partitions)
-                self._by_name.setdefault(found.name, found)
+        for found in dynamic_of(defs):
+            found.bind(store.partitions)
+            self._by_name.setdefault(found.name, found)
 
     def _definition(self, name: str) -> DynamicPartitions:
         return _dynamic(self._by_name, name)
@@ -84,6 +82,20 @@ class Partitions:
         return [str(partition_keys.decode(k)) for k in self._store.partitions.list(name)]
 
 
+def dynamic_of(defs: definitions.Definitions) -> list[DynamicPartitions]:
+    """The dynamic partitions definitions of the assets: their own, or a dimension of their
+    :class:`~flowstone.partitions.MultiPartitions`."""
+    found: list[DynamicPartitions] = []
+    todo = [defs.get(name).partitions for name in defs]
+    while todo:
+        definition = todo.pop()
+        if isinstance(definition, DynamicPartitions):
+            found.append(definition)
+        elif isinstance(definition, partitions.MultiPartitions):
+            todo.extend(sub for _, sub in definition.dimensions)
+    return found
+
+
 def _dynamic(by_name: Mapping[str, DynamicPartitions], name: str) -> DynamicPartitions:
     found = by_name.get(name) if isinstance(name, str) else None
     if found is None:
@@ -107,7 +119,7 @@ def adding_partitions(
     if not keys:
         yield
         return
-    dynamic = {p.name: p for name in defs if isinstance(p := defs.get(name).partitions, DynamicPartitions)}
+    dynamic = {p.name: p for p in dynamic_of(defs)}
     encoded = {name: _dynamic(dynamic, name).check_keys(_listed(k)) for name, k in keys.items()}
     for name, k in encoded.items():
         store.partitions.add(name, k, actor=actor, conn=conn)

@@ -25,6 +25,7 @@ CATALOGUE: dict[str, str] = {
     "run.finished": "a run ended: its last step, a cancel or the sweep (+ status, duration_ms)",
     "step.started": "a step attempt was claimed and starts (run_id, asset, partition, attempt)",
     "step.succeeded": "a step attempt's success was recorded (+ duration_ms)",
+    "step.memoized": "memoization skipped a step, reusing a materialization (+ memoized_from)",
     "step.failed": "a step attempt failed for good (+ duration_ms, error_type, error)",
     "step.retrying": "a step attempt failed and will be retried (+ retry_in_s, error_type, error)",
     "io.loaded": "an input was loaded (+ input, upstream_asset, upstream_partition, duration_ms)",

@@ -4,7 +4,7 @@ Order of work for one unit of work (the consistency model, docs/design/consisten
 1. resolve the asset by name in the Definitions (I3; unknown → ``UnknownAssetError``, nothing written);
 2. claim its steps (``materialization_claim``: ``pending``/``queued`` → ``running``, attempt + 1)
    and look up the exact upstream materializations they read, in one round trip;
-3. load the inputs through their IO managers, set up its resources, call the function (memoize.py);
+3. load the inputs, set up its resources, call the function (unless memoize.py reuses a row);
 4. store the output (a new immutable version, I10) or prepare it for the success; run the checks;
 5. in one transaction: ``succeeded`` + lineage + audit + output + check results + fan-in + the
    run's status (I11, I14).
@@ -44,7 +44,7 @@ from flowstone import (
 )
 from flowstone import context as context_mod
 from flowstone.io import base as io_base
-from flowstone.status import RunKind, RunStatus, StepStatus
+from flowstone.status import RunKind, RunStatus
 from flowstone.step_outcomes import Executed, Ran, StepOutcome
 from flowstone.store import base as store_base
 from flowstone.store import records
@@ -170,7 +170,7 @@ class StepRunner:
     def unstartable(self, run_id: str, asset: str, partition_key: str) -> StepOutcome:
         """The outcome of a step that could not be claimed: its row, and why."""
         current = self.store.get_step(run_id, asset, partition_key)
-        if current is not None and current.status == StepStatus.SUCCEEDED:
+        if current is not None and current.ok:
             return StepOutcome(record=current)
         status = current.status if current else "missing"
         return StepOutcome(
@@ -257,12 +257,13 @@ class StepRunner:
         items = [
             store_base.Success(
                 step=step,
-                output_ref=executed.ref.model_dump(mode="json"),
+                output_ref=executed.ref.model_dump(mode="json") if executed.ref is not None else {},
                 metadata=executed.metadata,
                 lineage=executed.lineage,
                 output=executed.output,
                 logs=executed.logs if joined else (),
                 checks=executed.checks,
+                memoized_from=executed.memoized_from,
             )
             for step, executed in done
         ]
@@ -294,7 +295,10 @@ class StepRunner:
                 )
                 outcomes.append(StepOutcome(record=self._current(step), error=lost))
             else:
-                events.emit("step.succeeded", **_where(row), duration_ms=row.duration_ms)
+                if row.memoized_from is not None:
+                    events.emit("step.memoized", **_where(row), memoized_from=row.memoized_from)
+                else:
+                    events.emit("step.succeeded", **_where(row), duration_ms=row.duration_ms)
                 outcomes.append(StepOutcome(record=row, value=executed.value))
         if completed.run is not None:
             run_ended(completed.run)
@@ -384,7 +388,7 @@ class StepRunner:
         with capture.capturing(step.id, step.attempt, self.svc.step_logs, self.store.logs) as captured:
             try:
                 executed = self._execute(step, asset, scope, found)
-                if self.after_store is not None:
+                if self.after_store is not None and executed.ref is not None:
                     self.after_store(step, executed.ref)
             except BaseException:
                 self._write_logs(captured.close())
@@ -428,7 +432,11 @@ class StepRunner:
             )
         if asset.context_param is not None:
             kwargs[asset.context_param] = ctx
-        value = memoize.call(self.svc, asset, kwargs, lineage, ctx)  # the function, unless memoized
+        if (reused := memoize.reusable(self.svc, asset, step.partition_key, lineage)) is not None:
+            # Memoized: nothing runs or is stored; in-process runs return the reused value.
+            value = None if self.queued else memoize.load(self.svc, asset, reused, ctx)
+            return Executed(value, None, {}, [], None, memoized_from=reused.id)
+        value = asset.fn(**kwargs)
         manager = step_inputs.manager(self.svc.io_managers, asset.io_manager, asset.name)
         started = time.perf_counter()
         out_ctx = io_base.OutputContext(
@@ -457,6 +465,8 @@ class StepRunner:
         # Metadata is stored as JSON: typed values (Decimal, date, ...) go through the codec.
         metadata = codec.to_jsonable({**out_ctx.metadata, **ctx.metadata})
         assert isinstance(metadata, dict)  # noqa: S101 - a dict encodes to a dict
+        if not {"data_version", "content_hash"} & metadata.keys() and (digest := codec.content_hash(value)):
+            metadata["content_hash"] = digest  # a data version for staleness, whatever the IO manager
         checks = checking.run(self.defs.checks_of(asset.name), value, ctx)  # same attempt (checking.py)
         return Executed(value, ref, metadata, lineage, output, checks=checks)
 

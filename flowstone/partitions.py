@@ -229,6 +229,14 @@ class MultiPartitions(PartitionsDefinition):
                 raise self._error((start, end), f"dimension {name!r}: {exc.message}", asset) from None
         return list(itertools.product(*ranges))
 
+    def validate_for_run(self, value: object, *, asset: str | None = None) -> PartitionValue:
+        """:meth:`validate`, and each dimension's own rule for runs (a key of a dynamic dimension
+        must have been added: its error names the key and the definition)."""
+        key = self.validate(value, asset=asset)
+        for (_, definition), item in zip(self.dimensions, _tuple(key), strict=True):
+            definition.validate_for_run(item, asset=asset)
+        return key
+
     def _coerce(self, value: object) -> PartitionValue:
         if type(value) is str:
             return self._parse_text(value)

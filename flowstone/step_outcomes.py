@@ -34,8 +34,8 @@ class StepOutcome:
 
     @property
     def succeeded(self) -> bool:
-        """Whether the step's row is ``succeeded``."""
-        return self.record is not None and self.record.status == StepStatus.SUCCEEDED
+        """Whether the step's row is ``succeeded``, or ``skipped`` by memoization (a success)."""
+        return self.record is not None and self.record.ok
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,10 +50,11 @@ class Ran:
 
 @dataclass(frozen=True, slots=True)
 class Executed:
-    """A step whose function ran and whose output is stored (or prepared for the success)."""
+    """A step whose function ran and whose output is stored (or prepared for the success), or
+    that memoization skipped (``memoized_from``: no output, no lineage of its own)."""
 
     value: object
-    ref: io_base.OutputRef
+    ref: io_base.OutputRef | None
     metadata: dict[str, Any]
     lineage: list[tuple[int, str]]
     output: io_base.PreparedOutput | None
@@ -61,3 +62,5 @@ class Executed:
     """The lines captured last, written with the success."""
     checks: tuple[records.CheckOutcome, ...] = ()
     """The asset checks' outcomes (:mod:`flowstone.checking`), recorded with the success."""
+    memoized_from: int | None = None
+    """The materialization memoization reused instead of running the function."""

@@ -114,11 +114,13 @@ def _show_run(rt: runtime_mod.FlowStone, run_id: str, limit: int) -> records.Run
     common.out(f"  steps     {_counts(counts)}")
     common.out("")
     common.out(f"{'ASSET':<24} {'PARTITION':<24} {'STATUS':<16} {'ATTEMPT':>7} {'DURATION':>9}  ERROR")
-    shown = sorted(steps, key=lambda s: (s.status == StepStatus.SUCCEEDED, s.id))[:limit]
+    shown = sorted(steps, key=lambda s: (s.ok, s.id))[:limit]
     in_pools = store.pools.waiting(run_id)
     for step in sorted(shown, key=lambda s: s.id):
         error = f"{step.error.get('type')}: {step.error.get('message')}" if step.error else ""
         status = f"waiting_pool ({in_pools[step.id][0]})" if step.id in in_pools else str(step.status)
+        if step.memoized_from is not None:  # a success: the step reused that materialization
+            error = f"memoized from #{step.memoized_from}"
         common.out(
             f"{step.asset:<24} {common.shown(step.partition_key):<24} {status:<16} {step.attempt:>7} "
             f"{_duration(step):>9}  {error}"

@@ -100,6 +100,9 @@ class Success:
     """The step's last captured lines, written with the success (``StepLogs.joins_success``)."""
     checks: Sequence[records.CheckOutcome] = ()
     """The asset checks' outcomes, recorded with the success; a blocking failure skips downstream."""
+    memoized_from: int | None = None
+    """Memoization reused this materialization: the step ends ``skipped`` pointing at it, with no
+    output and no lineage of its own, and releases the steps downstream like a success."""
 
     @property
     def blocked_by(self) -> records.CheckOutcome | None:

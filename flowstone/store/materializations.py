@@ -195,11 +195,12 @@ def materialization_succeed(
     params = {
         "ids": [i.step.id for i in items],
         "attempts": [i.step.attempt for i in items],
-        "output_refs": [Jsonb(dict(i.output_ref)) for i in items],
+        "output_refs": [Jsonb(dict(i.output_ref)) if i.memoized_from is None else None for i in items],
         "metadata": [Jsonb(dict(i.metadata)) for i in items],
         "output_formats": [o.format if o else None for o in stored],
         "output_values": [o.value if o else None for o in stored],
         "output_datas": [o.data if o else None for o in stored],
+        "memoized_froms": [i.memoized_from for i in items],
         "edge_readers": [i.step.id for i in items for _ in i.lineage],
         "edge_upstreams": [upstream for i in items for upstream, _ in i.lineage],
         "edge_inputs": [name for i in items for _, name in i.lineage],

@@ -15,12 +15,10 @@ from typing import Any
 
 from flowstone import approval_types, errors
 from flowstone.io import base as io_base
-from flowstone.status import RUN_TERMINAL, STEP_IN_FLIGHT, RunStatus, StepStatus, run_status_of
+from flowstone.status import RUN_TERMINAL, RunStatus, StepStatus, run_status_of
 from flowstone.store import base, memory_checks, memory_partitions, memory_step_logs, memory_tables, records
 
 __all__ = ["MemoryStore"]
-
-_NOT_STARTED = (StepStatus.PENDING, StepStatus.QUEUED)
 
 
 def _now(now: datetime | None) -> datetime:
@@ -145,7 +143,7 @@ class MemoryStore(base.Store):
         run = self._runs.get(run_id)
         if run is None or run.status in RUN_TERMINAL:
             return None
-        status = run_status_of(set(self._t.counts.get(run_id, {})))
+        status = run_status_of(self._t.run_statuses(run_id))
         if status == run.status:
             return None
         terminal = status in RUN_TERMINAL
@@ -257,6 +255,22 @@ class MemoryStore(base.Store):
             rows: list[records.Materialization | None] = []
             released: list[base.BatchItem] = []
             for item in items:
+                if item.memoized_from is not None:  # memoization: skipped, pointing at the reused row
+                    row = self._t.transition(
+                        item.step, status=StepStatus.SKIPPED, finished_at=at, memoized_from=item.memoized_from
+                    )
+                    if row is not None:
+                        self._audit_step(
+                            "materialization.memoized",
+                            row,
+                            actor=actor,
+                            now=at,
+                            attempt=row.attempt,
+                            memoized_from=item.memoized_from,
+                        )
+                        released.extend(self._t.release(row, at) if release else [])
+                    rows.append(row)
+                    continue
                 row = self.succeed_step(
                     item.step,
                     output_ref=item.output_ref,
@@ -357,20 +371,8 @@ class MemoryStore(base.Store):
         error: Mapping[str, Any],
         now: datetime | None = None,
     ) -> list[records.Materialization]:
-        at = _now(now)
-        skipped = []
         with self._lock:
-            for asset, key in steps:
-                row_id = self._t.by_step.get((run_id, asset, key))
-                if row_id is None:
-                    continue
-                row = self._t.rows[row_id]
-                if row.status in _NOT_STARTED:
-                    changed = dataclasses.replace(
-                        row, status=StepStatus.SKIPPED, finished_at=at, error=dict(error)
-                    )
-                    skipped.append(self._t.put(changed))
-        return skipped
+            return self._t.skip(run_id, steps, error, _now(now))
 
     # -- approvals ------------------------------------------------------------------------------
 
@@ -448,13 +450,7 @@ class MemoryStore(base.Store):
 
     def covered_keys(self, asset: str, partition_keys: Sequence[str]) -> set[str]:
         with self._lock:
-            return {
-                k
-                for k in partition_keys
-                if any(
-                    self._t.rows[i].status in STEP_IN_FLIGHT for i in self._t.by_asset_key.get((asset, k), ())
-                )
-            }
+            return self._t.covered(asset, partition_keys)
 
     def audit(
         self,

@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from flowstone import partition_keys
-from flowstone.status import StepStatus
+from flowstone.status import STEP_IN_FLIGHT, StepStatus
 from flowstone.store import base, records
 
 __all__ = ["Tables"]
@@ -40,6 +40,7 @@ class Tables:
     readers: dict[int, list[tuple[int, str]]] = field(default_factory=dict)  # upstream -> [(reader, input)]
     by_run: dict[str, list[int]] = field(default_factory=dict)  # run -> ids, in id order
     counts: dict[str, dict[StepStatus, int]] = field(default_factory=dict)  # run -> status -> steps
+    memoized: dict[str, int] = field(default_factory=dict)  # run -> memoized skips
     batch: dict[int, str] = field(default_factory=dict)  # id -> batch key
     batches: dict[tuple[str, str, str], set[str]] = field(default_factory=dict)  # (run, asset, batch) -> keys
     edges: dict[str, list[tuple[base.StepKey, base.StepKey]]] = field(default_factory=dict)  # run -> edges
@@ -188,8 +189,41 @@ class Tables:
                 if not counts[old.status]:
                     del counts[old.status]
             counts[row.status] = counts.get(row.status, 0) + 1
+        if row.memoized_from is not None and (old is None or old.memoized_from is None):
+            self.memoized[row.run_id] = self.memoized.get(row.run_id, 0) + 1
         self.rows[row.id] = row
         return row
+
+    def skip(
+        self, run_id: str, steps: Sequence[base.StepKey], error: Mapping[str, Any], at: datetime
+    ) -> list[records.Materialization]:
+        """The not-yet-started ones of ``steps`` → ``skipped`` with ``error``; the rows that changed."""
+        skipped = []
+        for asset, key in steps:
+            row = self.step(run_id, asset, key)
+            if row is not None and row.status in (StepStatus.PENDING, StepStatus.QUEUED):
+                changed = dataclasses.replace(
+                    row, status=StepStatus.SKIPPED, finished_at=at, error=dict(error)
+                )
+                skipped.append(self.put(changed))
+        return skipped
+
+    def covered(self, asset: str, keys: Sequence[str]) -> set[str]:
+        """Which of ``keys`` of ``asset`` have a row succeeded or in flight."""
+        return {
+            k
+            for k in keys
+            if any(self.rows[i].status in STEP_IN_FLIGHT for i in self.by_asset_key.get((asset, k), ()))
+        }
+
+    def run_statuses(self, run_id: str) -> set[StepStatus]:
+        """The statuses of a run's steps for its own status: skips that memoization recorded count
+        as successes (as ``run_finish`` counts them)."""
+        counts = self.counts.get(run_id, {})
+        statuses = set(counts)
+        if StepStatus.SKIPPED in statuses and counts[StepStatus.SKIPPED] == self.memoized.get(run_id, 0):
+            statuses = (statuses - {StepStatus.SKIPPED}) | {StepStatus.SUCCEEDED}
+        return statuses
 
     def step(self, run_id: str, asset: str, key: str) -> records.Materialization | None:
         """The step row of (run, asset, key)."""
@@ -233,12 +267,13 @@ class Tables:
         return [self.rows[i] for i in ids[:limit]]
 
     def find_inputs(self, run_id: str, wanted: Sequence[base.StepKey]) -> base.Found:
-        """This run's row of each wanted (asset, key), else the latest succeeded one."""
+        """This run's row of each wanted (asset, key) (a memoized skip: the row it reused), else the
+        latest succeeded one."""
         found: base.Found = {}
         for asset, key in wanted:
             in_run = self.step(run_id, asset, key)
             if in_run is not None:
-                found[(asset, key)] = (in_run, True)
+                found[(asset, key)] = (self.rows.get(in_run.memoized_from or in_run.id, in_run), True)
                 continue
             latest = self.latest(asset, key)
             if latest is not None:

@@ -243,6 +243,7 @@ def materialization_from_row(row: Row) -> records.Materialization:
         code_version=row["code_version"],
         job_id=row["job_id"],
         output_deleted_at=row.get("output_deleted_at"),
+        memoized_from=row.get("memoized_from"),
     )
 
 

@@ -51,6 +51,19 @@ class Materialization:
     job_id: int | None
     output_deleted_at: datetime | None = None
     """When ``flowstone gc`` deleted this version's output (``None``: it is stored)."""
+    memoized_from: int | None = None
+    """The materialization this ``skipped`` step reused (memoization, ``@fs.asset(memoize=True)``):
+    the function did not run and the steps downstream read that row. ``None`` for every other row."""
+
+    @property
+    def memoized(self) -> bool:
+        """Whether memoization skipped this step: a success for the run, not a failure."""
+        return self.memoized_from is not None
+
+    @property
+    def ok(self) -> bool:
+        """Whether the step ended well: ``succeeded``, or ``skipped`` by memoization."""
+        return self.status == StepStatus.SUCCEEDED or self.memoized_from is not None
 
     @property
     def partition(self) -> partition_keys.PartitionValue | None:

@@ -65,19 +65,21 @@ def step_json(step: records.Materialization) -> dict[str, Any]:
         "error": step.error,
         "metadata": step.metadata,
         "code_version": step.code_version,
+        "memoized_from": step.memoized_from,
     }
 
 
-def _latest_status(by_status: Mapping[str, int]) -> str:
+def _latest_status(by_status: Mapping[str, int], *, ever_succeeded: bool = False) -> str:
     """The colour of an asset: failed if any partition's newest step failed, then in flight, then
-    succeeded; ``missing`` when it never ran."""
+    succeeded (also when the newest steps were skipped, e.g. by memoization, after a success);
+    ``missing`` when it never ran."""
     if not by_status:
         return "missing"
     if any(by_status.get(s, 0) for s in FAILED):
         return "failed"
     if any(by_status.get(s, 0) for s in IN_FLIGHT):
         return "running"
-    if by_status.get(StepStatus.SUCCEEDED, 0):
+    if by_status.get(StepStatus.SUCCEEDED, 0) or ever_succeeded:
         return "succeeded"
     return "missing"
 
@@ -104,7 +106,10 @@ def assets_page(
                 "description": definition.description,
                 "deps": deps[name],
                 "partitioned": definition.partitions is not None,
-                "status": _latest_status(summary.by_status if summary else {}),
+                "status": _latest_status(
+                    summary.by_status if summary else {},
+                    ever_succeeded=bool(summary and summary.succeeded_partitions),
+                ),
                 "by_status": dict(summary.by_status) if summary else {},
                 "last_success_at": when(summary.last_success_at if summary else None),
                 "matches": (group in (None, "", definition.group)) and needle in name.lower(),
@@ -187,6 +192,8 @@ def _places(spec: str, values: list[Any]) -> tuple[Place, ...]:
     again when an open-ended one gains partitions (the count and the last key are in the cache key)."""
     if not values:
         return ()
+    if '"kind": "dynamic"' in spec:  # keys added and removed in any order: never from the cache
+        return tuple(_place(value) for value in values)
     cache_key = (
         spec,
         len(values),
@@ -197,20 +204,22 @@ def _places(spec: str, values: list[Any]) -> tuple[Place, ...]:
         cached = _GEOMETRY.get(cache_key)
     if cached is not None:
         return cached
-    found: list[Place] = []
-    for value in values:
-        x = y = year = 0
-        if isinstance(value, date) and not isinstance(value, datetime):
-            jan1 = date(value.year, 1, 1)
-            x = (value.toordinal() - jan1.toordinal() + jan1.weekday()) // 7 * CELL
-            y = value.weekday() * CELL
-            year = value.year
-        found.append((partition_keys.encode(value), partition_keys.display_value(value), x, y, year))
+    found = [_place(value) for value in values]
     with _GEOMETRY_LOCK:
         if len(_GEOMETRY) >= GEOMETRY_CACHE:
             _GEOMETRY.clear()
         _GEOMETRY[cache_key] = tuple(found)
     return _GEOMETRY[cache_key]
+
+
+def _place(value: Any) -> Place:
+    x = y = year = 0
+    if isinstance(value, date) and not isinstance(value, datetime):
+        jan1 = date(value.year, 1, 1)
+        x = (value.toordinal() - jan1.toordinal() + jan1.weekday()) // 7 * CELL
+        y = value.weekday() * CELL
+        year = value.year
+    return (partition_keys.encode(value), partition_keys.display_value(value), x, y, year)
 
 
 def asset_page(rt: runtime_mod.FlowStone, name: str, *, partition: str | None = None) -> dict[str, Any]:

@@ -100,32 +100,42 @@ ORDER BY claimed.partition_key COLLATE "C";
 -- name: materialization_inputs
 -- Returns, per requested (asset, partition_key), this run's row if the run has one (any status),
 -- else the latest succeeded row (finished_at DESC, id DESC), with its stored output when the
--- Postgres IO manager holds it (output_format NULL otherwise).
-SELECT DISTINCT ON (m.asset, m.partition_key) m.*, (m.run_id = %(run_id)s) AS in_run,
-       o.format AS output_format, o.value AS output_value, o.data AS output_data
-FROM flowstone_materializations AS m
-JOIN unnest(%(assets)s::text[], %(keys)s::text[]) AS want(asset, partition_key)
-  ON m.asset = want.asset AND m.partition_key = want.partition_key
-LEFT JOIN flowstone_outputs AS o ON o.materialization_id = m.id AND m.status = 'succeeded'
-WHERE m.run_id = %(run_id)s OR m.status = 'succeeded'
-ORDER BY m.asset, m.partition_key, (m.run_id = %(run_id)s) DESC, m.finished_at DESC NULLS LAST, m.id DESC;
+-- Postgres IO manager holds it (output_format NULL otherwise). A step of this run that memoization
+-- skipped stands for the row it reused (memoized_from): that row is returned, with in_run true.
+WITH pick AS (
+    SELECT DISTINCT ON (m.asset, m.partition_key) m.id, m.memoized_from, (m.run_id = %(run_id)s) AS in_run
+    FROM flowstone_materializations AS m
+    JOIN unnest(%(assets)s::text[], %(keys)s::text[]) AS want(asset, partition_key)
+      ON m.asset = want.asset AND m.partition_key = want.partition_key
+    WHERE m.run_id = %(run_id)s OR m.status = 'succeeded'
+    ORDER BY m.asset, m.partition_key, (m.run_id = %(run_id)s) DESC, m.finished_at DESC NULLS LAST,
+             m.id DESC
+)
+SELECT m.*, pick.in_run, o.format AS output_format, o.value AS output_value, o.data AS output_data
+FROM pick
+JOIN flowstone_materializations AS m ON m.id = coalesce(pick.memoized_from, pick.id)
+LEFT JOIN flowstone_outputs AS o ON o.materialization_id = m.id AND m.status = 'succeeded';
 
 -- name: materialization_succeed
 -- In one statement, for the running attempts of one or more steps: marks each succeeded, writes
--- its lineage edges, its audit event and (Postgres IO manager) its output. Returns the rows that
--- succeeded; an attempt that no longer holds its step is left out.
+-- its lineage edges, its audit event and (Postgres IO manager) its output. A step memoization
+-- skipped (memoized_from set) ends skipped instead, pointing at the reused row, with no output
+-- and no lineage of its own (audit event materialization.memoized). Returns the rows that ended;
+-- an attempt that no longer holds its step is left out.
 WITH item AS (
     SELECT *
     FROM unnest(%(ids)s::bigint[], %(attempts)s::int[], %(output_refs)s::jsonb[], %(metadata)s::jsonb[],
-                %(output_formats)s::text[], %(output_values)s::text[], %(output_datas)s::bytea[])
-         AS i(id, attempt, output_ref, metadata, output_format, output_value, output_data)
+                %(output_formats)s::text[], %(output_values)s::text[], %(output_datas)s::bytea[],
+                %(memoized_froms)s::bigint[])
+         AS i(id, attempt, output_ref, metadata, output_format, output_value, output_data, memoized_from)
 ), done AS (
     UPDATE flowstone_materializations AS m
-    SET status      = 'succeeded',
-        finished_at = coalesce(%(now)s::timestamptz, now()),
-        output_ref  = item.output_ref,
-        metadata    = item.metadata,
-        error       = NULL
+    SET status        = CASE WHEN item.memoized_from IS NULL THEN 'succeeded' ELSE 'skipped' END,
+        finished_at   = coalesce(%(now)s::timestamptz, now()),
+        output_ref    = item.output_ref,
+        metadata      = item.metadata,
+        memoized_from = item.memoized_from,
+        error         = NULL
     FROM item
     WHERE m.id = item.id AND m.status = 'running' AND m.attempt = item.attempt
     RETURNING m.*
@@ -135,11 +145,16 @@ WITH item AS (
     FROM done
     JOIN unnest(%(edge_readers)s::bigint[], %(edge_upstreams)s::bigint[], %(edge_inputs)s::text[])
          AS e(reader_id, upstream_id, input_name) ON e.reader_id = done.id
+    WHERE done.memoized_from IS NULL
 ), audit AS (
     INSERT INTO flowstone_audit_log (event, actor, run_id, materialization_id, asset, partition_key,
                                      details, at)
-    SELECT 'materialization.succeeded', %(actor)s, done.run_id, done.id, done.asset,
-           done.partition_key, jsonb_build_object('attempt', done.attempt), done.finished_at
+    SELECT CASE WHEN done.memoized_from IS NULL THEN 'materialization.succeeded'
+                ELSE 'materialization.memoized' END,
+           %(actor)s, done.run_id, done.id, done.asset, done.partition_key,
+           jsonb_strip_nulls(jsonb_build_object('attempt', done.attempt,
+                                                'memoized_from', done.memoized_from)),
+           done.finished_at
     FROM done
 ), output AS (
     INSERT INTO flowstone_outputs (materialization_id, asset, partition_key, format, value, data,
@@ -164,7 +179,8 @@ WHERE run_id = %(run_id)s
 
 -- name: materialization_release_downstream
 -- Fan-in (I14): decrements the unfinished-upstream counter of the steps that read a step that just
--- succeeded; the ones reaching zero become queued. Returns the rows that became queued.
+-- succeeded (or that memoization skipped: it stands for the row it reused); the ones reaching zero
+-- become queued. Returns the rows that became queued.
 UPDATE flowstone_materializations AS m
 SET pending_upstream = m.pending_upstream - 1,
     status           = CASE WHEN m.pending_upstream = 1 THEN 'queued' ELSE m.status END,
@@ -178,7 +194,8 @@ WHERE e.run_id = %(run_id)s
   AND m.status = 'pending'
   -- only when this attempt's success committed in this transaction (attempts are unique)
   AND EXISTS (SELECT 1 FROM flowstone_materializations AS s
-              WHERE s.id = %(step_id)s AND s.status = 'succeeded' AND s.attempt = %(attempt)s)
+              WHERE s.id = %(step_id)s AND s.attempt = %(attempt)s
+                AND (s.status = 'succeeded' OR s.memoized_from IS NOT NULL))
 RETURNING m.asset, m.partition_key, m.status, m.batch_key;
 
 -- name: materialization_fail
@@ -399,11 +416,12 @@ RETURNING *;
 -- name: materialization_reopen
 -- A retry of a run: the steps that did not succeed in the given statuses (only those whose error
 -- has the given type, when one is given), and every step downstream of them that did not succeed,
--- go back to pending in their own batch; returns them.
+-- go back to pending in their own batch; returns them. A memoized skip (memoized_from) counts as
+-- a success: it is never reopened.
 WITH RECURSIVE roots AS (
     SELECT m.asset, m.partition_key
     FROM flowstone_materializations AS m
-    WHERE m.run_id = %(run_id)s AND m.status = ANY(%(statuses)s::text[])
+    WHERE m.run_id = %(run_id)s AND m.status = ANY(%(statuses)s::text[]) AND m.memoized_from IS NULL
       AND (%(error_type)s::text IS NULL OR m.error ->> 'type' = %(error_type)s::text)
       AND (%(assets)s::text[] IS NULL OR m.asset = ANY(%(assets)s::text[]))
 ), reach (asset, partition_key) AS (
@@ -420,15 +438,16 @@ SET status      = 'pending',
     batch_key   = m.partition_key
 FROM reach
 WHERE m.run_id = %(run_id)s AND m.asset = reach.asset AND m.partition_key = reach.partition_key
-  AND m.status IN ('failed', 'skipped', 'cancelled', 'rejected')
+  AND m.status IN ('failed', 'skipped', 'cancelled', 'rejected') AND m.memoized_from IS NULL
 RETURNING m.*;
 
 -- name: materialization_recount_pending
 -- Recomputes pending_upstream of the pending steps of a run from the step edges: the number of
--- its upstream steps that have not succeeded.
+-- its upstream steps that have not succeeded (a memoized skip counts as succeeded).
 UPDATE flowstone_materializations AS m
 SET pending_upstream = c.n
-FROM (SELECT e.asset, e.partition_key, count(*) FILTER (WHERE u.status <> 'succeeded') AS n
+FROM (SELECT e.asset, e.partition_key,
+             count(*) FILTER (WHERE u.status <> 'succeeded' AND u.memoized_from IS NULL) AS n
       FROM flowstone_step_edges AS e
       JOIN flowstone_materializations AS u
         ON u.run_id = e.run_id AND u.asset = e.upstream_asset
@@ -440,7 +459,7 @@ WHERE m.run_id = %(run_id)s AND m.status = 'pending'
 
 -- name: materialization_skip_blocked
 -- Marks skipped every pending step of a run that is downstream of a step that ended without
--- success (failed, rejected, cancelled, skipped); returns them.
+-- success (failed, rejected, cancelled, skipped but not memoized); returns them.
 WITH RECURSIVE reach (asset, partition_key) AS (
     SELECT e.asset, e.partition_key
     FROM flowstone_step_edges AS e
@@ -448,6 +467,7 @@ WITH RECURSIVE reach (asset, partition_key) AS (
       ON f.run_id = e.run_id AND f.asset = e.upstream_asset
      AND f.partition_key = e.upstream_partition_key
     WHERE e.run_id = %(run_id)s AND f.status IN ('failed', 'rejected', 'cancelled', 'skipped')
+      AND f.memoized_from IS NULL
     UNION
     SELECT e.asset, e.partition_key
     FROM flowstone_step_edges AS e

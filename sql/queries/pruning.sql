@@ -2,7 +2,7 @@
 -- Deletes (FOR UPDATE SKIP LOCKED, a batch) the steps of runs that ended before their cutoff (the
 -- asset's own, else the default), except what retention keeps: a succeeded step whose output is
 -- still stored (gc ran first: those are the latest versions kept per partition) and any step a
--- lineage row still points at (the FK's RESTRICT; it goes once its readers are gone). Returns
+-- lineage row or memoized skip still points at (the FKs; it goes once those are gone). Returns
 -- the deleted steps' assets.
 WITH doomed AS (
     SELECT m.id
@@ -13,6 +13,7 @@ WITH doomed AS (
       AND m.status IN ('succeeded', 'failed', 'skipped', 'rejected', 'cancelled')
       AND (m.status <> 'succeeded' OR m.output_deleted_at IS NOT NULL)
       AND NOT EXISTS (SELECT 1 FROM flowstone_lineage AS l WHERE l.upstream_materialization_id = m.id)
+      AND NOT EXISTS (SELECT 1 FROM flowstone_materializations AS k WHERE k.memoized_from = m.id)
     ORDER BY m.id
     LIMIT %(batch)s
     FOR UPDATE OF m SKIP LOCKED
@@ -31,7 +32,8 @@ WHERE r.status IN ('succeeded', 'failed', 'cancelled')
   AND r.finished_at < coalesce((%(cutoffs)s::jsonb ->> m.asset)::timestamptz, %(before)s::timestamptz)
   AND m.status IN ('succeeded', 'failed', 'skipped', 'rejected', 'cancelled')
   AND (m.status <> 'succeeded' OR m.output_deleted_at IS NOT NULL)
-  AND NOT EXISTS (SELECT 1 FROM flowstone_lineage AS l WHERE l.upstream_materialization_id = m.id);
+  AND NOT EXISTS (SELECT 1 FROM flowstone_lineage AS l WHERE l.upstream_materialization_id = m.id)
+  AND NOT EXISTS (SELECT 1 FROM flowstone_materializations AS k WHERE k.memoized_from = m.id);
 
 -- name: pruning_runs
 -- Deletes (a batch, SKIP LOCKED) the runs that ended before the cutoff and have no step left.

@@ -24,7 +24,8 @@ SELECT run_id FROM flowstone_runs WHERE run_id = %(run_id)s FOR UPDATE;
 
 -- name: run_finish
 -- Recomputes a run's status from its steps; returns the run row when it changed. Each test is an
--- index probe on (run_id, status), so the cost does not grow with the number of steps. Callers
+-- index probe on (run_id, status), so the cost does not grow with the number of steps. A skip
+-- that memoization recorded (memoized_from) is a success, not a failure. Callers
 -- take run_lock first, in a statement of its own (store.steps.finish), so that of two last steps
 -- finishing together the second sees the first; the periodic sweep (run_unfinished_claim)
 -- finishes any run left behind.
@@ -38,7 +39,8 @@ WITH probe AS (
            EXISTS (SELECT 1 FROM flowstone_materializations
                    WHERE run_id = %(run_id)s AND status = 'cancelled')                    AS cancelled,
            EXISTS (SELECT 1 FROM flowstone_materializations
-                   WHERE run_id = %(run_id)s AND status IN ('failed', 'rejected', 'skipped')) AS bad
+                   WHERE run_id = %(run_id)s AND status IN ('failed', 'rejected', 'skipped')
+                     AND memoized_from IS NULL)                                         AS bad
 ), next AS (
     SELECT CASE
                WHEN active THEN 'running'

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import flowstone as fs
-from flowstone import partition_keys
+from flowstone import codec, partition_keys
 
 U = partition_keys.UNPARTITIONED
 CALLS: list[str] = []
@@ -83,7 +83,12 @@ def test_diamond_runs_in_order_under_one_run_with_exact_lineage(runtime: fs.Flow
     assert {s.run_id for s in result.steps} == {result.run_id}
     assert result.value("report") == {"doubled": 12, "squared": 14}
     report_row = result.step("report")
-    assert report_row.metadata == {"rows": 3, "total": {"$fs": "decimal", "v": "1.50"}}
+    # (and the hash of the stored value: the data version, as the asset set none)
+    assert report_row.metadata == {
+        "rows": 3,
+        "total": {"$fs": "decimal", "v": "1.50"},
+        "content_hash": codec.content_hash({"doubled": 12, "squared": 14}),
+    }
     upstream = runtime.lineage.upstream("report")
     by_asset = {(n.depth, n.asset): n for n in upstream}
     assert by_asset[(1, "doubled")].materialization_id == result.step("doubled").id

@@ -13,12 +13,13 @@ import psycopg
 import pytest
 
 import flowstone as fs
-from flowstone import cli, partition_keys
+from flowstone import cli, codec, partition_keys
 from flowstone.store import staleness
 from flowstone.store.memory import MemoryStore
 
 U = partition_keys.UNPARTITIONED
 VERSION = {"raw": None}
+DATA = {"raw": [1, 2, 3]}
 IO = fs.MemoryIOManager()
 
 
@@ -26,7 +27,21 @@ IO = fs.MemoryIOManager()
 def raw(context: fs.AssetContext) -> list[int]:
     if VERSION["raw"] is not None:
         context.add_metadata(data_version=VERSION["raw"])
-    return [1, 2, 3]
+    return list(DATA["raw"])
+
+
+def _new_raw_data() -> None:
+    DATA["raw"] = [*DATA["raw"], 0]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_io() -> None:
+    """Each test its own memory IO manager: ids restart in each test's database, and a version
+    written again with other content is refused (versions are immutable)."""
+    global IO  # noqa: PLW0603 - the runtimes of one test share it (see _defs)
+    IO = fs.MemoryIOManager()
+    VERSION["raw"] = None
+    DATA["raw"] = [1, 2, 3]
 
 
 @fs.asset(code_version="1")
@@ -48,6 +63,7 @@ def _defs(clean_version: str = "1") -> fs.Definitions:
 @pytest.fixture(params=["memory", "postgres"])
 def make(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[object]:
     VERSION["raw"] = None
+    DATA["raw"] = [1, 2, 3]
     opened: list[fs.FlowStone] = []
     memory = None
 
@@ -81,8 +97,13 @@ def test_staleness_follows_code_and_data_versions(make):
     assert {a: s for a, (s, _, _) in _states(rt).items()} == dict.fromkeys(
         ("raw", "clean", "summary"), "fresh"
     )
-    # a new materialization of raw without a data version is a new version: clean is stale, and
-    # summary, which read clean's latest, is still fresh
+    # without a data version from the asset or a content hash from the IO manager, the data version
+    # is the hash of the stored value: the same value again leaves clean fresh...
+    rt.materialize("raw")
+    assert _states(rt)["clean"] == ("fresh", (), ())
+    # ...other data is a new version: clean is stale, and summary, which read clean's latest, is
+    # still fresh
+    _new_raw_data()
     rt.materialize("raw")
     states = _states(rt)
     assert states["clean"] == ("stale", ("upstream",), ("raw",))
@@ -106,13 +127,15 @@ def test_staleness_follows_code_and_data_versions(make):
 
 def test_the_data_version_column_is_generated_from_metadata(database_url: str, tmp_path: Path):
     VERSION["raw"] = "abc"
+    DATA["raw"] = [1, 2, 3]
     with fs.FlowStone(_defs(), database_url=database_url, home=tmp_path) as rt:
         rt.materialize("clean", with_upstream=True)
     with psycopg.connect(database_url) as conn:
         rows = conn.execute(
             "SELECT asset, data_version FROM flowstone_materializations ORDER BY asset"
         ).fetchall()
-    assert rows == [("clean", None), ("raw", "abc")]
+    # clean sets none and the memory IO manager records no content hash: the value's hash
+    assert rows == [("clean", codec.content_hash([1, 2, 3])), ("raw", "abc")]
 
 
 DAYS = fs.DailyPartitions(start="2000-01-01")
@@ -213,8 +236,10 @@ def test_submit_only_stale_leaves_fresh_steps_out(database_url: str, tmp_path: P
 
 
 def test_flowstone_status_stale(database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    VERSION["raw"] = None
     with fs.FlowStone(_defs(), database_url=database_url, home=tmp_path) as rt:
         rt.materialize("clean", with_upstream=True)
+        _new_raw_data()
         rt.materialize("raw")
     capsys.readouterr()
     assert cli.main(["status", "--stale", "--database-url", database_url]) == 0
@@ -236,9 +261,13 @@ def test_on_upstream_updated_runs_stale_downstream_once_per_upstream_materializa
         rt.materialize("clean", with_upstream=True)
         assert rt.sensors.tick(now=t0) == {}  # everything fresh
         rt.materialize("raw")
+        assert rt.sensors.tick(now=t0 + timedelta(seconds=1)) == {}  # the same data: still fresh
+        _new_raw_data()
+        rt.materialize("raw")
         (run_id,) = rt.sensors.tick(now=t0 + timedelta(seconds=2))["clean_on_upstream_updated"]
         assert [(s.asset, s.partition_key) for s in rt.store.run_steps(run_id)] == [("clean", U)]
         assert rt.sensors.tick(now=t0 + timedelta(seconds=4)) == {}  # once per upstream materialization
+        _new_raw_data()
         rt.materialize("raw")
         assert len(rt.sensors.tick(now=t0 + timedelta(seconds=6))["clean_on_upstream_updated"]) == 1
 
@@ -271,8 +300,8 @@ def test_memoize_reuses_the_latest_materialization_when_code_and_inputs_are_unch
     again = rt.materialize("reader", with_upstream=True)  # seed re-ran with the same data version
     assert CALLS == ["expensive"]  # not called again
     memo = again.step("expensive")
-    assert memo.status == "succeeded"
-    assert memo.metadata["memoized_from"] == first.step("expensive").id
+    assert (memo.status, memo.memoized_from) == ("skipped", first.step("expensive").id)
+    assert again.status == "succeeded"  # a memoized skip is a success
     assert again.value("reader") == 21
     assert [r for r in rt.staleness() if r.status != "fresh"] == []  # the reuse keeps readers fresh
     VERSION["raw"] = "s2"  # new upstream data: called again

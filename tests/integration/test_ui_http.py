@@ -384,3 +384,68 @@ def test_the_ui_follows_newly_published_definitions(pipeline: Pipeline):
     finally:
         server.stop()
         rt.close()
+
+
+DYNAMIC_BODY = """
+TENANTS = fs.DynamicPartitions("tenants")
+DAYS = fs.DailyPartitions(start="2025-01-01", end="2025-01-02")
+
+@fs.asset(partitions=TENANTS)
+def per_tenant(context: fs.AssetContext) -> str:
+    return str(context.partition)
+
+@fs.asset(partitions=fs.MultiPartitions({"day": DAYS, "tenant": TENANTS}))
+def tenant_days(context: fs.AssetContext) -> str:
+    return str(context.partition)
+
+defs = fs.Definitions(assets=[per_tenant, tenant_days])
+"""
+
+
+def test_the_partition_grid_shows_dynamic_partitions_alone_and_in_multi_partitions(
+    tmp_path, database_url: str
+):
+    from datetime import date  # noqa: PLC0415
+
+    from flowstone.ui import app as app_mod  # noqa: PLC0415
+
+    pipeline = Pipeline(tmp_path, database_url, DYNAMIC_BODY)
+    rt = pipeline.runtime
+    rt.partitions.add("tenants", ["acme", "globex"])
+    rt.materialize("per_tenant", "acme")
+    rt.materialize("tenant_days", (date(2025, 1, 2), "globex"))
+    ui_rt = fs.FlowStone.from_database(database_url=database_url, actor="alice")  # the snapshot only
+    server = LiveServer(app_mod.create_app(ui_rt))
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as ui:
+
+            def chips(asset: str) -> list[tuple[str, str]]:
+                grid = ui.get(f"/api/assets/{asset}").json()["grid"]
+                return [(c["label"], c["state"]) for c in grid["chips"]]
+
+            assert chips("per_tenant") == [("acme", "succeeded"), ("globex", "missing")]
+            assert chips("tenant_days") == [
+                ("2025-01-01|acme", "missing"),
+                ("2025-01-01|globex", "missing"),
+                ("2025-01-02|acme", "missing"),
+                ("2025-01-02|globex", "succeeded"),
+            ]
+            # keys added and removed show at once (the grid of dynamic keys is never cached)
+            rt.partitions.add("tenants", ["initech"])
+            rt.partitions.remove("tenants", ["acme"])
+            assert chips("per_tenant") == [("globex", "missing"), ("initech", "missing")]
+            assert [label for label, _ in chips("tenant_days")] == [
+                "2025-01-01|globex",
+                "2025-01-01|initech",
+                "2025-01-02|globex",
+                "2025-01-02|initech",
+            ]
+            grid = ui.get("/api/assets/per_tenant").json()["grid"]
+            assert grid["other_keys"] == [{"key": "s:acme", "label": "acme", "state": "succeeded"}]
+            page = ui.get("/assets/tenant_days")
+            assert page.status_code == 200
+            assert "initech" in page.text
+    finally:
+        server.stop()
+        ui_rt.close()
+        pipeline.stop()
