@@ -19,7 +19,8 @@ ROLE = re.compile(r":(?:func|class|meth|attr|data|mod|exc|obj):<code>(~?)([^<]*)
 
 
 def strip_roles(html: str) -> str:
-    """``:class:<code>~a.B</code>`` becomes ``<code>B</code>``, ``:func:<code>a.f</code>`` ``<code>a.f</code>``."""
+    """``:class:<code>~a.B</code>`` becomes ``<code>B</code>``, and ``:func:<code>a.f</code>``
+    becomes ``<code>a.f</code>``."""
     return ROLE.sub(lambda m: f"<code>{m[2].rsplit('.', 1)[-1] if m[1] else m[2]}</code>", html)
 
 
