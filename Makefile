@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install browser lint format test test-unit test-integration bench demo clean
+.PHONY: help install browser lint format docs docs-serve test test-unit test-integration bench demo clean
 
 help: ## List the targets with what they do
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-18s %s\n", $$1, $$2}'
@@ -31,6 +31,12 @@ lint: ## ruff format --check, ruff check, mypy --strict
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
+docs: ## Build the documentation site into site/ with mkdocs build --strict (a warning, a broken link or an unknown reference fails)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+docs-serve: ## Serve the documentation site on http://127.0.0.1:8000, rebuilt on every change
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve
+
 format: ## Apply ruff formatting and safe fixes
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
@@ -51,5 +57,5 @@ demo: ## Run examples/demo.py end to end (embedded Postgres in .flowstone, or FL
 	$(BIN)/python examples/demo.py
 
 clean: ## Remove build artefacts and caches (keeps .venv and .flowstone)
-	rm -rf build dist .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf build dist site .mypy_cache .ruff_cache .pytest_cache .hypothesis
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
