@@ -14,7 +14,7 @@ from typing import Literal
 
 from flowstone import approval_types, errors
 from flowstone.status import ApprovalStatus, RunKind, StepStatus
-from flowstone.store import approvals, audit, base, pg, records, transitions
+from flowstone.store import approvals, audit, base, pg, records, runs, transitions
 from flowstone.store import materializations as mat
 from flowstone.store.pg import Conn, Row
 
@@ -42,7 +42,12 @@ def request(
 ) -> bool:
     """The step waits, its approval is recorded once (however often it asks), the audit event and
     the timeout job of a new request, the run's status. ``False`` when the attempt no longer
-    holds the step."""
+    holds the step.
+
+    The run's row is locked first: the approval row's foreign key takes a share lock on it and
+    finishing the run takes FOR UPDATE, so two requests of one run taking them in that order
+    deadlocked, each holding the share lock the other's FOR UPDATE waited for."""
+    runs.run_lock(conn, step.run_id)
     row = approvals.approval_request(conn, step, req, actor, now)
     if row is None:
         return False

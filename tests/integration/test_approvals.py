@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -340,3 +342,56 @@ def test_queued_timeout_job_applies_the_policy(pipeline: Pipeline):
     (approval,) = pipeline.runtime.approvals.list(status=None)
     assert (approval.status, approval.decided_by) == ("approved", "system")
     assert pipeline.runtime.load("quick") == 7
+
+
+# -- lock order: the run first ---------------------------------------------------------------------
+
+HOLD: dict[str, Any] = {}
+
+
+@fs.asset
+def held_gate(context: fs.AssetContext) -> int:
+    HOLD["run_id"] = context.run_id
+    HOLD["ready"].set()
+    HOLD["go"].wait(timeout=30)
+    context.require_approval("after the other request")
+    return 1
+
+
+def test_two_approval_requests_of_one_run_never_deadlock(database_url: str, tmp_path: Path):
+    """An approval request inserts its approval row (a foreign key: a KEY SHARE lock on the run's
+    row) and then finishes the run (FOR UPDATE on that row). Two requests of one run taking them in
+    that order deadlocked (each held the share lock the other's FOR UPDATE waited for). The
+    request now locks the run first. The other request is played by a session holding the share
+    lock and then asking FOR UPDATE while the runtime's request waits."""
+    HOLD.update(ready=threading.Event(), go=threading.Event())
+    defs = fs.Definitions(assets=[held_gate])
+    deadlocks = "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()"
+    with psycopg.connect(database_url, autocommit=True) as stats:
+        before = stats.execute(deadlocks).fetchone()
+    with fs.FlowStone(defs, database_url=database_url, home=tmp_path) as rt:
+        results: list[Any] = []
+        thread = threading.Thread(
+            target=lambda: results.append(rt.materialize("held_gate", raise_on_error=False))
+        )
+        thread.start()
+        assert HOLD["ready"].wait(timeout=30)
+        with psycopg.connect(database_url) as other:
+            other.execute("SET lock_timeout = '20s'")
+            other.execute("SELECT 1 FROM flowstone_runs WHERE run_id = %s FOR KEY SHARE", (HOLD["run_id"],))
+            HOLD["go"].set()
+            with psycopg.connect(database_url, autocommit=True) as watch:
+                waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND pid <> %s"
+                deadline = time.monotonic() + 30
+                while watch.execute(waiting, (other.info.backend_pid,)).fetchone() != (1,):
+                    assert time.monotonic() < deadline, "the request never waited for the run's row"
+                    time.sleep(0.01)
+            # The other request's FOR UPDATE: a deadlock before the fix, granted at once after it.
+            other.execute("SELECT 1 FROM flowstone_runs WHERE run_id = %s FOR UPDATE", (HOLD["run_id"],))
+            other.commit()
+        thread.join(timeout=60)
+        (result,) = results
+        assert result.status == "waiting_approval"
+    # Every session that could have been a deadlock's victim has ended (its statistics flushed).
+    with psycopg.connect(database_url, autocommit=True) as stats:
+        assert stats.execute(deadlocks).fetchone() == before
