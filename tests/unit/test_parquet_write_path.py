@@ -26,7 +26,8 @@ def octx(mid: int) -> OutputContext:
 
 def wide_table(rows: int = 200_000) -> pa.Table:
     rng = np.random.default_rng(7)
-    return pa.table({"i": rng.integers(0, 10**9, rows), "f": rng.random(rows), "s": rng.integers(0, 99, rows)})
+    columns = {"i": rng.integers(0, 10**9, rows), "f": rng.random(rows), "s": rng.integers(0, 99, rows)}
+    return pa.table(columns)
 
 
 def hashing_threads() -> list[threading.Thread]:
