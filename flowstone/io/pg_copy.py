@@ -2,9 +2,10 @@
 
 Used by Postgres rows mode (:func:`flowstone.store.outputs.write_rows`) to write a frame with
 ``COPY ... FROM STDIN (FORMAT BINARY)`` on FlowStone's own connection, inside the success
-transaction. The common column types are encoded with numpy over whole Arrow buffers; the few
-whose binary form is intricate (``numeric``, arrays) are encoded value by value by a ``dump``
-function the caller gives (psycopg's binary dumpers); any other pairing of an Arrow type and a
+transaction. The common column types are encoded over whole columns (numpy for the big-endian
+values, Arrow's C++ kernels to assemble the rows); the few whose binary form is intricate
+(``numeric``, arrays) are encoded value by value by a ``dump`` function the caller gives (psycopg's
+binary dumpers); any other pairing of an Arrow type and a
 column type makes :func:`plan` return ``None`` and the caller keeps text ``COPY``, whose rules
 (the server parsing each value's text) stay exactly as they were.
 
@@ -115,28 +116,36 @@ def plan(schema: Any, column_types: Sequence[str], dump: Callable[[str], Dump | 
     return Plan(tuple(columns))
 
 
-def chunks(table: Any, plan: Plan, constant: bytes, batch_rows: int = BATCH_ROWS) -> Iterator[bytes]:
+def chunks(table: Any, plan: Plan, constant: bytes, batch_rows: int = BATCH_ROWS) -> Iterator[Any]:
     """The binary COPY stream of ``table`` (header, rows, trailer) in pieces of about ``batch_rows``
-    rows, each row led by the field ``constant`` (the binary payload of the partition column).
+    rows (buffers, not copied), each row led by the field ``constant`` (the binary payload of the
+    partition column).
 
-    Raises ``pyarrow.ArrowInvalid`` for a value its column type cannot hold (an integer out of
-    range) and whatever ``dump`` raises.
+    Every field of a batch is built as an Arrow binary array (its length word, then its payload)
+    and the rows are assembled by Arrow's ``binary_join_element_wise`` in C++: no Python loop over
+    rows. Raises ``pyarrow.ArrowInvalid`` for a value its column type cannot hold (an integer out
+    of range) and whatever a ``dump`` raises.
     """
     pa = frames.require("pyarrow", "parquet")
+    pc = frames.require("pyarrow.compute", "parquet")
     np = frames.require("numpy", "parquet")
     yield HEADER
+    lead = pa.scalar(
+        _be(np, len(plan.columns) + 1, ">i2") + _be(np, len(constant), ">i4") + constant, pa.large_binary()
+    )
+    nothing = pa.scalar(b"", pa.large_binary())
     cast = [_cast(table.column(c.name), c) for c in plan.columns]
     for start in range(0, table.num_rows, batch_rows):
         rows = min(batch_rows, table.num_rows - start)
-        fields = [_constant(np, constant, rows)]
+        parts: list[Any] = [lead]
         for column, values in zip(plan.columns, cast, strict=True):
             if values is None:
-                array = table.column(column.name).slice(start, rows)
-                fields.append(_by_value(np, pa, array, column.dump))
+                parts += _by_value(np, pa, table.column(column.name).slice(start, rows), column.dump)
             else:
-                array = pa.concat_arrays(values.slice(start, rows).chunks) if rows else None
-                fields.append(_encode(np, pa, column, array))
-        yield _rows(np, fields, rows).tobytes()
+                parts += _encode(np, pa, pc, column, pa.concat_arrays(values.slice(start, rows).chunks))
+        joined = pc.binary_join_element_wise(*parts, nothing)  # the last argument is the separator
+        offsets = np.frombuffer(joined.buffers()[1], dtype=np.int64)[joined.offset : joined.offset + rows + 1]
+        yield memoryview(joined.buffers()[2])[int(offsets[0]) : int(offsets[-1])]
     yield TRAILER
 
 
@@ -148,32 +157,34 @@ def _cast(values: Any, column: _Column) -> Any:
     return values.cast(column.arrow_type, safe=column.kind != "timestamp")
 
 
-def _constant(np: Any, payload: bytes, rows: int) -> tuple[Any, Any]:
-    lengths = np.full(rows, len(payload), dtype=np.int64)
-    return lengths, np.tile(np.frombuffer(payload, dtype=np.uint8), rows)
+def _be(np: Any, value: int, dtype: str) -> bytes:
+    return bytes(np.array(value, dtype=dtype).tobytes())
 
 
-def _valid(np: Any, array: Any) -> Any:
-    if array.null_count == 0:
-        return None
-    return array.is_valid().to_numpy(zero_copy_only=False)
+def _records(np: Any, pa: Any, block: Any) -> Any:
+    """A (rows, width) uint8 block as an Arrow ``large_binary`` array of its rows."""
+    rows, width = block.shape
+    fixed = pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), rows, [None, pa.py_buffer(block)])
+    return fixed.cast(pa.large_binary())
 
 
-def _encode(np: Any, pa: Any, column: _Column, array: Any) -> tuple[Any, Any]:
-    """(lengths with -1 for NULL, the non-NULL payloads concatenated in row order) of ``array``."""
-    valid = _valid(np, array)
+def _lengths(np: Any, pa: Any, lengths: Any) -> Any:
+    """The length words (-1 for NULL) of a field, one per row."""
+    return _records(np, pa, np.ascontiguousarray(lengths.astype(">i4")).view(np.uint8).reshape(-1, 4))
+
+
+def _encode(np: Any, pa: Any, pc: Any, column: _Column, array: Any) -> list[Any]:
+    """The Arrow binary arrays that make up this field in each row (length word, payload)."""
+    valid = None if array.null_count == 0 else array.is_valid()
     if column.kind == "text":
         offsets = np.frombuffer(array.buffers()[1], dtype=np.int64)[
             array.offset : array.offset + len(array) + 1
         ]
-        data_buffer = array.buffers()[2]
-        data = (
-            np.frombuffer(data_buffer, dtype=np.uint8) if data_buffer is not None else np.empty(0, np.uint8)
-        )
         lengths = np.diff(offsets)
         if valid is not None:
-            lengths = np.where(valid, lengths, -1)
-        return lengths, data[offsets[0] : offsets[-1]]
+            lengths = np.where(valid.to_numpy(zero_copy_only=False), lengths, -1)
+        payload = array.cast(pa.large_binary())
+        return [_lengths(np, pa, lengths), payload if valid is None else payload.fill_null(b"")]
     if column.kind == "fixed":
         filled = (
             array.fill_null(False if pa.types.is_boolean(array.type) else 0) if valid is not None else array
@@ -186,41 +197,17 @@ def _encode(np: Any, pa: Any, column: _Column, array: Any) -> tuple[Any, Any]:
         numbers = array.view(pa.int64()).fill_null(0).to_numpy(zero_copy_only=False) - _PG_EPOCH_US
     encoded = numbers.astype(column.dtype)
     width = encoded.dtype.itemsize
+    block = np.empty((len(array), 4 + width), dtype=np.uint8)
+    block[:, :4] = np.frombuffer(_be(np, width, ">i4"), dtype=np.uint8)
+    block[:, 4:] = encoded.view(np.uint8).reshape(-1, width)
+    fields = _records(np, pa, block)
     if valid is None:
-        return np.full(len(array), width, dtype=np.int64), encoded.view(np.uint8)
-    return np.where(valid, width, -1).astype(np.int64), encoded[valid].view(np.uint8)
+        return [fields]
+    return [pc.if_else(valid, fields, pa.scalar(_be(np, -1, ">i4"), pa.large_binary()))]
 
 
-def _by_value(np: Any, pa: Any, array: Any, dump: Dump | None) -> tuple[Any, Any]:
+def _by_value(np: Any, pa: Any, array: Any, dump: Dump | None) -> list[Any]:
     assert dump is not None  # noqa: S101 - plan() sets it for every "values" column
     payloads = [None if v is None else dump(v) for v in array.to_pylist()]
     lengths = np.array([-1 if p is None else len(p) for p in payloads], dtype=np.int64)
-    joined = b"".join(p for p in payloads if p is not None)
-    return lengths, np.frombuffer(joined, dtype=np.uint8)
-
-
-def _rows(np: Any, fields: Sequence[tuple[Any, Any]], rows: int) -> Any:
-    """The rows of one batch: every field's length then payload, scattered into one buffer."""
-    sizes = 2 + sum(4 + np.maximum(lengths, 0) for lengths, _ in fields)
-    starts = np.zeros(rows, dtype=np.int64)
-    np.cumsum(sizes[:-1], out=starts[1:])
-    out = np.empty(int(starts[-1] + sizes[-1]) if rows else 0, dtype=np.uint8)
-    _put(np, out, starts, np.full(rows, len(fields), dtype=">i2"))
-    at = starts + 2
-    for lengths, data in fields:
-        _put(np, out, at, lengths.astype(">i4"))
-        at += 4
-        present = np.maximum(lengths, 0)
-        if data.size:
-            # byte i of the payloads goes to (its row's payload start) + (its offset in that payload)
-            begins = np.zeros(rows, dtype=np.int64)
-            np.cumsum(present[:-1], out=begins[1:])
-            out[np.repeat(at - begins, present) + np.arange(data.size)] = data
-        at += present
-    return out
-
-
-def _put(np: Any, out: Any, at: Any, values: Any) -> None:
-    """Write each of ``values`` (fixed-width, big-endian) at its position in ``at``."""
-    width = values.dtype.itemsize
-    out[(at[:, None] + np.arange(width)).ravel()] = values.view(np.uint8)
+    return [_lengths(np, pa, lengths), pa.array([p or b"" for p in payloads], pa.large_binary())]
