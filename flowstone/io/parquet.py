@@ -12,7 +12,6 @@ partition key or version can reach outside ``base_path``.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import os
@@ -131,7 +130,7 @@ class ParquetIOManager(base.IOManager):
 
                 def write(handle: BinaryIO) -> None:
                     try:
-                        pq.write_table(table, sink.wrap(handle, sync_early=self._sync_early), **self._options)
+                        pq.write_table(table, sink.wrap(handle, sync_early=True), **self._options)
                     finally:
                         sink.stop_syncing()
 
@@ -159,8 +158,6 @@ class ParquetIOManager(base.IOManager):
             version=ctx.version,
             size_bytes=sink.size,
         )
-
-    _sync_early: ClassVar[bool] = True
 
     @property
     def _options(self) -> dict[str, Any]:
@@ -308,6 +305,7 @@ class _HashingSink:
         self._thread: threading.Thread | None = None
         self._syncer: threading.Thread | None = None
         self._sync_fd: int | None = None
+        self._sync_error: OSError | None = None
         self._unsynced = 0
 
     def wrap(self, handle: BinaryIO, *, sync_early: bool = False) -> _HashingFile:
@@ -343,17 +341,29 @@ class _HashingSink:
         if due and (self._syncer is None or not self._syncer.is_alive()):
             handle.flush()
             self._syncer = threading.Thread(
-                target=_sync_quietly, args=(self._sync_fd,), name="flowstone-parquet-sync", daemon=True
+                target=self._sync, args=(self._sync_fd,), name="flowstone-parquet-sync", daemon=True
             )
             self._syncer.start()
             self._unsynced = 0
 
+    def _sync(self, fd: int) -> None:
+        try:
+            os.fdatasync(fd) if hasattr(os, "fdatasync") else os.fsync(fd)
+        except OSError as exc:
+            # Never swallowed: Linux reports a write-back error once per open file, so the final
+            # fsync on this descriptor might not see it again. stop_syncing() raises it.
+            self._sync_error = exc
+
     def stop_syncing(self) -> None:
-        """Wait for an early sync under way (before the file is closed: it uses its descriptor)."""
+        """Wait for an early sync under way (before the file is closed: it uses its descriptor) and
+        raise the error it met, if any."""
         if self._syncer is not None:
             self._syncer.join()
         self._syncer = None
         self._sync_fd = None
+        error, self._sync_error = self._sync_error, None
+        if error is not None:
+            raise error
 
     def finish(self) -> None:
         """Wait until every chunk fed so far is hashed (also on an error: no thread is left behind)."""
@@ -366,12 +376,6 @@ class _HashingSink:
         """``sha256:<hex>`` of every byte written (waits for the hashing thread)."""
         self.finish()
         return "sha256:" + self._digest.hexdigest()
-
-
-def _sync_quietly(fd: int) -> None:
-    # Only an early start of the disk writes: the final fsync reports any error.
-    with contextlib.suppress(OSError):
-        os.fdatasync(fd) if hasattr(os, "fdatasync") else os.fsync(fd)
 
 
 def _hash_chunks(chunks: queue.SimpleQueue[bytes | None], digest: Any) -> None:

@@ -102,3 +102,18 @@ def test_mutable_chunks_are_hashed_as_written(tmp_path: Path) -> None:
         buffer[:] = b"b" * 5000  # reused at once, as a C writer may
         wrapped.write(memoryview(buffer))
     assert sink.hexdigest() == "sha256:" + hashlib.sha256(target.read_bytes()).hexdigest()
+
+
+def test_an_error_of_an_early_sync_fails_the_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Linux reports a write-back error once per open file: the final fsync may not see it again,
+    so an early sync's error must fail the write itself, with no version published."""
+    monkeypatch.setattr(parquet_io, "SYNC_EARLY_BYTES", 64 << 10)
+
+    def failing_fdatasync(_fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "fdatasync", failing_fdatasync)
+    with pytest.raises(errors.IOManagerError, match="Input/output error"):
+        ParquetIOManager(tmp_path / "lake").store(octx(1), wide_table())
+    assert [p for p in (tmp_path / "lake").rglob("*") if p.is_file()] == []
+    assert hashing_threads() == []
