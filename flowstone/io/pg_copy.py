@@ -52,7 +52,26 @@ VALUE_TYPES = frozenset(
     {"numeric", "_numeric", "_text", "_varchar", "_int2", "_int4", "_int8", "_float4", "_float8", "_bool"}
 )
 """Column types sent value by value through the caller's ``dump`` (binary forms too intricate to
-vectorize here: ``numeric`` digits, arrays)."""
+vectorize here: ``numeric`` digits, arrays), from decimals and one-level lists of the element's kind."""
+
+
+def _value_source(pa: Any, type_name: str, source: Any) -> bool:
+    """Whether a frame column of Arrow type ``source`` goes value by value into ``type_name``."""
+    if type_name == "numeric":
+        return bool(pa.types.is_decimal(source))
+    if not (pa.types.is_list(source) or pa.types.is_large_list(source)):
+        return False
+    item, element = source.value_type, type_name[1:]
+    kinds = {
+        "numeric": pa.types.is_decimal(item),
+        "text": pa.types.is_string(item) or pa.types.is_large_string(item),
+        "varchar": pa.types.is_string(item) or pa.types.is_large_string(item),
+        "bool": pa.types.is_boolean(item),
+        "float4": pa.types.is_floating(item) or pa.types.is_integer(item),
+        "float8": pa.types.is_floating(item) or pa.types.is_integer(item),
+    }
+    return bool(kinds.get(element, pa.types.is_integer(item)))
+
 
 Dump = Callable[[object], bytes]
 """One non-NULL Python value (``Decimal``, ``list``, ...) as its column type's binary payload."""
@@ -61,7 +80,7 @@ Dump = Callable[[object], bytes]
 @dataclass(frozen=True)
 class _Column:
     name: str
-    kind: str  # "fixed", "text", "binary", "date", "timestamp", "values"
+    kind: str  # "fixed", "text" (also bytea), "date", "timestamp", "values"
     arrow_type: Any
     dtype: str = ""
     dump: Dump | None = None
@@ -108,7 +127,11 @@ def plan(schema: Any, column_types: Sequence[str], dump: Callable[[str], Dump | 
             # a naive frame column into timestamptz (or an aware one into timestamp) keeps text
             # COPY: the server then applies its TimeZone setting exactly as before
             found = _Column(field.name, "timestamp", pa.timestamp("us", tz=source.tz), ">i8")
-        elif type_name in VALUE_TYPES and (encoder := dump(type_name)) is not None:
+        elif (
+            type_name in VALUE_TYPES
+            and _value_source(pa, type_name, source)
+            and (encoder := dump(type_name)) is not None
+        ):
             found = _Column(field.name, "values", source, dump=encoder)
         if found is None:
             return None

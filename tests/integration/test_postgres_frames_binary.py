@@ -164,18 +164,16 @@ def test_pairs_without_a_binary_form_keep_text_copy_and_the_server_rules(
             "at": pa.array([NAIVE_NOON], pa.timestamp("us")),  # naive into timestamptz
             "id": pa.array(["5f0c3c9e-8f43-4c8b-9a68-3f7a2f5f3a10"]),  # text into uuid
             "n": pa.array(["7"]),  # text into integer: the server parses it
+            "amount": pa.array([1.25]),  # a float into numeric
         }
     )
-    run(
-        database_url,
-        tmp_path,
-        "partition_key text NOT NULL, at timestamptz, id uuid, n integer",
-        lambda: frame,
-    )
+    ddl = "partition_key text NOT NULL, at timestamptz, id uuid, n integer, amount numeric(5, 2)"
+    run(database_url, tmp_path, ddl, lambda: frame)
     assert binary_batches == []
     with psycopg.connect(database_url) as conn:
-        row = conn.execute("SELECT at AT TIME ZONE 'Asia/Tokyo', id::text, n FROM frame_rows").fetchone()
-    assert row == (NAIVE_NOON, "5f0c3c9e-8f43-4c8b-9a68-3f7a2f5f3a10", 7)
+        query = "SELECT at AT TIME ZONE 'Asia/Tokyo', id::text, n, amount FROM frame_rows"
+        row = conn.execute(query).fetchone()
+    assert row == (NAIVE_NOON, "5f0c3c9e-8f43-4c8b-9a68-3f7a2f5f3a10", 7, Decimal("1.25"))
 
 
 def test_plan_covers_the_common_types_and_refuses_the_rest() -> None:
@@ -195,3 +193,23 @@ def test_plan_covers_the_common_types_and_refuses_the_rest() -> None:
         ("bool", pa.int8()),
     ]:
         assert pg_copy.plan(pa.schema([("x", arrow_type)]), [pg_type], lambda _name: None) is None, pg_type
+
+    def dump(_value: object) -> bytes:
+        return b""
+
+    for pg_type, arrow_type in [
+        ("numeric", pa.float64()),  # psycopg's numeric dumper takes Decimals only: the server parses
+        ("_int4", pa.list_(pa.string())),
+        ("_text", pa.list_(pa.list_(pa.string()))),  # nested lists keep text COPY
+        ("_numeric", pa.list_(pa.float64())),
+    ]:
+        assert pg_copy.plan(pa.schema([("x", arrow_type)]), [pg_type], lambda _name: dump) is None, pg_type
+    for pg_type, arrow_type in [
+        ("numeric", pa.decimal128(5, 2)),
+        ("_int4", pa.list_(pa.int64())),
+        ("_text", pa.large_list(pa.string())),
+        ("_float8", pa.list_(pa.int32())),
+    ]:
+        assert pg_copy.plan(pa.schema([("x", arrow_type)]), [pg_type], lambda _name: dump) is not None, (
+            pg_type
+        )
