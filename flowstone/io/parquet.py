@@ -28,6 +28,9 @@ from flowstone.io import filesystem as fs_io
 __all__ = ["ParquetIOManager"]
 
 _SUFFIX = ".parquet"
+WRITE_BUFFER_BYTES = 1 << 20
+"""pyarrow's pages (about 60 KB each) are gathered natively into pieces of this size before they
+reach the Python file wrapper: 16x fewer calls into Python, larger pieces to hash."""
 SYNC_EARLY_BYTES = 16 << 20
 """How many bytes a local Parquet write lets pile up before it starts syncing them in a thread."""
 _ASSET_RE = fs_io.ASSET_RE
@@ -130,7 +133,10 @@ class ParquetIOManager(base.IOManager):
 
                 def write(handle: BinaryIO) -> None:
                     try:
-                        pq.write_table(table, sink.wrap(handle, sync_early=True), **self._options)
+                        pa = frames.require("pyarrow", "parquet")
+                        raw = pa.PythonFile(sink.wrap(handle, sync_early=True), mode="w")
+                        with pa.BufferedOutputStream(raw, buffer_size=WRITE_BUFFER_BYTES) as stream:
+                            pq.write_table(table, stream, **self._options)
                     finally:
                         sink.stop_syncing()
 
