@@ -4,18 +4,22 @@
    vs pyarrow writing / reading the same table directly (target >= 0.8x direct);
 2. DuckDBIOManager store / load of the same frame vs DuckDB creating the table from the Arrow table
    and selecting it back directly (target >= 0.8x direct);
-3. PostgresIOManager rows mode: BENCH_PG_ROWS rows (default 200,000) materialized through a runtime
-   vs a bare COPY of the same rows by psycopg (text COPY, one write_row per row), and vs COPY of the
-   same table as CSV produced by Arrow (the fastest bare path; target <= 2x).
+3. PostgresIOManager rows mode: BENCH_PG_ROWS rows x 9 columns (default 1,000,000) materialized
+   through a runtime (binary COPY encoded from the Arrow columns, in the success transaction) vs
+   bare COPYs of the same rows: psycopg binary and text COPY fed ready-made row tuples
+   (``write_row``), COPY of the table as CSV written by Arrow, and ADBC's Postgres driver
+   (``adbc_ingest``, when adbc-driver-postgresql is installed; target <= 2x).
 
 The speed figures are direct time / manager time: 1.0x is as fast as the library itself.
-Environment: BENCH_FRAME_ROWS, BENCH_PG_ROWS, BENCH_ROUNDS (default 3), FLOWSTONE_BENCH_DATABASE_URL.
+Environment: BENCH_FRAME_ROWS, BENCH_PG_ROWS, BENCH_ROUNDS (default 3), FLOWSTONE_BENCH_DATABASE_URL,
+BENCH_FRAMES (a comma-separated subset of ``parquet,duckdb,postgres``).
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import statistics
 import sys
 import tempfile
 import uuid
@@ -37,8 +41,9 @@ from flowstone import partition_keys
 from flowstone.io import InputContext, OutputContext, OutputRef
 
 ROWS = int(os.environ.get("BENCH_FRAME_ROWS", "1000000"))
-PG_ROWS = int(os.environ.get("BENCH_PG_ROWS", "200000"))
+PG_ROWS = int(os.environ.get("BENCH_PG_ROWS", "1000000"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+ONLY = os.environ.get("BENCH_FRAMES", "parquet,duckdb,postgres").split(",")
 
 
 def make_table(rows: int) -> pa.Table:
@@ -57,13 +62,13 @@ def out_ctx(mid: int) -> OutputContext:
     return OutputContext("frame", None, partition_keys.UNPARTITIONED, "bench", mid, "bench")
 
 
-def paired(direct: Callable[[], object], managed: Callable[[], object]) -> tuple[float, float]:
-    """Best of ROUNDS for each, the two interleaved so that load on this shared machine hits both."""
+def paired(direct: Callable[[], object], managed: Callable[[], object]) -> tuple[list[float], list[float]]:
+    """ROUNDS timings of each, interleaved so that load on this shared machine hits both alike."""
     direct_times, managed_times = [], []
     for _ in range(ROUNDS):
         direct_times.append(_common.best_of(1, direct)[0])
         managed_times.append(_common.best_of(1, managed)[0])
-    return min(direct_times), min(managed_times)
+    return direct_times, managed_times
 
 
 def storer(
@@ -79,10 +84,13 @@ def storer(
     return store, refs
 
 
-def speed(name: str, direct_s: float, manager_s: float, target: str) -> None:
+def speed(name: str, direct: list[float], managed: list[float], target: str) -> None:
+    """Best times, and the min and median over the rounds of each round's direct/manager ratio."""
+    ratios = [d / m for d, m in zip(direct, managed, strict=True)]
     print(
-        f"{name:<48} manager {manager_s * 1000:9.1f} ms  direct {direct_s * 1000:9.1f} ms"
-        f"  speed vs direct {direct_s / manager_s:5.2f}x  (target {target})"
+        f"{name:<40} manager {min(managed) * 1000:7.1f} ms  direct {min(direct) * 1000:7.1f} ms"
+        f"  speed vs direct: min {min(ratios):4.2f}x median {statistics.median(ratios):4.2f}x"
+        f"  (target {target})"
     )
 
 
@@ -145,44 +153,80 @@ def bench_postgres_rows(tmp: Path) -> None:
             assets=[frame], io_managers={"rows": fs.PostgresIOManager(table="frame_rows", mode="rows")}
         )
         names = ", ".join(["partition_key", *table.column_names])
+        # the bare COPYs get their rows ready-made: converting them is not counted against them
         rows = list(zip(*(c.to_pylist() for c in table.columns), strict=True))
+        types = [
+            "text",
+            *("int8" if n[0] == "i" else "float8" if n[0] == "f" else "text" for n in table.column_names),
+        ]
+        key = "__unpartitioned__"
 
-        def bare_text() -> None:
-            with psycopg.connect(url) as conn, conn.transaction():
-                conn.execute("TRUNCATE bare_rows")
-                with conn.cursor().copy(f"COPY bare_rows ({names}) FROM STDIN") as copy:
-                    for row in rows:
-                        copy.write_row(("__unpartitioned__", *row))
+        def bare(fmt: str) -> Callable[[], None]:
+            def run() -> None:
+                with psycopg.connect(url) as conn, conn.transaction():
+                    conn.execute("TRUNCATE bare_rows")
+                    with conn.cursor().copy(f"COPY bare_rows ({names}) FROM STDIN {fmt}") as copy:
+                        if fmt:
+                            copy.set_types(types)
+                        for row in rows:
+                            copy.write_row((key, *row))
+
+            return run
 
         def bare_csv() -> None:
             with psycopg.connect(url) as conn, conn.transaction():
                 conn.execute("TRUNCATE bare_rows")
                 sink = pa.BufferOutputStream()
-                with_key = table.add_column(
-                    0, "partition_key", pa.array(["__unpartitioned__"] * table.num_rows)
-                )
+                with_key = table.add_column(0, "partition_key", pa.array([key] * table.num_rows))
                 pacsv.write_csv(with_key, sink, pacsv.WriteOptions(include_header=False))
                 with conn.cursor().copy(f"COPY bare_rows ({names}) FROM STDIN (FORMAT csv)") as copy:
                     copy.write(sink.getvalue().to_pybytes())
 
+        baselines: dict[str, Callable[[], None]] = {
+            "psycopg binary COPY": bare("(FORMAT BINARY)"),
+            "psycopg text COPY": bare(""),
+            "Arrow CSV COPY": bare_csv,
+        }
+        try:
+            import adbc_driver_postgresql.dbapi as adbc  # noqa: PLC0415 - measured only when installed
+        except ImportError:
+            print("(adbc-driver-postgresql is not installed: no ADBC figure)")
+        else:
+
+            def bare_adbc() -> None:
+                with_key = table.add_column(0, "partition_key", pa.array([key] * table.num_rows))
+                with adbc.connect(url) as conn, conn.cursor() as cur:
+                    cur.execute("TRUNCATE bare_rows")
+                    cur.adbc_ingest("bare_rows", with_key, mode="append")
+                    conn.commit()
+
+            baselines["ADBC adbc_ingest"] = bare_adbc
         with fs.FlowStone(defs, database_url=url, home=tmp) as rt:
-            managed, _ = _common.best_of(ROUNDS, lambda: rt.materialize("frame").unwrap())
-        text_s, _ = _common.best_of(ROUNDS, bare_text)
-        csv_s, _ = _common.best_of(ROUNDS, bare_csv)
-        print(
-            f"{'postgres rows mode (' + str(PG_ROWS) + ' rows)':<48} manager {managed * 1000:9.1f} ms  "
-            f"bare text COPY {text_s * 1000:9.1f} ms ({managed / text_s:4.2f}x)  "
-            f"bare CSV COPY {csv_s * 1000:9.1f} ms ({managed / csv_s:4.2f}x)  (target <= 2x)"
-        )
+            managed = lambda: rt.materialize("frame").unwrap()  # noqa: E731
+            times: dict[str, list[float]] = {name: [] for name in ["manager", *baselines]}
+            for _ in range(ROUNDS):  # interleaved, so that load on this machine hits every path alike
+                times["manager"].append(_common.best_of(1, managed)[0])
+                for name, fn in baselines.items():
+                    times[name].append(_common.best_of(1, fn)[0])
+        print(f"postgres rows mode, {PG_ROWS} rows x {table.num_columns} columns (target <= 2x a bare COPY)")
+        for name, measured in times.items():
+            ratios = [m / b for m, b in zip(times["manager"], measured, strict=True)]
+            print(
+                f"  {name:<30} {min(measured) * 1000:8.1f} ms  manager time / this: "
+                f"min {min(ratios):4.2f}x median {statistics.median(ratios):4.2f}x"
+            )
 
 
 def main() -> None:
     table = make_table(ROWS)
     print(f"frame: {ROWS} rows x {table.num_columns} columns, {table.nbytes / 1e6:.0f} MB in Arrow")
     with tempfile.TemporaryDirectory(prefix="flowstone-bench-frames-") as tmp:
-        bench_parquet(table, Path(tmp))
-        bench_duckdb(table, Path(tmp))
-        bench_postgres_rows(Path(tmp))
+        if "parquet" in ONLY:
+            bench_parquet(table, Path(tmp))
+        if "duckdb" in ONLY:
+            bench_duckdb(table, Path(tmp))
+        if "postgres" in ONLY:
+            bench_postgres_rows(Path(tmp))
 
 
 if __name__ == "__main__":

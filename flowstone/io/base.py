@@ -13,7 +13,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import pydantic
 
@@ -186,6 +186,9 @@ class PreparedOutput:
     """The validated columns every row sets, in insertion order (the partition column excluded)."""
     rows: tuple[tuple[object, ...], ...] = ()
     """The row values, in the order of ``rows_columns``."""
+    frame: Any = None
+    """Or, for a DataFrame, the ``pyarrow.Table`` whose ``rows_columns`` are written (binary COPY,
+    column by column: see :mod:`flowstone.io.pg_copy`); ``rows`` is then empty."""
 
 
 class TransactionalIOManager(IOManager):

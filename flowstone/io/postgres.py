@@ -265,7 +265,6 @@ class PostgresIOManager(base.TransactionalIOManager):
             raise ctx.attach(
                 errors.OutputNotSerializableError(f"the frame has duplicate column names: {columns}")
             )
-        rows = tuple(zip(*(column.to_pylist() for column in table.columns), strict=True))
         digest = frames.arrow_hash(table)
         ctx.metadata.update(frames.describe(table, size_bytes=int(table.nbytes), digest=digest))
         return base.PreparedOutput(
@@ -274,7 +273,7 @@ class PostgresIOManager(base.TransactionalIOManager):
             rows_table=self.table,
             partition_column=self.partition_column,
             rows_columns=columns,
-            rows=rows,
+            frame=table,
         )
 
     def _columns(self, ctx: base.OutputContext, data: Mapping[object, object]) -> tuple[str, ...]:

@@ -28,7 +28,8 @@ deletes those stored in ``flowstone_outputs``. Other IO managers delete theirs t
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+import typing
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -37,11 +38,14 @@ from typing import Any
 import psycopg
 import pydantic_core
 from psycopg import pq, sql
+from psycopg.abc import Buffer
+from psycopg.adapt import PyFormat, Transformer
 from psycopg.rows import dict_row
 from psycopg.types.json import Json, Jsonb
 
 from flowstone import errors, partition_keys
 from flowstone.identifiers import QualifiedName
+from flowstone.io import pg_copy
 from flowstone.io.base import PreparedOutput
 from flowstone.store import base, records
 from flowstone.store.pg import Q
@@ -78,6 +82,8 @@ class Column:
     """The type's name in ``pg_type`` (``jsonb``, ``date``, ``text``, ...)."""
     type_category: str
     """``pg_type.typcategory``: ``S`` for string types."""
+    type_oid: int
+    """The type's oid (binary COPY sends each value in the binary form of exactly this type)."""
     generated: bool
     identity_always: bool
 
@@ -126,6 +132,7 @@ def describe_table(conn: Conn, table: QualifiedName) -> TableInfo:
             data_type=r["data_type"],
             type_name=r["type_name"],
             type_category=r["type_category"],
+            type_oid=int(r["type_oid"]),
             generated=r["generated"],
             identity_always=r["identity_always"],
         )
@@ -183,18 +190,93 @@ def write_rows(
             ),
             {"partition": partition_value},
         )
+        if prepared.frame is not None:
+            return _copy_frame(conn, cur, info, prepared, partition_value)
         if not prepared.rows:
             return 0
-        json_at = [i for i, name in enumerate(prepared.rows_columns) if _json_kind(info.columns[name])]
-        names = sql.SQL(", ").join(sql.Identifier(c) for c in (column, *prepared.rows_columns))
-        statement = sql.SQL("COPY {table} ({names}) FROM STDIN").format(table=table.sql(), names=names)
-        with cur.copy(statement) as copy:
-            for index, row in enumerate(prepared.rows):
-                values = list(row)
-                for i in json_at:
-                    values[i] = _json_value(info.columns[prepared.rows_columns[i]], values[i], index, table)
-                copy.write_row((partition_value, *values))
+        _copy_text(
+            cur, info, prepared=prepared, column=column, partition_value=partition_value, rows=prepared.rows
+        )
     return len(prepared.rows)
+
+
+def _copy_text(
+    cur: psycopg.Cursor[Any],
+    info: TableInfo,
+    *,
+    prepared: PreparedOutput,
+    column: str,
+    partition_value: object,
+    rows: Iterable[tuple[object, ...]],
+) -> None:
+    """Text COPY of Python row tuples: the server parses each value's text into its column type."""
+    json_at = [i for i, name in enumerate(prepared.rows_columns) if _json_kind(info.columns[name])]
+    names = sql.SQL(", ").join(sql.Identifier(c) for c in (column, *prepared.rows_columns))
+    statement = sql.SQL("COPY {table} ({names}) FROM STDIN").format(table=info.table.sql(), names=names)
+    with cur.copy(statement) as copy:
+        for index, row in enumerate(rows):
+            values = list(row)
+            for i in json_at:
+                values[i] = _json_value(info.columns[prepared.rows_columns[i]], values[i], index, info.table)
+            copy.write_row((partition_value, *values))
+
+
+def _copy_frame(
+    conn: Conn, cur: psycopg.Cursor[Any], info: TableInfo, prepared: PreparedOutput, partition_value: object
+) -> int:
+    """Write an Arrow table with binary COPY, encoded column by column (:mod:`flowstone.io.pg_copy`);
+    a column without a binary encoding there makes the whole frame go through text COPY instead."""
+    frame = prepared.frame
+    column = typing.cast(str, prepared.partition_column)
+    rows = int(frame.num_rows)
+    if rows == 0:
+        return 0
+    target = info.columns[column]
+    oids = {c.type_name: c.type_oid for c in info.columns.values()}
+    plan: pg_copy.Plan | None = None
+    # Binary text is taken in the client encoding: only send UTF-8 text on a UTF-8 connection.
+    if conn.info.encoding == "utf-8":
+        try:
+            constant = _binary_dump(conn, target.type_oid)(partition_value)
+        except (psycopg.Error, TypeError, ValueError, OverflowError):
+            pass  # e.g. a naive datetime partition into timestamptz: the server's rules, in text
+        else:
+            plan = pg_copy.plan(
+                frame.select(list(prepared.rows_columns)).schema,
+                [info.columns[c].type_name for c in prepared.rows_columns],
+                lambda type_name: _binary_dump(conn, oids[type_name]) if type_name in oids else None,
+            )
+    if plan is None:
+        rows_of = zip(*(frame.column(c).to_pylist() for c in prepared.rows_columns), strict=True)
+        _copy_text(cur, info, prepared=prepared, column=column, partition_value=partition_value, rows=rows_of)
+        return rows
+    names = sql.SQL(", ").join(sql.Identifier(c) for c in (column, *prepared.rows_columns))
+    statement = sql.SQL("COPY {table} ({names}) FROM STDIN (FORMAT BINARY)").format(
+        table=info.table.sql(), names=names
+    )
+    try:
+        with cur.copy(statement) as copy:
+            for chunk in pg_copy.chunks(frame, plan, constant):
+                copy.write(chunk)
+    except (TypeError, ValueError, OverflowError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        raise errors.IOManagerError(
+            f"write the rows of the frame into {info.table}: a value does not fit its column: {exc}",
+            retryable=False,
+            context={"table": str(info.table)},
+        ) from exc
+    return rows
+
+
+def _binary_dump(conn: Conn, type_oid: int) -> Callable[[object], bytes]:
+    """psycopg's binary dumper of ``type_oid``: one non-NULL value to its binary payload."""
+    tx = Transformer(conn)
+    tx.set_dumper_types([type_oid], pq.Format.BINARY)
+    formats = [PyFormat.BINARY]
+
+    def dump(value: object) -> bytes:
+        return bytes(typing.cast(Buffer, tx.dump_sequence([value], formats)[0]))
+
+    return dump
 
 
 def read_rows(

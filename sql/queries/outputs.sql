@@ -7,14 +7,15 @@ SELECT format, value, data FROM flowstone_outputs WHERE materialization_id = %(i
 DELETE FROM flowstone_outputs WHERE materialization_id = %(id)s;
 
 -- name: output_table_columns
--- Returns one row per column of a user table (name, type, string category, generated or identity
--- flags) with the table's oid and kind, resolving the name through search_path exactly as the
--- write statements will; nothing when no such table exists.
+-- Returns one row per column of a user table (name, type and its oid, string category, generated
+-- or identity flags) with the table's oid and kind, resolving the name through search_path exactly
+-- as the write statements will; nothing when no such table exists.
 SELECT c.oid::bigint          AS table_oid,
        c.relkind::text        AS relkind,
        a.attname::text        AS column_name,
        format_type(a.atttypid, a.atttypmod) AS data_type,
        t.typname::text        AS type_name,
+       a.atttypid::bigint     AS type_oid,
        t.typcategory::text    AS type_category,
        (a.attgenerated <> '') AS generated,
        (a.attidentity = 'a')  AS identity_always
