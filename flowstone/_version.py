@@ -1,3 +1,3 @@
 """The single place FlowStone's version is written (read by hatch and ``flowstone --version``)."""
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
