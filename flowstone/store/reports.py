@@ -77,7 +77,9 @@ class PostgresReports:
     def assets(self, asset: str | None = None) -> dict[str, AssetSummary]:
         """A summary of every asset that has a step (only ``asset``, when given), by name."""
         with self.db.session("summarise assets") as conn:
-            rows = conn.execute(Q("report_assets"), {"asset": asset}).fetchall()
+            # Never a prepared (generic) plan: with the asset given, only a plan made for that
+            # value reads its partitions through the index instead of every asset's.
+            rows = conn.execute(Q("report_assets"), {"asset": asset}, prepare=False).fetchall()
         found: dict[str, AssetSummary] = {}
         for r in rows:
             prior = found.get(r["asset"])

@@ -31,6 +31,11 @@ CREATE TABLE flowstone_partition_status (
 -- The summary of one asset reads its (asset, status) groups from this index alone.
 CREATE INDEX flowstone_partition_status_summary_idx
     ON flowstone_partition_status (asset, status) INCLUDE (finished_at, last_success_at);
+-- The unfinished partitions (whose current status readers take from the newest step): few, and
+-- found without reading the ended ones.
+CREATE INDEX flowstone_partition_status_unfinished_idx
+    ON flowstone_partition_status (asset, newest_id)
+    WHERE status IN ('pending', 'queued', 'running', 'waiting_approval');
 ALTER TABLE flowstone_partition_status
     SET (autovacuum_vacuum_scale_factor = 0.02, autovacuum_analyze_scale_factor = 0.01,
          fillfactor = 80);

@@ -28,19 +28,42 @@ ORDER BY r.created_at DESC, r.run_id;
 -- partitions are in that status, how many have ever succeeded, and the newest finish and success.
 -- It aggregates flowstone_partition_status (one row per partition, kept by triggers, migration
 -- 0014), so its cost follows the number of partitions, not the steps ever recorded.
--- The table's status is exact for ended steps; an unfinished partition's current status (queued,
--- running, ...) is read from its newest step by primary key (a subplan run only for those rows).
-SELECT p.asset, p.status, count(*) AS partitions, max(p.finished_at) AS last_finished_at,
-       (sum(count(p.last_success_at)) OVER (PARTITION BY p.asset))::bigint AS succeeded_partitions,
-       max(max(p.last_success_at)) OVER (PARTITION BY p.asset) AS last_success_at
-FROM (SELECT k.asset, k.finished_at, k.last_success_at,
-             CASE WHEN k.status IN ('pending', 'queued', 'running', 'waiting_approval')
-                  THEN (SELECT m.status FROM flowstone_materializations AS m WHERE m.id = k.newest_id)
-                  ELSE k.status END AS status
-      FROM flowstone_partition_status AS k
-      WHERE %(asset)s::text IS NULL OR k.asset = %(asset)s::text) AS p
-GROUP BY p.asset, p.status
-ORDER BY p.asset, p.status;
+-- The table's status is exact for ended steps: those are counted straight from it (an index-only
+-- scan for one asset; a parallel scan for all). An unfinished partition's current status (queued,
+-- running, ...) is read from its newest step by primary key, found through the partial index of
+-- unfinished partitions (the LIMIT keeps that a probe per partition, never a join over all steps).
+WITH groups AS (
+    SELECT p.asset, p.status, count(*) AS partitions, max(p.finished_at) AS last_finished_at,
+           count(p.last_success_at) AS ever_succeeded, max(p.last_success_at) AS last_success_at
+    FROM flowstone_partition_status AS p
+    WHERE %(asset)s::text IS NULL OR p.asset = %(asset)s::text
+    GROUP BY p.asset, p.status
+), unfinished AS (
+    SELECT p.asset, s.status, count(*) AS partitions, max(p.finished_at) AS last_finished_at
+    FROM flowstone_partition_status AS p
+    CROSS JOIN LATERAL (SELECT m.status FROM flowstone_materializations AS m
+                        WHERE m.id = p.newest_id LIMIT 1) AS s
+    WHERE p.status IN ('pending', 'queued', 'running', 'waiting_approval')
+      AND (%(asset)s::text IS NULL OR p.asset = %(asset)s::text)
+    GROUP BY p.asset, s.status
+), now_in AS (
+    SELECT g.asset, g.status, g.partitions, g.last_finished_at
+    FROM groups AS g
+    WHERE g.status NOT IN ('pending', 'queued', 'running', 'waiting_approval')
+    UNION ALL
+    SELECT u.asset, u.status, u.partitions, u.last_finished_at FROM unfinished AS u
+), totals AS (
+    SELECT g.asset, sum(g.ever_succeeded)::bigint AS succeeded_partitions,
+           max(g.last_success_at) AS last_success_at
+    FROM groups AS g
+    GROUP BY g.asset
+)
+SELECT n.asset, n.status, sum(n.partitions)::bigint AS partitions,
+       max(n.last_finished_at) AS last_finished_at, t.succeeded_partitions, t.last_success_at
+FROM now_in AS n
+JOIN totals AS t ON t.asset = n.asset
+GROUP BY n.asset, n.status, t.succeeded_partitions, t.last_success_at
+ORDER BY n.asset, n.status;
 
 -- name: report_partitions
 -- Returns the newest step of every partition of one asset (optionally only those in one status),

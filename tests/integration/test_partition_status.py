@@ -159,6 +159,18 @@ def test_status_summary_reads_the_partition_table_and_matches_a_full_recount(
         assert summary.succeeded_partitions == 2
         assert runtime.store.reports.assets("parts") == {"parts": summary}  # type: ignore[attr-defined]
         assert runtime.store.reports.assets("other") == {}  # type: ignore[attr-defined]
+        # Unfinished newest steps count under their current status (the claim fires no trigger).
+        handle = runtime.submit("parts", ["y"])  # queued: no worker here
+        queued = runtime.store.reports.assets("parts")["parts"]  # type: ignore[attr-defined]
+        assert queued.by_status == {"succeeded": 1, "queued": 1, "failed": 1}
+        assert queued.succeeded_partitions == 2  # y succeeded before
+        with psycopg.connect(database_url, autocommit=True) as c:
+            c.execute(
+                "UPDATE flowstone_materializations SET status = 'running' WHERE run_id = %s",
+                (handle.run_id,),
+            )
+        running = runtime.store.reports.assets()["parts"]  # type: ignore[attr-defined]
+        assert running.by_status == {"succeeded": 1, "running": 1, "failed": 1}
         with psycopg.connect(database_url, autocommit=True) as c:
             _assert_consistent(c)
             plan = c.execute("EXPLAIN " + sqlfiles.query("report_assets"), {"asset": None}).fetchall()
