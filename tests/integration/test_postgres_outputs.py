@@ -382,8 +382,11 @@ def test_concurrent_writers_of_a_partition_are_serialized(conn, database_url):
             deadline = time.monotonic() + 10
             waiting = 0
             while not waiting and time.monotonic() < deadline:
+                # It waits on the partition's advisory lock, or before that on the partition's
+                # row of flowstone_partition_status, which the first success holds (migration 0014).
                 waiting = probe.execute(
-                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+                    "SELECT count(*) FROM pg_locks WHERE locktype IN ('advisory', 'transactionid') "
+                    "AND NOT granted"
                 ).fetchone()[0]
                 time.sleep(0.02)
         assert waiting == 1, "the second writer did not wait for the first"
