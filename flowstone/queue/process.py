@@ -160,6 +160,7 @@ async def _supervise(
         "name": name,
         "install_signal_handlers": False,
     }
+    watch = asyncio.create_task(_watch_lost_jobs(svc, current, stopping))
     try:
         while True:
             error: BaseException | None = None
@@ -187,9 +188,37 @@ async def _supervise(
                 return EXIT_GAVE_UP
             logger.warning("the database is back: starting the worker again")
     finally:
+        watch.cancel()
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(ValueError, RuntimeError):
                 loop.remove_signal_handler(sig)
+
+
+async def _watch_lost_jobs(
+    svc: services.Services, current: list[procrastinate_worker.Worker], stopping: asyncio.Event
+) -> None:
+    """Every recovery interval, compare the jobs Postgres says this worker is doing with those it
+    runs, and hand back those missing twice in a row (:func:`flowstone.queue.worker.
+    hand_back_lost_jobs`). The running set is read here, in the worker's event loop; the database
+    in a thread."""
+    interval = max(1.0, float(svc.options.recovery_interval_s))
+    suspects: set[int] = set()
+    owner: int | None = None
+    while not stopping.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), interval)
+        running_worker = current[0] if current else None
+        if stopping.is_set() or running_worker is None or running_worker.worker_id is None:
+            continue
+        if running_worker.worker_id != owner:  # a new worker after an outage: start afresh
+            owner, suspects = running_worker.worker_id, set()
+        contexts = list(running_worker._running_jobs.values())  # Procrastinate has no public accessor
+        running = {c.job.id for c in contexts if c.job.id is not None}
+        try:
+            suspects = await asyncio.to_thread(worker.hand_back_lost_jobs, svc, owner, running, suspects)
+        except Exception as exc:  # noqa: BLE001 - an outage: the supervisor deals with it; look again later
+            logger.debug("could not compare this worker's jobs with the database: %s", exc)
+            suspects = set()
 
 
 async def _wait_for_database(url: str, timeout_s: float, stopping: asyncio.Event) -> bool:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, NoReturn
 
 import procrastinate
@@ -21,6 +21,7 @@ from flowstone import automation, errors, events, execution, partition_keys, res
 from flowstone.queue import jobs
 from flowstone.status import RUN_TERMINAL
 from flowstone.store import base as store_base
+from flowstone.store import jobs as job_table
 from flowstone.store import records, transitions
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "build_blueprint",
     "expire_approvals",
     "finish_runs",
+    "hand_back_lost_jobs",
     "maintain",
     "recover_stalled",
     "settle_orphans",
@@ -175,6 +177,24 @@ def recover_stalled(svc: services.Services) -> list[int]:
     if ids:
         logger.warning("re-queued %d stalled job(s): %s", len(ids), ids)
     return ids
+
+
+def hand_back_lost_jobs(
+    svc: services.Services, worker_id: int, running: Collection[int], suspects: Collection[int]
+) -> set[int]:
+    """Hand back to the queue the jobs Postgres says worker ``worker_id`` is doing but it is not
+    (``running``), that were already so at the previous look (``suspects``: so a fetch whose reply
+    is still on its way is never taken); the new suspects. Such a job's fetch committed and its
+    reply was lost with the connection (or its finish never arrived): the worker is alive, so
+    stalled-job recovery never takes it, and its step would wait for ever."""
+    with svc.postgres().db.transaction("hand back lost jobs") as conn:
+        doing = set(job_table.job_lost_claim(conn, worker_id, sorted(running)))
+        lost = sorted(doing & set(suspects))
+        for job_id in lost:
+            job_table.job_retry(conn, job_id, priority=jobs.MAINTENANCE_PRIORITY)
+    if lost:
+        logger.warning("handed back %d job(s) this worker was not running: %s", len(lost), lost)
+    return doing - set(lost)
 
 
 def settle_orphans(svc: services.Services) -> int:

@@ -13,7 +13,7 @@ from procrastinate import sql as procrastinate_sql
 
 from flowstone.store.pg import Conn, Q
 
-__all__ = ["job_retry", "job_stalled_claim"]
+__all__ = ["job_lost_claim", "job_retry", "job_stalled_claim"]
 
 
 def job_stalled_claim(conn: Conn, task_names: Sequence[str], stalled_after_s: float) -> list[int]:
@@ -21,6 +21,13 @@ def job_stalled_claim(conn: Conn, task_names: Sequence[str], stalled_after_s: fl
     rows = conn.execute(
         Q("job_stalled_claim"), {"task_names": list(task_names), "seconds": stalled_after_s}
     ).fetchall()
+    return [int(r["id"]) for r in rows]
+
+
+def job_lost_claim(conn: Conn, worker_id: int, running: Sequence[int]) -> list[int]:
+    """Claim (SKIP LOCKED, I18) the ``doing`` jobs of the live worker ``worker_id`` that it is not
+    running (``running``: the ids it is)."""
+    rows = conn.execute(Q("job_lost_claim"), {"worker_id": worker_id, "running": list(running)}).fetchall()
     return [int(r["id"]) for r in rows]
 
 

@@ -9,3 +9,16 @@ WHERE j.status = 'doing'
   AND (w.id IS NULL OR w.last_heartbeat < now() - make_interval(secs => %(seconds)s::float8))
 ORDER BY j.id
 FOR UPDATE OF j SKIP LOCKED;
+
+-- name: job_lost_claim
+-- Claims (FOR UPDATE SKIP LOCKED, I18) the 'doing' jobs of one live worker that the worker is not
+-- running: a fetch whose reply the worker never read (its connection died after the commit), or
+-- a finish that never reached the server. The worker is alive, so stalled-job recovery (a silent
+-- worker) never takes them; the worker that owns them hands them back (flowstone.queue.process).
+SELECT j.id
+FROM procrastinate_jobs AS j
+WHERE j.worker_id = %(worker_id)s
+  AND j.status = 'doing'
+  AND j.id <> ALL(%(running)s::bigint[])
+ORDER BY j.id
+FOR UPDATE OF j SKIP LOCKED;

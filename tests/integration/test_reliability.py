@@ -372,3 +372,43 @@ def test_a_step_whose_upstream_has_not_succeeded_cannot_be_claimed(database_url:
         assert [s.asset for s in claimed.steps] == ["up"]  # up is running, as after a lost success
         assert store.claim(handle.run_id, "down", partition_keys.UNPARTITIONED).steps == []
         assert handle.status() == {"pending": 1, "running": 1}
+
+
+LOST_BODY = """
+@fs.asset
+def lonely() -> int:
+    return 7
+
+defs = fs.Definitions(assets=[lonely])
+"""
+
+
+@pytest.mark.slow
+def test_a_job_a_live_worker_fetched_without_reading_the_reply_is_handed_back(
+    database_url: str, tmp_path: Path
+):
+    """A fetch commits 'doing' for the worker and the reply is lost with its connection (a
+    connection killed at that moment): the worker is alive and heartbeating, so stalled-job
+    recovery never takes the job, and its step waited for ever. The worker compares what Postgres
+    says it is doing with what it runs and hands the job back."""
+    pipeline = Pipeline(tmp_path, database_url, LOST_BODY)
+    try:
+        handle = pipeline.runtime.submit("lonely")
+        ((job_id,),) = pipeline.sql(
+            "UPDATE procrastinate_jobs SET scheduled_at = now() + interval '1 hour' "
+            "WHERE status = 'todo' RETURNING id"
+        )
+        pipeline.start_worker()
+        eventually(lambda: bool(pipeline.sql("SELECT id FROM procrastinate_workers")), what="a worker")
+        ((worker_id,),) = pipeline.sql("SELECT id FROM procrastinate_workers")
+        # What a fetch whose reply never arrived leaves behind.
+        pipeline.sql(
+            "UPDATE procrastinate_jobs SET status = 'doing', worker_id = %s, scheduled_at = NULL "
+            "WHERE id = %s RETURNING id",
+            (worker_id, job_id),
+        )
+        assert handle.wait(timeout=30).status == "succeeded", pipeline.logs()
+        assert "handed back 1 job(s) this worker was not running" in pipeline.logs()
+        assert pipeline.runtime.load("lonely") == 7
+    finally:
+        pipeline.stop()
