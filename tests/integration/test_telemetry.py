@@ -41,7 +41,17 @@ READER = _Reader()
 _metrics.set_meter_provider(_MeterProvider(metric_readers=[READER]))
 
 
+_DUMP_LOCK = _threading.Lock()
+
+
 def dump_otel():
+    # One dump at a time: the dumper thread and the final dump shared the temporary file (one's
+    # replace found it already moved), and a later snapshot must never be overwritten by an older.
+    with _DUMP_LOCK:
+        _dump_otel()
+
+
+def _dump_otel():
     spans = [
         {
             "name": s.name,
