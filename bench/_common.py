@@ -51,6 +51,15 @@ def scratch_database() -> Iterator[str]:
                 admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
+def worker_env(workdir: Path, **extra: str) -> dict[str, str]:
+    """The environment of a benchmark's worker subprocess: this one, with ``workdir`` (where the
+    benchmark writes its pipeline module) first on PYTHONPATH ahead of the caller's own entries
+    (so benchmarking a worktree with ``PYTHONPATH=<worktree>`` reaches the workers too), and
+    ``extra`` variables."""
+    path = os.pathsep.join(p for p in (str(workdir), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, **extra, "PYTHONPATH": path}
+
+
 def best_of(repeats: int, fn: Callable[[], object]) -> tuple[float, float]:
     """Run ``fn`` ``repeats`` times; return (best, median) wall seconds."""
     times = []

@@ -70,9 +70,7 @@ def main() -> None:
         work = Path(tmp)
         name = f"profmod_{uuid.uuid4().hex[:8]}"
         (work / f"{name}.py").write_text(textwrap.dedent(MODULE))
-        env = dict(
-            os.environ, FLOWSTONE_DATABASE_URL=url, FLOWSTONE_HOME=str(work / "home"), PYTHONPATH=str(work)
-        )
+        env = _common.worker_env(work, FLOWSTONE_DATABASE_URL=url, FLOWSTONE_HOME=str(work / "home"))
         os.environ.update({k: env[k] for k in ("FLOWSTONE_DATABASE_URL", "FLOWSTONE_HOME")})
         sys.path.insert(0, str(work))
         mod: Any = __import__(name)

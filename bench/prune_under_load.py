@@ -165,8 +165,7 @@ def main() -> None:
     with _common.scratch_database() as url, tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         (work / "prune_pipe.py").write_text(textwrap.dedent(MODULE))
-        path = os.pathsep.join(p for p in (str(work), os.environ.get("PYTHONPATH", "")) if p)
-        env = dict(os.environ, FLOWSTONE_DATABASE_URL=url, PYTHONPATH=path)  # keeps a caller's path
+        env = _common.worker_env(work, FLOWSTONE_DATABASE_URL=url)
         os.environ["FLOWSTONE_DATABASE_URL"] = url
         sys.path.insert(0, str(work))
         import prune_pipe  # noqa: PLC0415 - written above

@@ -84,11 +84,8 @@ class Bench:
         self.dir = workdir
         self.module = f"benchmod_{uuid.uuid4().hex[:8]}"
         (workdir / f"{self.module}.py").write_text(textwrap.dedent(MODULE))
-        self.env = dict(
-            os.environ,
-            FLOWSTONE_DATABASE_URL=url,
-            FLOWSTONE_HOME=str(workdir / "home"),
-            PYTHONPATH=str(workdir),
+        self.env = _common.worker_env(
+            workdir, FLOWSTONE_DATABASE_URL=url, FLOWSTONE_HOME=str(workdir / "home")
         )
         os.environ.update({k: self.env[k] for k in ("FLOWSTONE_DATABASE_URL", "FLOWSTONE_HOME")})
         sys.path.insert(0, str(workdir))

@@ -54,8 +54,7 @@ def main() -> None:
         workdir = Path(tmp)
         module = f"benchlogs_{uuid.uuid4().hex[:8]}"
         (workdir / f"{module}.py").write_text(textwrap.dedent(MODULE))
-        env = dict(os.environ, FLOWSTONE_DATABASE_URL=url, FLOWSTONE_HOME=str(workdir / "home"))
-        env["PYTHONPATH"] = str(workdir)
+        env = _common.worker_env(workdir, FLOWSTONE_DATABASE_URL=url, FLOWSTONE_HOME=str(workdir / "home"))
         os.environ.update({k: env[k] for k in ("FLOWSTONE_DATABASE_URL", "FLOWSTONE_HOME")})
         sys.path.insert(0, str(workdir))
         mod: Any = __import__(module)
