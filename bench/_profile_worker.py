@@ -62,6 +62,49 @@ def stats(url: str) -> dict[str, float]:
     return {"commits": float(commits), "wal_syncs": float(syncs), "wal_records": float(records)}
 
 
+def cpu_seconds(pid: int | None = None) -> float:
+    """CPU seconds (user + system) of process ``pid``, or of every ``postgres`` process when None."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in [Path(f"/proc/{pid}")] if pid is not None else Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            text = (entry / "stat").read_text()
+        except OSError:
+            continue
+        comm = text[text.index("(") + 1 : text.rindex(")")]
+        if pid is None and comm != "postgres":
+            continue
+        fields = text[text.rindex(")") + 2 :].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / tick
+
+
+def report_profile(raw: Path) -> None:
+    """The worker's functions by self and inclusive time from py-spy's raw output, if any."""
+    if raw.exists() and os.environ.get("BENCH_PROFILE_KEEP"):
+        shutil.copy(raw, os.environ["BENCH_PROFILE_KEEP"])
+    if raw.exists():
+        own: collections.Counter[str] = collections.Counter()
+        inclusive: collections.Counter[str] = collections.Counter()
+        total_samples = 0
+        for line in raw.read_text().splitlines():
+            stack, _, count = line.rpartition(" ")
+            frames = stack.split(";")
+            total_samples += int(count)
+            own[frames[-1]] += int(count)
+            for frame in set(frames):
+                inclusive[frame] += int(count)
+        print(f"  py-spy: {total_samples} samples; most self time:")
+        for frame, count in own.most_common(25):
+            print(f"    {100 * count / total_samples:5.1f}%  {frame}")
+        print("  most inclusive time (FlowStone and Procrastinate functions):")
+        shown = [(f, c) for f, c in inclusive.most_common() if "flowstone/" in f or "procrastinate/" in f]
+        for frame, count in shown[:40]:
+            print(f"    {100 * count / total_samples:5.1f}%  {frame}")
+
+
 def main() -> None:
     steps = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
     per_job = int(sys.argv[2]) if len(sys.argv) > 2 else 1
@@ -84,6 +127,7 @@ def main() -> None:
                 f"{name}:runtime",
                 "--concurrency",
                 "8",
+                *os.environ.get("BENCH_WORKER_ARGS", "").split(),
             ],
             cwd=work,
             env=env,
@@ -92,6 +136,7 @@ def main() -> None:
         )
         time.sleep(2)
         before = stats(url)
+        cpu_before = (cpu_seconds(worker.pid), cpu_seconds())
         start = time.perf_counter()
         if chain:
             handles = [mod.runtime.submit("c99", with_upstream=True) for _ in range(max(1, steps // 100))]
@@ -124,6 +169,7 @@ def main() -> None:
                     "-d",
                     "15",
                     "--nonblocking",
+                    "--gil",
                 ],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
@@ -131,6 +177,7 @@ def main() -> None:
         for handle in handles:
             handle.wait(timeout=900)
         elapsed = time.perf_counter() - start
+        cpu_after = (cpu_seconds(worker.pid), cpu_seconds())
         after = stats(url)
         if spy is not None:
             spy.wait(timeout=60)
@@ -141,25 +188,10 @@ def main() -> None:
         )
         for key in before:
             print(f"  {key} per step: {(after[key] - before[key]) / total:.2f}")
-        raw = work / "raw.txt"
-        if raw.exists():
-            own: collections.Counter[str] = collections.Counter()
-            inclusive: collections.Counter[str] = collections.Counter()
-            total_samples = 0
-            for line in raw.read_text().splitlines():
-                stack, _, count = line.rpartition(" ")
-                frames = stack.split(";")
-                total_samples += int(count)
-                own[frames[-1]] += int(count)
-                for frame in set(frames):
-                    inclusive[frame] += int(count)
-            print(f"  py-spy: {total_samples} samples; most self time:")
-            for frame, count in own.most_common(25):
-                print(f"    {100 * count / total_samples:5.1f}%  {frame}")
-            print("  most inclusive time (FlowStone and Procrastinate functions):")
-            shown = [(f, c) for f, c in inclusive.most_common() if "flowstone/" in f or "procrastinate/" in f]
-            for frame, count in shown[:40]:
-                print(f"    {100 * count / total_samples:5.1f}%  {frame}")
+        worker_us = 1e6 * (cpu_after[0] - cpu_before[0]) / total
+        server_us = 1e6 * (cpu_after[1] - cpu_before[1]) / total
+        print(f"  CPU per step: worker {worker_us:.0f} us, postgres {server_us:.0f} us")
+        report_profile(work / "raw.txt")
         mod.runtime.close()
 
 

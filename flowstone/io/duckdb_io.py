@@ -125,7 +125,11 @@ class DuckDBIOManager(base.IOManager):
                     f"the frame has a column {self.partition_column!r}, which DuckDBIOManager fills with "
                     "the partition: rename it or set partition_column"
                 )
-            self._write(ctx, table_name, table, kind)
+            digest_of = frames.arrow_hash_beside(table) if self.content_hash else None
+            try:
+                self._write(ctx, table_name, table, kind)
+            finally:
+                digest = digest_of() if digest_of is not None else None  # no thread left behind
         except errors.FlowStoneError as exc:
             raise ctx.attach(exc) from None
         except self._duckdb.Error as exc:
@@ -136,7 +140,6 @@ class DuckDBIOManager(base.IOManager):
                     context={"table": f"{self.schema}.{table_name}"},
                 )
             ) from exc
-        digest = frames.arrow_hash(table) if self.content_hash else None
         ctx.metadata.update(frames.describe(table, size_bytes=int(table.nbytes), digest=digest))
         return base.OutputRef(
             manager=ctx.manager_key,

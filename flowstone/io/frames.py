@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import hashlib
 import sys
+import threading
 import typing
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 from flowstone import errors
@@ -25,6 +26,7 @@ __all__ = [
     "KIND_METADATA_KEY",
     "Kind",
     "arrow_hash",
+    "arrow_hash_beside",
     "arrow_table",
     "combine",
     "describe",
@@ -185,6 +187,32 @@ def arrow_hash(table: Any) -> str:
     with pa.ipc.new_stream(pa.PythonFile(_Sink(), mode="w"), table.schema) as writer:
         writer.write_table(table)
     return "sha256:" + digest.hexdigest()
+
+
+def arrow_hash_beside(table: Any) -> Callable[[], str]:
+    """Start :func:`arrow_hash` of ``table`` in a thread and return the function that waits for it
+    (and raises what it raised). A manager hashes while its store writes the table: hashlib and
+    the store's engine release the GIL, so on two cores the hash costs the write almost nothing.
+    ``table`` is immutable (Arrow), so reading it from two threads is safe."""
+    result: list[str] = []
+    failure: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            result.append(arrow_hash(table))
+        except BaseException as exc:  # noqa: BLE001 - re-raised by the waiter, in the caller's thread
+            failure.append(exc)
+
+    thread = threading.Thread(target=work, name="flowstone-frame-hash", daemon=True)
+    thread.start()
+
+    def wait() -> str:
+        thread.join()
+        if failure:
+            raise failure[0]
+        return result[0]
+
+    return wait
 
 
 def describe(table: Any, *, size_bytes: int | None, digest: str | None) -> dict[str, object]:

@@ -1,6 +1,6 @@
-"""The write path of ParquetIOManager (issue 18, speed): the SHA-256 runs in a thread beside the
-encoder and the file's bytes start syncing while it is written, with the same digest and the same
-durability as hashing and syncing afterwards."""
+"""The write paths of ParquetIOManager and DuckDBIOManager (issue 18, speed): the SHA-256 runs in a
+thread beside the encoder (DuckDB's insert) and the Parquet file's bytes start syncing while it is
+written, with the same digest and the same durability as hashing and syncing afterwards."""
 
 from __future__ import annotations
 
@@ -117,3 +117,42 @@ def test_an_error_of_an_early_sync_fails_the_write(tmp_path: Path, monkeypatch: 
         ParquetIOManager(tmp_path / "lake").store(octx(1), wide_table())
     assert [p for p in (tmp_path / "lake").rglob("*") if p.is_file()] == []
     assert hashing_threads() == []
+
+
+def test_duckdb_hashes_beside_its_write_with_the_digest_of_the_arrow_stream(tmp_path: Path) -> None:
+    """DuckDBIOManager hashes in a thread while DuckDB writes; the digest is arrow_hash's, and no
+    hashing thread outlives the store."""
+    from flowstone.io import DuckDBIOManager, frames  # noqa: PLC0415
+
+    table = wide_table(50_000)
+    manager = DuckDBIOManager(tmp_path / "lake.duckdb")
+    ctx = octx(1)
+    manager.store(ctx, table)
+    manager.close()
+    assert ctx.metadata["content_hash"] == frames.arrow_hash(frames.arrow_table(table, "arrow"))
+    assert [t for t in threading.enumerate() if t.name == "flowstone-frame-hash"] == []
+
+
+def test_a_failed_duckdb_write_waits_for_its_hash_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from flowstone.io import DuckDBIOManager  # noqa: PLC0415
+
+    manager = DuckDBIOManager(tmp_path / "lake.duckdb")
+
+    def fail(*_args: object) -> None:
+        raise errors.IOManagerError("disk full halfway", retryable=False)
+
+    monkeypatch.setattr(manager, "_write", fail)
+    with pytest.raises(errors.IOManagerError, match="halfway"):
+        manager.store(octx(1), wide_table(10))
+    manager.close()
+    assert [t for t in threading.enumerate() if t.name == "flowstone-frame-hash"] == []
+
+
+def test_the_hash_beside_reraises_what_the_hash_raised() -> None:
+    from flowstone.io import frames  # noqa: PLC0415
+
+    wait = frames.arrow_hash_beside(object())  # not a table: arrow_hash fails in its thread
+    with pytest.raises(AttributeError):
+        wait()
