@@ -3,10 +3,16 @@ statistics, and (with py-spy installed) where the worker process spends its time
 
 Not part of ``make bench`` (a helper: its name starts with ``_``). Run it by hand:
 
-    .venv/bin/python bench/_profile_worker.py [steps] [partitions_per_job] [chain]
+    .venv/bin/python bench/_profile_worker.py [steps] [partitions_per_job] [chain|raw]
 
-It prints per-step figures for a run of trivial steps through one worker process (concurrency 8)
-and, when ``py-spy`` is on the PATH, the functions with the most samples in the worker.
+It prints per-step figures for a run of trivial steps through one worker process (concurrency 8):
+WAL and commits, CPU seconds of the worker and of every ``postgres`` process, the statements with
+the most server time (when the server preloads ``pg_stat_statements``; point
+FLOWSTONE_BENCH_DATABASE_URL at it) and, when ``py-spy`` is on the PATH, the functions that held
+the worker's GIL most. ``raw`` measures the same for raw Procrastinate no-op jobs (the baseline).
+BENCH_WORKER_ARGS adds arguments to ``flowstone worker``; BENCH_SETUP_SQL runs on the new database
+before the worker starts (an experiment: e.g. a trigger disabled); BENCH_PROFILE_KEEP names a file to keep
+py-spy's raw samples in.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import psycopg
 
 MODULE = """
 import flowstone as fs
+import procrastinate
 
 @fs.asset(partitions=fs.DailyPartitions(start="1800-01-01"))
 def trivial(context: fs.AssetContext) -> int:
@@ -45,6 +52,12 @@ for i in range(1, 100):
 defs = fs.Definitions(assets=[trivial, *CHAIN])
 runtime = fs.FlowStone(defs)
 app = runtime.procrastinate_app
+
+raw = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=runtime.database_url, max_size=10))
+
+@raw.task(name="bench:noop", queue="raw")
+def noop(i: int) -> None:
+    return None
 """
 
 
@@ -81,6 +94,30 @@ def cpu_seconds(pid: int | None = None) -> float:
     return total / tick
 
 
+def statements_reset(url: str) -> bool:
+    """Reset pg_stat_statements when the server preloads it (creating the extension if needed)."""
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            conn.execute("SELECT pg_stat_statements_reset()")
+    except psycopg.Error:
+        return False
+    return True
+
+
+def statements_report(url: str, total: int) -> None:
+    """The statements with the most server time, per step."""
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT calls, total_exec_time, rows, left(regexp_replace(query, '\\s+', ' ', 'g'), 90) "
+            "FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database "
+            "WHERE datname = current_database()) ORDER BY total_exec_time DESC LIMIT 15"
+        ).fetchall()
+    print("  pg_stat_statements, most server time (us per step, calls per step, us per call):")
+    for calls, ms, _rows, query in rows:
+        print(f"    {1000 * ms / total:8.1f} {calls / total:6.2f} {1000 * ms / max(calls, 1):8.1f}  {query}")
+
+
 def report_profile(raw: Path) -> None:
     """The worker's functions by self and inclusive time from py-spy's raw output, if any."""
     if raw.exists() and os.environ.get("BENCH_PROFILE_KEEP"):
@@ -105,10 +142,63 @@ def report_profile(raw: Path) -> None:
             print(f"    {100 * count / total_samples:5.1f}%  {frame}")
 
 
+def start_worker(work: Path, name: str, env: dict[str, str], mode: str) -> subprocess.Popen[bytes]:
+    if mode == "raw":
+        command = ["-m", "procrastinate", f"--app={name}.raw", "worker", "--queues=raw", "--concurrency=8"]
+    else:
+        command = ["-m", "flowstone.cli", "worker", "--defs", f"{name}:runtime", "--concurrency", "8"]
+        command += os.environ.get("BENCH_WORKER_ARGS", "").split()
+    worker = subprocess.Popen(
+        [sys.executable, *command], cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    time.sleep(2)
+    return worker
+
+
+def start_spy(pid: int, out: Path) -> subprocess.Popen[bytes] | None:
+    if not shutil.which("py-spy"):
+        return None
+    command = ["py-spy", "record", "-p", str(pid), "-o", str(out), "-f", "raw", "-r", "200", "-d", "15"]
+    return subprocess.Popen(
+        [*command, "--nonblocking", "--gil"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+
+
+def run_load(mod: Any, url: str, steps: int, per_job: int, mode: str) -> tuple[int, Any]:
+    """Start the load; the number of steps (jobs) and a function waiting for all of them."""
+    if mode == "raw":
+        with mod.raw.open():
+            mod.noop.batch_defer(*[{"i": i} for i in range(steps)])
+
+        def wait_raw() -> None:
+            query = "SELECT count(*) FROM procrastinate_jobs WHERE status = 'succeeded'"
+            while True:
+                with psycopg.connect(url) as conn:
+                    if conn.execute(query).fetchone() == (steps,):
+                        return
+                time.sleep(0.01)
+
+        return steps, wait_raw
+    if mode == "chain":
+        handles = [mod.runtime.submit("c99", with_upstream=True) for _ in range(max(1, steps // 100))]
+        total = 100 * len(handles)
+    else:
+        first = dt.date(1800, 1, 1)
+        end = first + dt.timedelta(days=steps - 1)
+        handles = [mod.runtime.backfill("trivial", start=first, end=end, partitions_per_job=per_job)]
+        total = steps
+
+    def wait() -> None:
+        for handle in handles:
+            handle.wait(timeout=900, poll_interval_s=0.02)
+
+    return total, wait
+
+
 def main() -> None:
     steps = int(sys.argv[1]) if len(sys.argv) > 1 else 2000
     per_job = int(sys.argv[2]) if len(sys.argv) > 2 else 1
-    chain = len(sys.argv) > 3 and sys.argv[3] == "chain"
+    mode = sys.argv[3] if len(sys.argv) > 3 else "backfill"
     with _common.scratch_database() as url, tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         name = f"profmod_{uuid.uuid4().hex[:8]}"
@@ -117,65 +207,17 @@ def main() -> None:
         os.environ.update({k: env[k] for k in ("FLOWSTONE_DATABASE_URL", "FLOWSTONE_HOME")})
         sys.path.insert(0, str(work))
         mod: Any = __import__(name)
-        worker = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "flowstone.cli",
-                "worker",
-                "--defs",
-                f"{name}:runtime",
-                "--concurrency",
-                "8",
-                *os.environ.get("BENCH_WORKER_ARGS", "").split(),
-            ],
-            cwd=work,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        time.sleep(2)
+        if setup := os.environ.get("BENCH_SETUP_SQL"):  # an experiment's change to the schema
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute(setup)  # type: ignore[call-overload]
+        worker = start_worker(work, name, env, mode)
+        statements = statements_reset(url)
         before = stats(url)
         cpu_before = (cpu_seconds(worker.pid), cpu_seconds())
         start = time.perf_counter()
-        if chain:
-            handles = [mod.runtime.submit("c99", with_upstream=True) for _ in range(max(1, steps // 100))]
-            total = 100 * len(handles)
-        else:
-            first = dt.date(1800, 1, 1)
-            handles = [
-                mod.runtime.backfill(
-                    "trivial",
-                    start=first,
-                    end=first + dt.timedelta(days=steps - 1),
-                    partitions_per_job=per_job,
-                )
-            ]
-            total = steps
-        spy = None
-        if shutil.which("py-spy"):
-            spy = subprocess.Popen(
-                [
-                    "py-spy",
-                    "record",
-                    "-p",
-                    str(worker.pid),
-                    "-o",
-                    str(work / "raw.txt"),
-                    "-f",
-                    "raw",
-                    "-r",
-                    "200",
-                    "-d",
-                    "15",
-                    "--nonblocking",
-                    "--gil",
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-        for handle in handles:
-            handle.wait(timeout=900)
+        total, wait = run_load(mod, url, steps, per_job, mode)
+        spy = start_spy(worker.pid, work / "raw.txt")
+        wait()
         elapsed = time.perf_counter() - start
         cpu_after = (cpu_seconds(worker.pid), cpu_seconds())
         after = stats(url)
@@ -183,14 +225,14 @@ def main() -> None:
             spy.wait(timeout=60)
         worker.terminate()
         worker.wait(timeout=30)
-        print(
-            f"{total} steps in {elapsed:.2f} s = {total / elapsed:.1f} steps/s (ppj={per_job}, chain={chain})"
-        )
+        print(f"{total} steps in {elapsed:.2f} s = {total / elapsed:.1f} steps/s (ppj={per_job}, {mode})")
         for key in before:
             print(f"  {key} per step: {(after[key] - before[key]) / total:.2f}")
         worker_us = 1e6 * (cpu_after[0] - cpu_before[0]) / total
         server_us = 1e6 * (cpu_after[1] - cpu_before[1]) / total
         print(f"  CPU per step: worker {worker_us:.0f} us, postgres {server_us:.0f} us")
+        if statements:
+            statements_report(url, total)
         report_profile(work / "raw.txt")
         mod.runtime.close()
 

@@ -2,7 +2,8 @@
 success at growing numbers of materializations (issue: 10 M materializations).
 
 Materializations are generated set-based (SQL, no Python per row) over 50 assets x 20,000
-partitions, with lineage from each asset to the previous one; after each level the tables are
+partitions, with lineage from each asset to the previous one, plus one asset of 1,000 partitions
+whose history grows with the tables (1,000 steps, then 1 % of every batch); after each level the tables are
 vacuumed and analysed and every query is timed ``BENCH_SCALE_REPEATS`` times (default 50) with
 fresh parameters.
 
@@ -54,6 +55,25 @@ FROM generate_series(0, %(rows)s::int - 1) AS n
 ON CONFLICT DO NOTHING
 """
 
+# A fixed-shape asset: 1,000 partitions from the first level on, whose history grows with the
+# tables (1 % of each batch): its status summary shows what history alone does to the summary's
+# cost (the 50 assets' summaries also grow with their partitions, 1,000 to 20,000).
+FIXED = """
+WITH runs AS (
+    INSERT INTO flowstone_runs (run_id, kind, selection, requested_by, status, created_at, finished_at)
+    SELECT md5('fixed' || %(batch_no)s::int || '-' || k)::uuid, 'backfill', ARRAY['fixed'], 'scale',
+           'succeeded', now(), now()
+    FROM generate_series(0, (%(rows)s::int - 1) / 1000) AS k
+    RETURNING run_id
+)
+INSERT INTO flowstone_materializations (run_id, asset, partition_key, status, attempt, started_at,
+                                        finished_at, output_ref)
+SELECT md5('fixed' || %(batch_no)s::int || '-' || (n / 1000))::uuid, 'fixed',
+       'p' || lpad((n %% 1000)::text, 4, '0'), 'succeeded', 1, now(), now() + interval '1 ms',
+       jsonb_build_object('manager', 'default', 'uri', 'x', 'version', '1')
+FROM generate_series(0, %(rows)s::int - 1) AS n
+"""
+
 LINK = """
 INSERT INTO flowstone_lineage (materialization_id, upstream_materialization_id, input_name)
 SELECT d.id, u.id, 'up'
@@ -62,7 +82,7 @@ JOIN LATERAL (SELECT l.id FROM flowstone_materializations AS l
               WHERE l.asset = 'a' || (substr(d.asset, 2)::int - 1) AND l.partition_key = d.partition_key
                 AND l.status = 'succeeded'
               ORDER BY l.finished_at DESC, l.id DESC LIMIT 1) AS u ON true
-WHERE d.id > %(after)s AND d.asset <> 'a0'
+WHERE d.id > %(after)s AND d.asset <> 'a0' AND d.asset <> 'fixed'
 ON CONFLICT DO NOTHING
 """
 
@@ -106,6 +126,9 @@ def _queries(
     def asset_summary() -> float:
         return _timed(conn, "report_assets", {"asset": f"a{random.randrange(ASSETS)}"})
 
+    def fixed_asset() -> float:
+        return _timed(conn, "report_assets", {"asset": "fixed"})
+
     def all_assets() -> float:
         return _timed(conn, "report_assets", {"asset": None})
 
@@ -116,6 +139,7 @@ def _queries(
         "5-deep lineage walk": lineage,
         "runs list (20)": runs_list,
         "status summary of one asset": asset_summary,
+        "summary of the 1,000-partition asset": fixed_asset,
         "status summary of all 50 assets": all_assets,
     }
 
@@ -144,6 +168,8 @@ def main() -> None:
                         GROW, {"first_run": next_run, "last_run": next_run + runs - 1, "rows": batch}
                     )
                     conn.execute(LINK, {"after": after})
+                    fixed = batch // 100 + (1000 if next_run == 1 else 0)
+                    conn.execute(FIXED, {"batch_no": next_run, "rows": fixed})
                     next_run += runs
                     ((rows,),) = conn.execute("SELECT count(*) FROM flowstone_materializations").fetchall()
                 conn.execute("VACUUM ANALYZE")  # as autovacuum would: visibility map and statistics

@@ -124,9 +124,9 @@ LEFT JOIN flowstone_outputs AS o ON o.materialization_id = m.id AND m.status = '
 -- an attempt that no longer holds its step is left out.
 WITH item AS (
     SELECT *
-    FROM unnest(%(ids)s::bigint[], %(attempts)s::int[], %(output_refs)s::jsonb[], %(metadata)s::jsonb[],
-                %(output_formats)s::text[], %(output_values)s::text[], %(output_datas)s::bytea[],
-                %(memoized_froms)s::bigint[])
+    FROM unnest(%(ids)b::bigint[], %(attempts)b::int[], %(output_refs)b::jsonb[], %(metadata)b::jsonb[],
+                %(output_formats)b::text[], %(output_values)b::text[], %(output_datas)b::bytea[],
+                %(memoized_froms)b::bigint[])
          AS i(id, attempt, output_ref, metadata, output_format, output_value, output_data, memoized_from)
 ), done AS (
     UPDATE flowstone_materializations AS m
@@ -143,7 +143,7 @@ WITH item AS (
     INSERT INTO flowstone_lineage (materialization_id, upstream_materialization_id, input_name, created_at)
     SELECT done.id, e.upstream_id, e.input_name, done.finished_at
     FROM done
-    JOIN unnest(%(edge_readers)s::bigint[], %(edge_upstreams)s::bigint[], %(edge_inputs)s::text[])
+    JOIN unnest(%(edge_readers)b::bigint[], %(edge_upstreams)b::bigint[], %(edge_inputs)b::text[])
          AS e(reader_id, upstream_id, input_name) ON e.reader_id = done.id
     WHERE done.memoized_from IS NULL
 ), audit AS (

@@ -1,4 +1,4 @@
-"""flowstone_partition_status (migration 0014): the triggers keep one row per (asset, partition) equal
+"""flowstone_partition_status (migrations 0014, 0016): the triggers keep one row per (asset, partition) equal
 to what the steps table says — the status and finish of its newest step (an unfinished one's
 status read through newest_id) and its latest success — whatever mix of inserts, status changes and
 deletes happens, one statement or many rows at a time, and from concurrent sessions. The status
@@ -139,6 +139,47 @@ def test_partition_status_stays_exact_under_concurrent_planning_and_updates(data
     assert errors == []
     with psycopg.connect(database_url, autocommit=True) as c:
         _assert_consistent(c)
+
+
+def test_one_statement_moving_several_steps_of_one_partition_is_exact(conn: psycopg.Connection[Any]) -> None:
+    """The statement trigger groups a statement's moved steps by partition: an older and the newest
+    step of one partition succeeding together, then a success taken back beside a new one."""
+    older, newer = _run(conn, 1), _run(conn, 2)
+    _plan(conn, older, ["a"], ["k1", "k2"])
+    _plan(conn, newer, ["a"], ["k1"])
+    done = (
+        "UPDATE flowstone_materializations SET status = 'succeeded', finished_at = %s::timestamptz, "
+        'output_ref = \'{"manager": "m", "uri": "u", "version": "1"}\' WHERE id = ANY(%s)'
+    )
+    ids = [r[0] for r in conn.execute("SELECT id FROM flowstone_materializations ORDER BY id")]
+    conn.execute(done, ("2026-01-02", ids))
+    _assert_consistent(conn)
+    conn.execute(
+        "UPDATE flowstone_materializations SET status = CASE WHEN id = %s THEN 'failed' "
+        "ELSE 'succeeded' END, finished_at = CASE WHEN id = %s THEN finished_at "
+        "ELSE '2026-01-01'::timestamptz END WHERE id = ANY(%s)",
+        (ids[0], ids[0], [ids[0], ids[2]]),
+    )
+    _assert_consistent(conn)
+    ((last,),) = conn.execute(
+        "SELECT last_success_at::date::text FROM flowstone_partition_status WHERE partition_key = 'k1'"
+    ).fetchall()
+    assert last == "2026-01-01"  # recomputed: the later success was taken back
+
+
+def test_the_update_trigger_runs_once_per_statement_not_per_row(conn: psycopg.Connection[Any]) -> None:
+    """Migration 0016: a statement that ends 50 steps calls the trigger's function once."""
+    _plan(conn, _run(conn, 1), ["a"], [f"k{i}" for i in range(50)])
+    with conn.transaction():
+        conn.execute("SET LOCAL track_functions = 'pl'")
+        conn.execute(
+            "UPDATE flowstone_materializations SET status = 'failed', finished_at = now() WHERE asset = 'a'"
+        )
+        ((calls,),) = conn.execute(
+            "SELECT pg_stat_get_xact_function_calls('flowstone_partition_status_updated'::regproc)"
+        ).fetchall()
+    assert calls == 1
+    _assert_consistent(conn)
 
 
 def test_status_summary_reads_the_partition_table_and_matches_a_full_recount(

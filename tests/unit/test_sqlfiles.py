@@ -17,8 +17,11 @@ _COMMAND_OK = re.compile(r"^\s*(CREATE\s+(OR\s+REPLACE\s+)?FUNCTION|DO\s)", re.I
 
 
 def _statements(sql: str) -> list[exp.Expression]:
-    # psycopg placeholders %(name)s are not SQL; sqlglot reads :name as a parameter.
-    return [s for s in sqlglot.parse(re.sub(r"%\((\w+)\)s", r":\1", sql), read="postgres") if s is not None]
+    # psycopg placeholders %(name)s (text) and %(name)b (binary) are not SQL; sqlglot reads :name
+    # as a parameter.
+    return [
+        s for s in sqlglot.parse(re.sub(r"%\((\w+)\)[sb]", r":\1", sql), read="postgres") if s is not None
+    ]
 
 
 def test_every_named_query_parses_as_one_real_statement():
