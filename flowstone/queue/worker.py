@@ -262,7 +262,8 @@ def _log_started(steps: Sequence[records.Materialization]) -> None:
 
 def maintain(svc: services.Services) -> None:
     """One round of recovery: stalled jobs, steps whose job ended, abandoned in-process runs,
-    runs left unfinished, due approval timeouts, pool waiters with free slots."""
+    runs left unfinished, due approval timeouts, pool waiters with free slots; then upkeep (the
+    audit log's coming months, the status counters of sessions that are gone)."""
     recover_stalled(svc)
     settle_orphans(svc)
     abandon_runs(svc)
@@ -270,6 +271,7 @@ def maintain(svc: services.Services) -> None:
     expire_approvals(svc)
     wake_pool_waiters(svc)
     svc.postgres().pruning.audit_partitions()  # the audit log's months ahead (cheap when present)
+    svc.postgres().pruning.fold_status_counts()  # status counters of sessions that are gone
 
 
 def wake_pool_waiters(svc: services.Services) -> int:

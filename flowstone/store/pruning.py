@@ -71,6 +71,13 @@ class PostgresPruning:
         with self.db.transaction("create audit log partitions") as conn:
             conn.execute(Q("pruning_audit_partitions"), {"now": now})
 
+    def fold_status_counts(self) -> int:
+        """Fold the per-session status counters of sessions that are gone (a maintenance round's
+        upkeep, cheap when there are none); how many counter rows were folded."""
+        with self.db.transaction("fold status counters") as conn:
+            row = conn.execute(Q("pruning_fold_status_counts")).fetchone()
+        return int(row["folded"]) if row else 0
+
     def audit_drop_before(self, cutoff: datetime, *, actor: str, dry_run: bool) -> dict[str, int]:
         """Drop whole months of the audit log ending on or before ``cutoff`` (recorded as
         ``audit.dropped``), or with ``dry_run`` count them; {"YYYY_MM": rows}."""

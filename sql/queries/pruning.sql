@@ -110,3 +110,8 @@ DELETE FROM flowstone_step_logs AS l
 USING doomed
 WHERE l.id = doomed.id
 RETURNING l.id;
+
+-- name: pruning_fold_status_counts
+-- Folds the status counters written by backends that are gone into shard 0 (migration 0017), so
+-- the counter table's size follows the live sessions; returns how many rows were folded.
+SELECT flowstone_asset_status_fold() AS folded;

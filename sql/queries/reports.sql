@@ -24,22 +24,25 @@ LEFT JOIN LATERAL (
 ORDER BY r.created_at DESC, r.run_id;
 
 -- name: report_assets
--- Returns (for one asset, or every asset when `asset` is NULL) one row per asset and status of the newest step of each of its partitions: how many
--- partitions are in that status, how many have ever succeeded, and the newest finish and success.
--- It aggregates flowstone_partition_status (one row per partition, kept by triggers, migration
--- 0014), so its cost follows the number of partitions, not the steps ever recorded.
--- The table's status is exact for ended steps: those are counted straight from it (an index-only
--- scan for one asset; a parallel scan for all). An unfinished partition's current status (queued,
+-- Returns (for one asset, or every asset when `asset` is NULL) one row per asset and status of the
+-- newest step of each of its partitions: how many partitions are in that status, how many of the
+-- asset's partitions have ever succeeded, and the asset's newest finish and latest success.
+-- The counts come from flowstone_asset_status_counts (kept by a trigger on
+-- flowstone_partition_status, migration 0017: a few rows per asset and live session, summed), so
+-- the cost follows the number of assets, not their partitions nor the steps ever recorded.
+-- Those counts are exact for ended statuses. An unfinished partition's current status (queued,
 -- running, ...) is read from its newest step by primary key, found through the partial index of
--- unfinished partitions (the LIMIT keeps that a probe per partition, never a join over all steps).
-WITH groups AS (
-    SELECT p.asset, p.status, count(*) AS partitions, max(p.finished_at) AS last_finished_at,
-           count(p.last_success_at) AS ever_succeeded, max(p.last_success_at) AS last_success_at
-    FROM flowstone_partition_status AS p
-    WHERE %(asset)s::text IS NULL OR p.asset = %(asset)s::text
-    GROUP BY p.asset, p.status
+-- unfinished partitions (the LIMIT keeps that a probe per partition, never a join over all
+-- steps). The newest finish and latest success of each asset are backward probes of an index.
+WITH counted AS (
+    SELECT c.asset, c.status, sum(c.partitions)::bigint AS partitions,
+           sum(c.ever_succeeded)::bigint AS ever_succeeded
+    FROM flowstone_asset_status_counts AS c
+    WHERE %(asset)s::text IS NULL OR c.asset = %(asset)s::text
+    GROUP BY c.asset, c.status
+    HAVING sum(c.partitions) <> 0
 ), unfinished AS (
-    SELECT p.asset, s.status, count(*) AS partitions, max(p.finished_at) AS last_finished_at
+    SELECT p.asset, s.status, count(*) AS partitions
     FROM flowstone_partition_status AS p
     CROSS JOIN LATERAL (SELECT m.status FROM flowstone_materializations AS m
                         WHERE m.id = p.newest_id LIMIT 1) AS s
@@ -47,22 +50,25 @@ WITH groups AS (
       AND (%(asset)s::text IS NULL OR p.asset = %(asset)s::text)
     GROUP BY p.asset, s.status
 ), now_in AS (
-    SELECT g.asset, g.status, g.partitions, g.last_finished_at
-    FROM groups AS g
-    WHERE g.status NOT IN ('pending', 'queued', 'running', 'waiting_approval')
+    SELECT c.asset, c.status, c.partitions
+    FROM counted AS c
+    WHERE c.status NOT IN ('pending', 'queued', 'running', 'waiting_approval')
     UNION ALL
-    SELECT u.asset, u.status, u.partitions, u.last_finished_at FROM unfinished AS u
+    SELECT u.asset, u.status, u.partitions FROM unfinished AS u
 ), totals AS (
-    SELECT g.asset, sum(g.ever_succeeded)::bigint AS succeeded_partitions,
-           max(g.last_success_at) AS last_success_at
-    FROM groups AS g
-    GROUP BY g.asset
+    SELECT c.asset, sum(c.ever_succeeded)::bigint AS succeeded_partitions,
+           (SELECT max(f.finished_at) FROM flowstone_partition_status AS f
+            WHERE f.asset = c.asset) AS last_finished_at,
+           (SELECT max(l.last_success_at) FROM flowstone_partition_status AS l
+            WHERE l.asset = c.asset) AS last_success_at
+    FROM counted AS c
+    GROUP BY c.asset
 )
-SELECT n.asset, n.status, sum(n.partitions)::bigint AS partitions,
-       max(n.last_finished_at) AS last_finished_at, t.succeeded_partitions, t.last_success_at
+SELECT n.asset, n.status, sum(n.partitions)::bigint AS partitions, t.last_finished_at,
+       t.succeeded_partitions, t.last_success_at
 FROM now_in AS n
 JOIN totals AS t ON t.asset = n.asset
-GROUP BY n.asset, n.status, t.succeeded_partitions, t.last_success_at
+GROUP BY n.asset, n.status, t.last_finished_at, t.succeeded_partitions, t.last_success_at
 ORDER BY n.asset, n.status;
 
 -- name: report_partitions

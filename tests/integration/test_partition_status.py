@@ -1,13 +1,15 @@
 """flowstone_partition_status (migrations 0014, 0016): the triggers keep one row per (asset, partition) equal
 to what the steps table says — the status and finish of its newest step (an unfinished one's
 status read through newest_id) and its latest success — whatever mix of inserts, status changes and
-deletes happens, one statement or many rows at a time, and from concurrent sessions. The status
-summary of every asset reads it."""
+deletes happens, one statement or many rows at a time, and from concurrent sessions.
+flowstone_asset_status_counts (migration 0017) counts those rows per asset and status, one shard per
+session, folded when the session is gone. The status summary of every asset reads both."""
 
 from __future__ import annotations
 
 import random
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,6 +17,7 @@ import psycopg
 import pytest
 
 import flowstone as fs
+from flowstone.queue import worker as worker_mod
 from flowstone.store import sqlfiles
 
 STATUSES = ["pending", "queued", "running", "waiting_approval", "failed", "skipped", "cancelled"]
@@ -68,8 +71,21 @@ def _plan(conn: psycopg.Connection[Any], run_id: str, assets: list[str], keys: l
     )
 
 
+# The counters summed over their shards equal a count of the partition rows.
+COUNTED = """
+SELECT c.asset, c.status, sum(c.partitions)::bigint, sum(c.ever_succeeded)::bigint
+FROM flowstone_asset_status_counts AS c
+GROUP BY 1, 2 HAVING sum(c.partitions) <> 0 OR sum(c.ever_succeeded) <> 0 ORDER BY 1, 2
+"""
+RECOUNTED = """
+SELECT p.asset, p.status, count(*), count(p.last_success_at)
+FROM flowstone_partition_status AS p GROUP BY 1, 2 ORDER BY 1, 2
+"""
+
+
 def _assert_consistent(conn: psycopg.Connection[Any]) -> None:
     assert conn.execute(KEPT).fetchall() == conn.execute(TRUTH).fetchall()
+    assert conn.execute(COUNTED).fetchall() == conn.execute(RECOUNTED).fetchall()
 
 
 def test_partition_status_follows_random_inserts_updates_and_deletes(conn: psycopg.Connection[Any]) -> None:
@@ -218,5 +234,119 @@ def test_status_summary_reads_the_partition_table_and_matches_a_full_recount(
         text = "\n".join(r[0] for r in plan)
         assert "on flowstone_partition_status" in text
         assert "Seq Scan on flowstone_materializations" not in text  # unfinished: a probe by id
+    finally:
+        runtime.close()
+
+
+def test_status_counters_are_one_shard_per_session_and_folded_when_it_is_gone(database_url: str) -> None:
+    """Two sessions ending steps of one asset write different counter rows (no wait between
+    them); the fold moves a closed session's rows into shard 0 and keeps the live one's; the
+    totals stay exact throughout."""
+    with (
+        psycopg.connect(database_url, autocommit=True) as a,
+        psycopg.connect(database_url, autocommit=True) as b,
+    ):
+        _plan(a, _run(a, 1), ["a"], [f"k{i}" for i in range(10)])
+        with a.transaction(), b.transaction():  # both open at once: no shared counter row
+            a.execute(
+                "UPDATE flowstone_materializations SET status = 'failed', finished_at = now() "
+                "WHERE partition_key IN ('k0', 'k1', 'k2')"
+            )
+            b.execute(
+                "UPDATE flowstone_materializations SET status = 'failed', finished_at = now() "
+                "WHERE partition_key IN ('k3', 'k4')"
+            )
+        shards = dict(
+            a.execute(
+                "SELECT shard, sum(partitions)::int FROM flowstone_asset_status_counts "
+                "WHERE status = 'failed' GROUP BY shard"
+            ).fetchall()
+        )
+        pid_a, pid_b = a.info.backend_pid, b.info.backend_pid
+        assert shards == {pid_a: 3, pid_b: 2}
+        _assert_consistent(a)
+    with psycopg.connect(database_url, autocommit=True) as c:
+        # a and b are gone (once their backends exit): their rows fold into shard 0.
+        for _ in range(100):
+            alive = c.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s)", ([pid_a, pid_b],)
+            ).fetchone()
+            if alive == (0,):
+                break
+            time.sleep(0.05)
+        c.execute(
+            "UPDATE flowstone_materializations SET status = 'failed', finished_at = now() "
+            "WHERE partition_key = 'k5'"
+        )
+        ((folded,),) = c.execute("SELECT flowstone_asset_status_fold()").fetchall()
+        assert folded >= 3  # a's and b's 'failed' rows and the 'queued' ones they left
+        rows = c.execute(
+            "SELECT shard, sum(partitions)::int FROM flowstone_asset_status_counts "
+            "WHERE status = 'failed' GROUP BY shard ORDER BY shard"
+        ).fetchall()
+        assert rows == [(0, 5), (c.info.backend_pid, 1)]  # the live session's row stays its own
+        ((again,),) = c.execute("SELECT flowstone_asset_status_fold()").fetchall()
+        assert again == 0
+        _assert_consistent(c)
+
+
+def test_status_summary_of_every_asset_reads_counters_not_every_partition(
+    conn: psycopg.Connection[Any],
+) -> None:
+    """Migration 0017: the summary sums counter rows and probes two indexes; it never scans the
+    partition rows (whose number grows with the partitions), however many there are."""
+    keys = [f"k{i:05d}" for i in range(5_000)]
+    run_id = _run(conn, 1)
+    _plan(conn, run_id, ["a", "b"], keys)
+    conn.execute(
+        "UPDATE flowstone_materializations SET status = 'succeeded', finished_at = now(), "
+        'output_ref = \'{"manager": "m", "uri": "u", "version": "1"}\' WHERE partition_key < \'k04000\''
+    )
+    conn.execute(
+        "UPDATE flowstone_materializations SET status = 'failed', finished_at = now() "
+        "WHERE status = 'queued' AND partition_key < 'k04900'"
+    )
+    conn.execute("ANALYZE flowstone_partition_status")
+    conn.execute("ANALYZE flowstone_asset_status_counts")
+    for asset in (None, "a"):
+        plan = conn.execute(
+            "EXPLAIN (ANALYZE, FORMAT JSON) " + sqlfiles.query("report_assets"), {"asset": asset}
+        ).fetchone()
+        assert plan is not None
+        read = _rows_read(plan[0][0]["Plan"], "flowstone_partition_status")
+        assert read <= 2 * 100 + 4, (asset, read)  # 100 unfinished partitions per asset and 2 probes each
+    _assert_consistent(conn)
+
+
+def _rows_read(node: dict[str, Any], table: str) -> int:
+    """Rows that the plan's scans of ``table`` returned, over all loops."""
+    own = (
+        int(node.get("Actual Rows", 0) * node.get("Actual Loops", 1))
+        if node.get("Relation Name") == table
+        else 0
+    )
+    return own + sum(_rows_read(child, table) for child in node.get("Plans", []))
+
+
+def test_the_maintenance_round_folds_the_counters_of_gone_sessions(database_url: str, tmp_path: Any) -> None:
+    @fs.asset
+    def one() -> int:
+        return 1
+
+    runtime = fs.FlowStone(fs.Definitions([one]), database_url=database_url, home=str(tmp_path))
+    try:
+        runtime.materialize("one")
+        with psycopg.connect(database_url, autocommit=True) as c:
+            # As if the sessions that wrote the counters were gone (no backend has this pid).
+            c.execute("UPDATE flowstone_asset_status_counts SET shard = 2147483000")
+            worker_mod.maintain(runtime.services)
+            gone = c.execute("SELECT count(*) FROM flowstone_asset_status_counts WHERE shard = 2147483000")
+            assert gone.fetchone() == (0,)
+            folded = c.execute(
+                "SELECT status, partitions FROM flowstone_asset_status_counts WHERE shard = 0 ORDER BY 1"
+            ).fetchall()
+            assert folded == [("succeeded", 1)]
+            _assert_consistent(c)
+        assert runtime.store.reports.assets("one")["one"].by_status == {"succeeded": 1}  # type: ignore[attr-defined]
     finally:
         runtime.close()

@@ -17,7 +17,12 @@ import pytest
 from flowstone.store import sqlfiles
 from tests import pg
 
-BIG = {"flowstone_materializations", "flowstone_lineage", "flowstone_step_edges"}
+BIG = {
+    "flowstone_materializations",
+    "flowstone_lineage",
+    "flowstone_step_edges",
+    "flowstone_partition_status",
+}
 
 
 @pytest.fixture(scope="module")
