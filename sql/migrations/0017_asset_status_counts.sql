@@ -29,9 +29,12 @@ CREATE TABLE flowstone_asset_status_counts (
     PRIMARY KEY (asset, status, shard)
 );
 
+-- PL/pgSQL, not SQL: its statement's plan is kept for the session (a SQL function's is made again
+-- at every call, which doubled the trigger's cost).
 CREATE FUNCTION flowstone_asset_status_add(assets text[], statuses text[], signs integer[],
                                            succeeded integer[]) RETURNS void
-LANGUAGE sql AS $$
+LANGUAGE plpgsql AS $$
+BEGIN
     INSERT INTO flowstone_asset_status_counts AS c
         (asset, status, shard, partitions, ever_succeeded)
     SELECT x.asset, x.status, pg_backend_pid(), sum(x.sign), sum(x.sign * x.succeeded)
@@ -42,6 +45,7 @@ LANGUAGE sql AS $$
     ON CONFLICT (asset, status, shard) DO UPDATE
         SET partitions = c.partitions + excluded.partitions,
             ever_succeeded = c.ever_succeeded + excluded.ever_succeeded;
+END;
 $$;
 
 CREATE FUNCTION flowstone_asset_status_counted() RETURNS trigger
