@@ -218,6 +218,11 @@ def _worker_logging(level_name: str, verbose: bool, log_format: str) -> None:
 def _cmd_worker(args: argparse.Namespace) -> int:
     if args.concurrency < 1:
         raise errors.ConfigurationError(f"--concurrency must be at least 1, got {args.concurrency}")
+    loops = process.default_fetch_loops(args.concurrency) if args.fetch_loops is None else args.fetch_loops
+    if not 1 <= loops <= args.concurrency:
+        raise errors.ConfigurationError(
+            f"--fetch-loops must be between 1 and --concurrency ({args.concurrency}), got {loops}"
+        )
     _worker_logging(args.log_level, args.verbose, args.log_format)
     # Started during an outage (a supervisor restarting it): wait for the database at start-up
     # as long as for an outage later.
@@ -231,7 +236,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         )
     common.err(
         f"flowstone worker: queues={','.join(queues) if queues else 'all'} "
-        f"concurrency={args.concurrency}{' one-shot' if args.one_shot else ''}"
+        f"concurrency={args.concurrency} fetch-loops={loops}{' one-shot' if args.one_shot else ''}"
     )
     svc = runtime.services
     if args.outage_timeout is not None:
@@ -247,6 +252,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
             concurrency=args.concurrency,
             wait=not args.one_shot,
             name=args.name,
+            fetch_loops=loops,
         )
     finally:
         runtime.close()
@@ -304,6 +310,12 @@ def add_commands(commands: Any) -> None:
     worker = commands.add_parser("worker", help="run a queue worker (Procrastinate) for the definitions")
     common.add_common(worker)
     worker.add_argument("--concurrency", type=int, default=1, help="jobs run at once (threads)")
+    worker.add_argument(
+        "--fetch-loops",
+        type=int,
+        default=None,
+        help="Procrastinate fetch loops sharing the concurrency (default: 2 from a concurrency of 4, else 1)",
+    )
     worker.add_argument("--queues", default=None, help="comma-separated queues (default: all)")
     worker.add_argument("--name", default="flowstone-worker", help="worker name (in logs)")
     worker.add_argument("--one-shot", action="store_true", help="exit when no job is left")

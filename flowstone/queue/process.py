@@ -8,6 +8,13 @@ stops without being asked to, the process waits for the database with backoff an
 once per outage) and starts a new worker; it gives up after ``outage_timeout_s`` and exits with
 status 3. A signal (SIGINT, SIGTERM) stops it gracefully with status 0.
 
+One process may run several fetch loops (``fetch_loops``): Procrastinate's worker fetches one job
+at a time, so a process whose steps keep the event loop and the server busy waits on that loop,
+not on its threads (``docs/design/performance.md``). Each loop is a Procrastinate ``Worker`` of
+its own (its own worker id, registration, heartbeat and share of the concurrency) in the one event
+loop; when one stops without being asked to, the others are stopped and the process handles the
+outage as above.
+
 Maintenance (recovery of stalled jobs, settling steps whose job ended without them, abandoned
 in-process runs, run finishing, approval timeouts, schedules and sensors) runs in a thread of its
 own every ``recovery_interval_s`` / ``automation_interval_s``: it never waits behind user jobs.
@@ -33,7 +40,7 @@ from procrastinate import worker as procrastinate_worker
 from flowstone import errors, prune, services
 from flowstone.queue import worker
 
-__all__ = ["EXIT_GAVE_UP", "Maintenance", "run"]
+__all__ = ["EXIT_GAVE_UP", "Maintenance", "default_fetch_loops", "run"]
 
 logger = logging.getLogger("flowstone.worker")
 
@@ -96,6 +103,21 @@ class Maintenance:
             self._stop.wait(min(due.values()) - time.monotonic() if due else 1.0)
 
 
+def default_fetch_loops(concurrency: int) -> int:
+    """Fetch loops for a worker of ``concurrency`` when none is asked for: 2 from a concurrency of
+    4 (a second loop gave 10 to 25 % more steps per process, measured; more gave no more)."""
+    return 2 if concurrency >= 4 else 1
+
+
+def split_concurrency(concurrency: int, loops: int) -> list[int]:
+    """Each fetch loop's share of ``concurrency`` (every loop gets at least one)."""
+    if loops < 1 or loops > concurrency:
+        raise errors.ConfigurationError(
+            f"fetch loops must be between 1 and the concurrency ({concurrency}), got {loops}"
+        )
+    return [concurrency // loops + (1 if i < concurrency % loops else 0) for i in range(loops)]
+
+
 def database_reachable(url: str) -> bool:
     """Whether a new connection to the database answers."""
     try:
@@ -116,16 +138,19 @@ def run(
     wait: bool = True,
     name: str | None = None,
     maintenance: bool = True,
+    fetch_loops: int | None = None,
 ) -> int:
     """Run a worker until a signal stops it (0), the queues are empty with ``wait=False`` (0), or
-    the database stays away longer than ``outage_timeout_s`` (:data:`EXIT_GAVE_UP`)."""
+    the database stays away longer than ``outage_timeout_s`` (:data:`EXIT_GAVE_UP`). Its
+    ``concurrency`` is shared by ``fetch_loops`` fetch loops (default: :func:`default_fetch_loops`)."""
+    shares = split_concurrency(
+        concurrency, default_fetch_loops(concurrency) if fetch_loops is None else fetch_loops
+    )
     duties = Maintenance(svc) if maintenance and wait else None
     if duties is not None:
         duties.start()
     try:
-        return asyncio.run(
-            _supervise(svc, app, url, queues=queues, concurrency=concurrency, wait=wait, name=name)
-        )
+        return asyncio.run(_supervise(svc, app, url, queues=queues, shares=shares, wait=wait, name=name))
     finally:
         if duties is not None:
             duties.stop()
@@ -137,7 +162,7 @@ async def _supervise(
     url: str,
     *,
     queues: Sequence[str] | None,
-    concurrency: int,
+    shares: Sequence[int],
     wait: bool,
     name: str | None,
 ) -> int:
@@ -155,11 +180,10 @@ async def _supervise(
     options: dict[str, Any] = {
         **app.worker_defaults,
         "queues": queues,
-        "concurrency": concurrency,
         "wait": wait,
-        "name": name,
         "install_signal_handlers": False,
     }
+    names = [name] if len(shares) == 1 else [f"{name or 'worker'}-{i + 1}" for i in range(len(shares))]
     watch = asyncio.create_task(_watch_lost_jobs(svc, current, stopping))
     try:
         while True:
@@ -167,11 +191,21 @@ async def _supervise(
             try:
                 async with app.open_async():
                     app.perform_import_paths()  # type: ignore[no-untyped-call]
-                    current[:] = [procrastinate_worker.Worker(app=app, **options)]
-                    await current[0].run()  # type: ignore[no-untyped-call]
+                    current[:] = [
+                        procrastinate_worker.Worker(app=app, concurrency=share, name=loop_name, **options)
+                        for share, loop_name in zip(shares, names, strict=True)
+                    ]
+                    await _run_loops(current, wait=wait)
             except Exception as exc:  # noqa: BLE001 - a database outage, told apart below
                 error = exc
-            if stopping.is_set() or (not wait and error is None):
+            if stopping.is_set():
+                return 0
+            if not wait and error is None:
+                # The fetch loops end when a fetch finds nothing, which happens while a running
+                # step has yet to defer its successors: drain again while jobs wait.
+                if await asyncio.to_thread(worker.jobs_waiting, svc, queues):
+                    await asyncio.sleep(0.05)
+                    continue
                 return 0
             logger.warning(
                 "the worker stopped (%s); waiting for the database",
@@ -194,31 +228,56 @@ async def _supervise(
                 loop.remove_signal_handler(sig)
 
 
+async def _run_loops(workers: Sequence[procrastinate_worker.Worker], *, wait: bool) -> None:
+    """Run the workers' fetch loops together until they end. Waiting for jobs, any loop that ends
+    (a side task failed) or fails stops the others; draining (``wait=False``), the loops end one
+    by one as the queues empty, and only a failure stops the others. The first error is raised
+    once every loop has ended."""
+    tasks = [asyncio.create_task(w.run()) for w in workers]  # type: ignore[no-untyped-call]
+    try:
+        pending: set[asyncio.Task[None]] = set(tasks)
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            if pending and (wait or any(not t.cancelled() and t.exception() is not None for t in done)):
+                for running in workers:
+                    running.stop()  # type: ignore[no-untyped-call]
+                await asyncio.wait(pending)
+                break
+    finally:
+        for task in tasks:
+            task.cancel()  # none is left running but after a cancellation of this coroutine
+    for task in tasks:
+        error = None if task.cancelled() else task.exception()
+        if error is not None:
+            raise error
+
+
 async def _watch_lost_jobs(
     svc: services.Services, current: list[procrastinate_worker.Worker], stopping: asyncio.Event
 ) -> None:
-    """Every recovery interval, compare the jobs Postgres says this worker is doing with those it
-    runs, and hand back those missing twice in a row (:func:`flowstone.queue.worker.
-    hand_back_lost_jobs`). The running set is read here, in the worker's event loop; the database
-    in a thread."""
+    """Every recovery interval, compare the jobs Postgres says each of this process's workers (one
+    per fetch loop) is doing with those it runs, and hand back those missing twice in a row
+    (:func:`flowstone.queue.worker.hand_back_lost_jobs`). The running sets are read here, in the
+    event loop; the database in a thread."""
     interval = max(1.0, float(svc.options.recovery_interval_s))
-    suspects: set[int] = set()
-    owner: int | None = None
+    suspects: dict[int, set[int]] = {}  # per worker id (a new worker after an outage: afresh)
     while not stopping.is_set():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stopping.wait(), interval)
-        running_worker = current[0] if current else None
-        if stopping.is_set() or running_worker is None or running_worker.worker_id is None:
+        if stopping.is_set():
             continue
-        if running_worker.worker_id != owner:  # a new worker after an outage: start afresh
-            owner, suspects = running_worker.worker_id, set()
-        contexts = list(running_worker._running_jobs.values())  # Procrastinate has no public accessor
-        running = {c.job.id for c in contexts if c.job.id is not None}
-        try:
-            suspects = await asyncio.to_thread(worker.hand_back_lost_jobs, svc, owner, running, suspects)
-        except Exception as exc:  # noqa: BLE001 - an outage: the supervisor deals with it; look again later
-            logger.debug("could not compare this worker's jobs with the database: %s", exc)
-            suspects = set()
+        watched = {w.worker_id: w for w in current if w.worker_id is not None}
+        suspects = {k: v for k, v in suspects.items() if k in watched}
+        for owner, running_worker in watched.items():
+            contexts = list(running_worker._running_jobs.values())  # Procrastinate has no public accessor
+            running = {c.job.id for c in contexts if c.job.id is not None}
+            try:
+                suspects[owner] = await asyncio.to_thread(
+                    worker.hand_back_lost_jobs, svc, owner, running, suspects.get(owner, set())
+                )
+            except Exception as exc:  # noqa: BLE001 - an outage: the supervisor deals with it; look again later
+                logger.debug("could not compare this worker's jobs with the database: %s", exc)
+                suspects[owner] = set()
 
 
 async def _wait_for_database(url: str, timeout_s: float, stopping: asyncio.Event) -> bool:

@@ -179,6 +179,12 @@ def recover_stalled(svc: services.Services) -> list[int]:
     return ids
 
 
+def jobs_waiting(svc: services.Services, queues: Sequence[str] | None) -> bool:
+    """Whether a job waits to run now in ``queues`` (every queue when ``None``)."""
+    with svc.postgres().db.session("look for waiting jobs") as conn:
+        return job_table.job_todo_now(conn, queues)
+
+
 def hand_back_lost_jobs(
     svc: services.Services, worker_id: int, running: Collection[int], suspects: Collection[int]
 ) -> set[int]:

@@ -22,3 +22,11 @@ WHERE j.worker_id = %(worker_id)s
   AND j.id <> ALL(%(running)s::bigint[])
 ORDER BY j.id
 FOR UPDATE OF j SKIP LOCKED;
+
+-- name: job_todo_now
+-- Returns whether a job is waiting to run now in the given queues (all queues when NULL): a
+-- one-shot worker drains again while one is (a successor deferred while its fetch loop ended).
+SELECT EXISTS (SELECT FROM procrastinate_jobs AS j
+               WHERE j.status = 'todo'
+                 AND (%(queues)s::text[] IS NULL OR j.queue_name = ANY(%(queues)s::text[]))
+                 AND (j.scheduled_at IS NULL OR j.scheduled_at <= now())) AS waiting;

@@ -304,3 +304,38 @@ def test_run_handle_rebuild_and_wait_timeout(pipeline: Pipeline):
         same.wait(timeout=0.3)
     with pytest.raises(fs.FlowStoneError, match="does not exist"):
         pipeline.runtime.run("00000000-0000-0000-0000-000000000000")
+
+
+def test_two_fetch_loops_in_one_process_register_run_and_stop_together(pipeline: Pipeline):
+    """``--fetch-loops 2``: two Procrastinate workers in one process, each registered with its
+    share of the concurrency; both take jobs; SIGTERM stops both (their rows go) with status 0."""
+    proc = pipeline.start_worker(concurrency=4, args=("--fetch-loops", "2"))
+    eventually(
+        lambda: len(pipeline.sql("SELECT id FROM procrastinate_workers")) == 2, what="two registered workers"
+    )
+    handles = [pipeline.runtime.submit("join", with_upstream=True) for _ in range(4)]
+    for handle in handles:
+        assert handle.wait(timeout=60).status == "succeeded", pipeline.logs()
+    assert "fetch-loops=2" in pipeline.logs()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0
+    assert pipeline.sql("SELECT count(*) FROM procrastinate_workers") == [(0,)]
+
+
+@pytest.mark.parametrize("loops", ["1", "2"])
+def test_one_shot_worker_drains_successors_deferred_after_its_fetch_found_nothing(
+    pipeline: Pipeline, loops: str
+):
+    """A fetch loop ends when a fetch finds nothing, which happens while a running step has yet to
+    defer its successors (here: ``right`` while ``source`` runs): ``--one-shot`` drains again while
+    jobs wait, so it exits only with the whole run done (it left two steps behind before)."""
+    handle = pipeline.runtime.submit("join", with_upstream=True)
+    proc = pipeline.start_worker(concurrency=4, args=("--fetch-loops", loops, "--one-shot"))
+    assert proc.wait(timeout=60) == 0, pipeline.logs()
+    assert handle.status() == {"succeeded": 4}
+
+
+def test_worker_refuses_more_fetch_loops_than_its_concurrency(pipeline: Pipeline):
+    proc = pipeline.start_worker(concurrency=2, args=("--fetch-loops", "3"))
+    assert proc.wait(timeout=60) != 0
+    assert "--fetch-loops must be between 1 and --concurrency (2), got 3" in pipeline.logs()

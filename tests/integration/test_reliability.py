@@ -384,13 +384,15 @@ defs = fs.Definitions(assets=[lonely])
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("loops", [1, 2])
 def test_a_job_a_live_worker_fetched_without_reading_the_reply_is_handed_back(
-    database_url: str, tmp_path: Path
+    database_url: str, tmp_path: Path, loops: int
 ):
     """A fetch commits 'doing' for the worker and the reply is lost with its connection (a
     connection killed at that moment): the worker is alive and heartbeating, so stalled-job
     recovery never takes the job, and its step waited for ever. The worker compares what Postgres
-    says it is doing with what it runs and hands the job back."""
+    says it is doing with what it runs and hands the job back; with two fetch loops in the process
+    (two Procrastinate workers), the job of the second loop's worker too."""
     pipeline = Pipeline(tmp_path, database_url, LOST_BODY)
     try:
         handle = pipeline.runtime.submit("lonely")
@@ -398,9 +400,12 @@ def test_a_job_a_live_worker_fetched_without_reading_the_reply_is_handed_back(
             "UPDATE procrastinate_jobs SET scheduled_at = now() + interval '1 hour' "
             "WHERE status = 'todo' RETURNING id"
         )
-        pipeline.start_worker()
-        eventually(lambda: bool(pipeline.sql("SELECT id FROM procrastinate_workers")), what="a worker")
-        ((worker_id,),) = pipeline.sql("SELECT id FROM procrastinate_workers")
+        pipeline.start_worker(args=("--fetch-loops", str(loops)))
+        eventually(
+            lambda: len(pipeline.sql("SELECT id FROM procrastinate_workers")) == loops,
+            what=f"{loops} worker(s) registered",
+        )
+        ((worker_id,),) = pipeline.sql("SELECT max(id) FROM procrastinate_workers")
         # What a fetch whose reply never arrived leaves behind.
         pipeline.sql(
             "UPDATE procrastinate_jobs SET status = 'doing', worker_id = %s, scheduled_at = NULL "

@@ -11,6 +11,7 @@ from croniter import croniter
 
 from flowstone import errors, execution
 from flowstone.queue import jobs as queue
+from flowstone.queue import process
 from flowstone.store import records
 
 
@@ -69,3 +70,13 @@ def test_a_lost_claim_retries_the_job_instead_of_stranding_the_step():
     boom = errors.ExecutionError("boom")
     retry, failed = queue.collect([execution.StepOutcome(record=_row("failed"), error=boom)])
     assert (retry, failed) == ([], [boom])
+
+
+def test_fetch_loops_share_the_concurrency_and_default_to_two_from_four() -> None:
+    assert process.split_concurrency(8, 2) == [4, 4]
+    assert process.split_concurrency(5, 2) == [3, 2]
+    assert process.split_concurrency(3, 3) == [1, 1, 1]
+    assert [process.default_fetch_loops(c) for c in (1, 3, 4, 16)] == [1, 1, 2, 2]
+    for bad in (0, 4):
+        with pytest.raises(errors.ConfigurationError, match="fetch loops"):
+            process.split_concurrency(3, bad)
