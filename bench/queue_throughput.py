@@ -13,7 +13,8 @@ figure measured ``BENCH_ROUNDS`` times (default 3) and reported as min and media
 
 Environment: FLOWSTONE_BENCH_DATABASE_URL (else an embedded Postgres), BENCH_N (default 2000),
 BENCH_BACKFILL (default 100000), BENCH_PROCESS (partitions processed for the rate, default 20000),
-BENCH_ROUNDS (default 3).
+BENCH_ROUNDS (default 3), BENCH_WORKER_ARGS (more arguments for every ``flowstone worker``, e.g.
+``--fetch-loops 1`` to compare with one fetch loop per process).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ import psycopg
 
 N = int(os.environ.get("BENCH_N", "2000"))
 BACKFILL = int(os.environ.get("BENCH_BACKFILL", "100000"))
+WORKER_ARGS = os.environ.get("BENCH_WORKER_ARGS", "").split()
 PROCESS = int(os.environ.get("BENCH_PROCESS", "20000"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 CONCURRENCY = 8
@@ -120,7 +122,7 @@ class Bench:
             subprocess.Popen(
                 [*command, f"--concurrency={concurrency}"]
                 if raw
-                else [*command, "--concurrency", str(concurrency)],
+                else [*command, "--concurrency", str(concurrency), *WORKER_ARGS],
                 cwd=self.dir,
                 env=self.env,
                 stdout=subprocess.DEVNULL,
