@@ -181,6 +181,7 @@ class Staleness:
         else:
             groups = [g for name in names for g in _memory_latest(self._store, name)]
         rows: list[StalenessRow] = []
+        expected: dict[int, list[str]] = {}  # per partitions definition: assets often share one
         for name in names:
             current = self._defs.get(name).code_version
             have: set[str] = set()
@@ -199,22 +200,28 @@ class Staleness:
                     )
             rows.extend(
                 StalenessRow(asset=name, partition_key=key, status="missing", current_code_version=current)
-                for key in self._expected(name)
+                for key in self._expected(name, expected)
                 if key not in have
             )
         return rows
 
-    def _expected(self, name: str) -> list[str]:
+    def _expected(self, name: str, known: dict[int, list[str]]) -> list[str]:
+        """The partition keys of ``name``'s definition; ``known``: those already listed in this
+        call, by partitions definition (the same object serves every asset that shares it)."""
         definition = self._defs.get(name).partitions
         if definition is None:
             return [partition_keys.UNPARTITIONED]
+        if id(definition) in known:
+            return known[id(definition)]
         try:
             values = definition.keys()
         except errors.FlowStoneError:  # keys unknown here (a custom class read from the snapshot)
             return []
         # daily/weekly/monthly keys are "d:" + the ISO date (ADR 0006); the shortcut keeps ten
         # thousand partitions quick, everything else goes through the codec
-        return [f"d:{v.isoformat()}" if type(v) is date else partition_keys.encode(v) for v in values]
+        keys = [f"d:{v.isoformat()}" if type(v) is date else partition_keys.encode(v) for v in values]
+        known[id(definition)] = keys
+        return keys
 
 
 def data_version(row: records.Materialization) -> str:

@@ -26,16 +26,19 @@ class LatestGroup:
 
 
 def staleness_latest(db: pg.Database, report: Sequence[str], upstream: Sequence[str]) -> list[LatestGroup]:
-    """The latest materializations of the partitions of ``report`` that have one, grouped;
-    ``upstream``: the assets they read (their latest data versions are compared)."""
+    """The latest materializations of the partitions of ``report`` that have one, grouped (keys in
+    order); ``upstream``: the assets they read (their latest data versions are compared)."""
     params = {"report": list(report), "assets": sorted({*report, *upstream})}
-    return [
-        LatestGroup(
-            asset=r["asset"],
-            code_version=r["code_version"],
-            stale_upstreams=tuple(r["stale_upstreams"]),
-            partition_keys=r["partition_keys"],
-            ids=r["ids"],
+    groups = []
+    for r in db.all("compute staleness", "staleness_latest", params):
+        pairs = sorted(zip(r["partition_keys"], r["ids"], strict=True))
+        groups.append(
+            LatestGroup(
+                asset=r["asset"],
+                code_version=r["code_version"],
+                stale_upstreams=tuple(r["stale_upstreams"]),
+                partition_keys=[key for key, _ in pairs],
+                ids=[id_ for _, id_ in pairs],
+            )
         )
-        for r in db.all("compute staleness", "staleness_latest", params)
-    ]
+    return groups
