@@ -11,6 +11,7 @@ Requires ``flowstone[duckdb]`` (duckdb and pyarrow); nothing is imported until t
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -128,8 +129,12 @@ class DuckDBIOManager(base.IOManager):
             digest_of = frames.arrow_hash_beside(table) if self.content_hash else None
             try:
                 self._write(ctx, table_name, table, kind)
-            finally:
-                digest = digest_of() if digest_of is not None else None  # no thread left behind
+            except BaseException:
+                if digest_of is not None:  # no thread left behind; the write's error is the one told
+                    with contextlib.suppress(BaseException):
+                        digest_of()
+                raise
+            digest = digest_of() if digest_of is not None else None
         except errors.FlowStoneError as exc:
             raise ctx.attach(exc) from None
         except self._duckdb.Error as exc:

@@ -416,6 +416,23 @@ def test_duckdb_failed_write_leaves_the_partition_as_it_was(tmp_path: Path) -> N
     manager.close()
 
 
+def test_duckdb_write_error_is_told_when_the_hash_fails_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The hash runs beside the write: when both fail, the write's error is the one raised."""
+
+    def broken_hash(table: object) -> str:
+        raise RuntimeError("hash failed")
+
+    monkeypatch.setattr(frames, "arrow_hash", broken_hash)
+    manager = DuckDBIOManager(tmp_path / "w.duckdb")
+    with pytest.raises(RuntimeError, match="hash failed"):  # alone, the hash's error is raised
+        manager.store(octx(mid=1), pl.DataFrame({"n": [1]}))
+    with pytest.raises(errors.IOManagerError, match="DuckDB refused"):
+        manager.store(octx(mid=2), pl.DataFrame({"n": [1], "other": ["x"]}))
+    manager.close()
+
+
 def test_missing_extra_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "duckdb", None)
     with pytest.raises(errors.ConfigurationError, match=r"flowstone\[duckdb\]"):
