@@ -54,7 +54,7 @@ class PostgresPruning:
         params = {"before": before_runs, "cutoffs": Jsonb({k: v.isoformat() for k, v in cutoffs.items()})}
         with self.db.session("count what pruning would delete") as conn:
             steps = conn.execute(Q("pruning_steps_count"), params).fetchone()
-            runs = conn.execute(Q("pruning_runs_count"), {"before": before_runs}).fetchone()
+            runs = conn.execute(Q("pruning_runs_count"), params).fetchone()
             jobs = (
                 conn.execute(Q("pruning_jobs_count"), {"before": before_jobs}).fetchone()
                 if before_jobs is not None

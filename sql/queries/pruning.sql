@@ -53,10 +53,24 @@ WHERE r.run_id = doomed.run_id
 RETURNING r.run_id;
 
 -- name: pruning_runs_count
--- Counts the runs that ended before the cutoff (a dry run: those whose steps all go).
+-- Counts the runs that ended before the cutoff whose every step pruning_steps would delete in the
+-- same pass (a dry run: a run goes once it has no step left). Same step rules as
+-- pruning_steps_count.
 SELECT count(*) AS n
 FROM flowstone_runs AS r
-WHERE r.status IN ('succeeded', 'failed', 'cancelled') AND r.finished_at < %(before)s::timestamptz;
+WHERE r.status IN ('succeeded', 'failed', 'cancelled')
+  AND r.finished_at < %(before)s::timestamptz
+  AND NOT EXISTS (
+      SELECT 1 FROM flowstone_materializations AS m
+      WHERE m.run_id = r.run_id
+        AND NOT (r.finished_at < coalesce((%(cutoffs)s::jsonb ->> m.asset)::timestamptz,
+                                          %(before)s::timestamptz)
+                 AND m.status IN ('succeeded', 'failed', 'skipped', 'rejected', 'cancelled')
+                 AND (m.status <> 'succeeded' OR m.output_deleted_at IS NOT NULL)
+                 AND NOT EXISTS (SELECT 1 FROM flowstone_lineage AS l
+                                 WHERE l.upstream_materialization_id = m.id)
+                 AND NOT EXISTS (SELECT 1 FROM flowstone_materializations AS k
+                                 WHERE k.memoized_from = m.id)));
 
 -- name: pruning_jobs
 -- Deletes (a batch, SKIP LOCKED) Procrastinate jobs that ended (succeeded, failed, cancelled,

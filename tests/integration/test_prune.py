@@ -173,3 +173,20 @@ def test_prune_deletes_step_logs_older_than_logs_days(runtime: fs.FlowStone):
     report = prune_mod.prune(runtime.services, policy, now=datetime.now(UTC), pause_s=0)
     assert report.deleted["flowstone_step_logs"] == 10  # days 31..40
     assert _count(url, "SELECT count(*) FROM flowstone_step_logs") == 30
+
+
+def test_prune_dry_run_counts_only_the_runs_whose_every_step_goes(runtime: fs.FlowStone):
+    """A run goes once it has no step left: the dry run counts the runs whose steps the same pass
+    deletes, not every old run (it counted both runs here, of which the pass deletes one)."""
+    url = runtime.require_database_url()
+    first = runtime.materialize("source").run_id
+    runtime.materialize("source")
+    with psycopg.connect(url, autocommit=True) as conn:  # the first run's step failed: prunable
+        conn.execute("UPDATE flowstone_materializations SET status = 'failed' WHERE run_id = %s", (first,))
+    policy = fs.Retention(runs_days=90, keep_last_per_partition=1, jobs_days=None)
+    dry = prune_mod.prune(runtime.services, policy, dry_run=True, now=LATER, pause_s=0)
+    assert dry.deleted["flowstone_materializations"] == 1
+    assert dry.deleted["flowstone_runs"] == 1
+    real = prune_mod.prune(runtime.services, policy, now=LATER, pause_s=0)
+    assert real.deleted["flowstone_runs"] == 1
+    assert runtime.store.get_run(first) is None
