@@ -76,6 +76,7 @@ def prune(
     while jobs_before is not None and (n := store.pruning.jobs(jobs_before, batch)) > 0:
         deleted["procrastinate_jobs"] += n
         time.sleep(pause_s)
+    store.pruning.fold_status_counts()  # also where no worker runs the maintenance round
     outputs = sum(report.deleted.values())
     if any(deleted.values()) or outputs:
         store.audit(

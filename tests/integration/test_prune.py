@@ -190,3 +190,16 @@ def test_prune_dry_run_counts_only_the_runs_whose_every_step_goes(runtime: fs.Fl
     real = prune_mod.prune(runtime.services, policy, now=LATER, pause_s=0)
     assert real.deleted["flowstone_runs"] == 1
     assert runtime.store.get_run(first) is None
+
+
+def test_prune_folds_the_status_counters_of_gone_sessions(runtime: fs.FlowStone):
+    """Where no worker runs the maintenance round (in-process runs and a cron prune), the prune
+    folds the status counters of sessions that are gone."""
+    url = runtime.require_database_url()
+    runtime.materialize("source")
+    with psycopg.connect(url, autocommit=True) as conn:  # as if the writers were gone
+        conn.execute("UPDATE flowstone_asset_status_counts SET shard = 2147483000")
+    assert runtime.services.options.retention is not None
+    prune_mod.prune(runtime.services, runtime.services.options.retention, pause_s=0)
+    assert _count(url, "SELECT count(*) FROM flowstone_asset_status_counts WHERE shard <> 0") == 0
+    assert runtime.store.reports.assets("source")["source"].by_status == {"succeeded": 1}  # type: ignore[attr-defined]
