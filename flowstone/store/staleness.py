@@ -4,6 +4,7 @@ it read (through ``flowstone_lineage``), without loading any output."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -31,14 +32,19 @@ def staleness_latest(db: pg.Database, report: Sequence[str], upstream: Sequence[
     params = {"report": list(report), "assets": sorted({*report, *upstream})}
     groups = []
     for r in db.all("compute staleness", "staleness_latest", params):
-        pairs = sorted(zip(r["partition_keys"], r["ids"], strict=True))
+        keys, ids = r["partition_keys"], r["ids"]
+        if any(
+            a > b for a, b in zip(keys, itertools.islice(keys, 1, None), strict=False)
+        ):  # usually in order
+            pairs = sorted(zip(keys, ids, strict=True))
+            keys, ids = [key for key, _ in pairs], [id_ for _, id_ in pairs]
         groups.append(
             LatestGroup(
                 asset=r["asset"],
                 code_version=r["code_version"],
                 stale_upstreams=tuple(r["stale_upstreams"]),
-                partition_keys=[key for key, _ in pairs],
-                ids=[id_ for _, id_ in pairs],
+                partition_keys=keys,
+                ids=ids,
             )
         )
     return groups
