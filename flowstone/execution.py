@@ -139,18 +139,29 @@ class StepRunner:
         round trip); the inputs of other steps of a batch are looked up once, together. A queued
         job passes its ``job_id``: it also takes over its own steps left ``running`` by a worker that
         died (a redelivered job)."""
-        lone = partition_keys.decode(batch_key)
-        reads = step_inputs.wanted(self.defs, asset, lone)
-        wanted = [(inp.asset, key) for inp in asset.inputs for _, key in reads[inp.name]]
+        ahead = self.claim_ahead(asset, batch_key)
         claim = self.store.claim(
             run_id,
             asset.name,
             batch_key,
-            wanted=wanted,
+            wanted=ahead.wanted,
             code_version=asset.code_version,
             reclaim=job_id is not None,
             job_id=job_id,
         )
+        return self.claimed(run_id, asset, batch_key, claim)
+
+    def claim_ahead(self, asset: definitions.AssetDef, batch_key: str) -> store_base.ClaimAhead:
+        """The claim of one unit of work, to send with a success (``run_claimed(claim_ahead=)``)."""
+        reads = step_inputs.wanted(self.defs, asset, partition_keys.decode(batch_key))
+        wanted = [(inp.asset, key) for inp in asset.inputs for _, key in reads[inp.name]]
+        return store_base.ClaimAhead(asset.name, batch_key, wanted, asset.code_version)
+
+    def claimed(
+        self, run_id: str, asset: definitions.AssetDef, batch_key: str, claim: store_base.Claim
+    ) -> store_base.Claim:
+        """What a claim of the unit ``batch_key`` still needs: the inputs of the other steps of a
+        batch, and (pooled assets) a slot of each pool per step."""
         others = [s for s in claim.steps if s.partition_key != batch_key]
         if others and asset.inputs:
             more = [
@@ -190,13 +201,17 @@ class StepRunner:
         scope: resources.ResourceScope,
         keep: store_base.Keep | None = None,
         continued: bool = False,
+        claim_ahead: store_base.ClaimAhead | None = None,
     ) -> Ran:
         """Execute claimed steps; record failures one by one and successes together (``keep``: the
         success keeps one step it makes ready for this job; ``continued``: the steps were kept so,
-        and a retry of one gets a job of its own; ADR 0013)."""
+        and a retry of one gets a job of its own; ADR 0013; ``claim_ahead``: the success's round
+        trip also claims that unit of work, ``Ran.ahead``)."""
         spans = telemetry.StepSpans((claim.run_config or {}).get("trace"))
         try:
-            ran = self._run(asset, claim, spans, scope=scope, keep=keep, continued=continued)
+            ran = self._run(
+                asset, claim, spans, scope=scope, keep=keep, continued=continued, claim_ahead=claim_ahead
+            )
         except BaseException as exc:
             spans.finish_rest(exc)
             raise
@@ -216,6 +231,7 @@ class StepRunner:
         scope: resources.ResourceScope,
         keep: store_base.Keep | None,
         continued: bool,
+        claim_ahead: store_base.ClaimAhead | None,
     ) -> Ran:
         outcomes: list[StepOutcome] = []
         done: list[tuple[records.Materialization, Executed]] = []
@@ -236,13 +252,15 @@ class StepRunner:
             return Ran(outcomes, [])
         release = claim.run_kind != RunKind.BACKFILL
         completed, finished = self._complete(
-            done, release=release, keep=keep if release else None, continued=continued
+            done,
+            release=release,
+            keep=keep if release else None,
+            continued=continued,
+            claim_ahead=claim_ahead if release else None,
         )
-        return Ran(
-            outcomes + completed,
-            finished.released if finished else [],
-            finished.continued if finished else None,
-        )
+        if finished is None:
+            return Ran(outcomes + completed, [])
+        return Ran(outcomes + completed, finished.released, finished.continued, finished.ahead)
 
     def _complete(
         self,
@@ -251,6 +269,7 @@ class StepRunner:
         release: bool,
         keep: store_base.Keep | None,
         continued: bool,
+        claim_ahead: store_base.ClaimAhead | None = None,
     ) -> tuple[list[StepOutcome], store_base.Completed | None]:
         """Record successes together; a backfill has no step edges, so nothing to release."""
         joined = self.store.logs.joins_success
@@ -276,6 +295,7 @@ class StepRunner:
                 jobs=self.svc.jobs if self.queued else None,
                 release=release,
                 keep=keep if self.queued else None,
+                claim_ahead=claim_ahead,
             )
         except Exception as exc:  # noqa: BLE001 - the success transaction failed: each step failed
             if joined:  # the lines went down with the transaction: write them on their own

@@ -34,12 +34,28 @@ class LocalExecutor:
         self.svc = svc
         self.runner = execution.StepRunner(svc, queued=False, after_store=after_store)
 
-    def _run_one(self, run_id: str, key: store_base.StepKey, scope: resources.ResourceScope) -> execution.Ran:
+    def _run_one(
+        self,
+        run_id: str,
+        key: store_base.StepKey,
+        scope: resources.ResourceScope,
+        *,
+        claimed: store_base.Claim | None = None,
+        ahead: store_base.StepKey | None = None,
+    ) -> execution.Ran:
+        """Claim (unless ``claimed`` already) and run one step; with ``ahead``, the success's round
+        trip also claims that step (``Ran.ahead``)."""
         asset: definitions.AssetDef = self.svc.defs.get(key[0])  # I3: a dict lookup
-        claim = self.runner.claim(run_id, asset, key[1])
+        if claimed is None:
+            claim = self.runner.claim(run_id, asset, key[1])
+        else:
+            claim = self.runner.claimed(run_id, asset, key[1], claimed)
         if not claim.steps:
             return execution.Ran([self.runner.unstartable(run_id, asset.name, key[1])], [])
-        return self.runner.run_claimed(asset, claim, scope=scope)
+        claim_ahead = None
+        if ahead is not None:
+            claim_ahead = self.runner.claim_ahead(self.svc.defs.get(ahead[0]), ahead[1])
+        return self.runner.run_claimed(asset, claim, scope=scope, claim_ahead=claim_ahead)
 
     def run(
         self,
@@ -54,22 +70,46 @@ class LocalExecutor:
         and every step their successes release, lowest ``order`` first (the plan's order, so a run
         executes exactly as planned); record what happened in ``result``. The process owns the run
         meanwhile (``store.hold_run``): if it dies, the recovery sweep fails the run's active steps
-        (``RunAbandonedError``) and ``runtime.resume`` runs them again."""
+        (``RunAbandonedError``) and ``runtime.resume`` runs them again.
+
+        Chains skip a round trip: when the step next in the plan's order comes right after the
+        one running (nothing waiting comes before it), the success of the one running also claims
+        it, in its round trip. The claim takes it only if that success made it ready; then it runs
+        next, as it would have anyway."""
         with (
             self.svc.store.hold_run(run_id),
             resources.ResourceScope(self.svc.defs.resources, config.resources) as scope,
         ):
             keys = ready() if callable(ready) else ready
             fallback = len(order)
+            at = {rank: key for key, rank in order.items()}
             heap = [(order.get(k, fallback), k) for k in dict.fromkeys(keys)]
             heapq.heapify(heap)
-            while heap:
-                _, key = heapq.heappop(heap)
-                ran = self._run_one(run_id, key, scope)
+            taken: set[store_base.StepKey] = set()  # run from a claim made ahead, still in the heap
+            then: tuple[store_base.StepKey, store_base.Claim] | None = None
+            while heap or then is not None:
+                if then is not None:
+                    (key, claimed), then = then, None
+                else:
+                    _, key = heapq.heappop(heap)
+                    if key in taken:
+                        taken.discard(key)
+                        continue
+                    claimed = None
+                while heap and heap[0][1] in taken:
+                    taken.discard(heapq.heappop(heap)[1])
+                ahead = _next_in_order(key, order, at, heap, fallback)
+                ran = self._run_one(run_id, key, scope, claimed=claimed, ahead=ahead)
                 for outcome in ran.outcomes:
                     _record(result, key, outcome)
+                if ahead is not None and ran.ahead is not None and ran.ahead.steps:
+                    then = (ahead, ran.ahead)  # runs next; released below, or already waiting
+                    taken.add(ahead)
                 for released in ran.released:
-                    heapq.heappush(heap, (order.get(released, fallback), released))
+                    if released in taken:
+                        taken.discard(released)
+                    else:
+                        heapq.heappush(heap, (order.get(released, fallback), released))
         return self._finish(run_id, result)
 
     def run_parallel(
@@ -106,6 +146,22 @@ class LocalExecutor:
         result.status = run.status
         result.steps = self.svc.store.run_steps(run_id)
         return result
+
+
+def _next_in_order(
+    key: store_base.StepKey,
+    order: Mapping[store_base.StepKey, int],
+    at: Mapping[int, store_base.StepKey],
+    heap: Sequence[tuple[int, store_base.StepKey]],
+    fallback: int,
+) -> store_base.StepKey | None:
+    """The step the plan runs right after ``key`` if ``key``'s success makes it ready: the next in
+    the plan's order, unless a step already waiting comes before it."""
+    rank = order.get(key, fallback)
+    following = at.get(rank + 1) if rank < fallback else None
+    if following is None or (heap and heap[0][0] < rank + 1):
+        return None
+    return following
 
 
 def _record(result: RunResult, key: store_base.StepKey, outcome: execution.StepOutcome) -> None:

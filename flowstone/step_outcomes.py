@@ -46,6 +46,8 @@ class Ran:
     released: list[store_base.BatchItem]
     continued: store_base.BatchItem | None = None
     """The unit of work a success kept for this job (continuation): claim and run it next."""
+    ahead: store_base.Claim | None = None
+    """The claim asked for with the success (``claim_ahead``), as the success's round trip made it."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,6 +34,7 @@ from flowstone.store import data_types, records
 __all__ = [
     "BatchItem",
     "Claim",
+    "ClaimAhead",
     "Completed",
     "JobQueue",
     "Keep",
@@ -88,6 +89,19 @@ class Keep:
 
 
 @dataclass(frozen=True, slots=True)
+class ClaimAhead:
+    """A claim sent with a success, in its round trip, once it committed: the unit of work the
+    caller runs next if that success makes it ready (the in-process executor's chains). The claim
+    is the one :meth:`Store.claim` makes, so it takes nothing that is not ready (a ``pending`` step
+    only once nothing upstream is unfinished)."""
+
+    asset: str
+    batch_key: str
+    wanted: Sequence[StepKey] = ()
+    code_version: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Success:
     """What recording one step's success needs (see :meth:`Store.complete_steps`)."""
 
@@ -132,6 +146,9 @@ class Completed:
     """The unit of work kept for the running job (``keep=``): claim and run it next."""
     run: records.Run | None = None
     """The run, when this transaction ended it (its last steps succeeded)."""
+    ahead: Claim | None = None
+    """The claim of ``claim_ahead`` (no steps when nothing could be claimed); ``None`` when none
+    was asked for, or when it could not be made (the caller claims the usual way)."""
 
 
 class StepLogs(Protocol):
@@ -308,13 +325,15 @@ class Store(ABC):
         jobs: JobQueue | None = None,
         release: bool = True,
         keep: Keep | None = None,
+        claim_ahead: ClaimAhead | None = None,
         now: datetime | None = None,
     ) -> Completed:
         """One transaction (I11, I14) for successes of one run: each success (see
         :meth:`succeed_step`), the fan-in of their downstream steps (``release``; a step whose
         last upstream succeeded becomes ``queued``, its job deferred with ``jobs`` when given, or
         kept for the running job with ``keep``) and the run's status. It commits asynchronously
-        unless the run ends in it (ADR 0013)."""
+        unless the run ends in it (ADR 0013). With ``claim_ahead``, the claim of that unit of work
+        follows the commit (``Completed.ahead``), on its own, as :meth:`claim` would make it."""
 
     @abstractmethod
     def fail_step(

@@ -69,22 +69,19 @@ def materialization_plan(
     conn: Conn, run_id: str, steps: Sequence[records.PlannedStep], now: datetime | None
 ) -> None:
     """Plan steps ``pending``, each in its own batch."""
-    run_key = pg.run_uuid(run_id)
-    with conn.cursor() as cur:
-        cur.executemany(
-            Q("materialization_plan"),
-            [
-                {
-                    "run_id": run_key,
-                    "asset": s.asset,
-                    "partition_key": s.partition_key,
-                    "pending_upstream": s.pending_upstream,
-                    "code_version": s.code_version,
-                    "now": now,
-                }
-                for s in steps
-            ],
-        )
+    if not steps:
+        return
+    conn.execute(
+        Q("materialization_plan"),
+        {
+            "run_id": pg.run_uuid(run_id),
+            "assets": [s.asset for s in steps],
+            "keys": [s.partition_key for s in steps],
+            "pending_upstream": [s.pending_upstream for s in steps],
+            "code_versions": [s.code_version for s in steps],
+            "now": now,
+        },
+    )
 
 
 def materialization_copy_queued(

@@ -175,6 +175,21 @@ class MemoryStore(base.Store):
         job_id: int | None = None,
         now: datetime | None = None,
     ) -> base.Claim:
+        return self._claim(
+            run_id, asset, batch_key, wanted=wanted, code_version=code_version, reclaim=reclaim, now=now
+        )
+
+    def _claim(
+        self,
+        run_id: str,
+        asset: str,
+        batch_key: str,
+        *,
+        wanted: Sequence[base.StepKey],
+        code_version: str | None,
+        reclaim: bool,
+        now: datetime | None,
+    ) -> base.Claim:
         at = _now(now)
         with self._lock:
             run = self._runs.get(run_id)
@@ -244,12 +259,30 @@ class MemoryStore(base.Store):
         jobs: base.JobQueue | None = None,
         release: bool = True,
         keep: base.Keep | None = None,
+        claim_ahead: base.ClaimAhead | None = None,
         now: datetime | None = None,
     ) -> base.Completed:
         if jobs is not None:
             raise errors.ConfigurationError("the memory store has no job queue: run in-process")
         if not items:
             return base.Completed(rows=[])
+        completed = self._complete(items, actor=actor, release=release, now=now)
+        if claim_ahead is None:
+            return completed
+        ahead = self._claim(
+            items[0].step.run_id,
+            claim_ahead.asset,
+            claim_ahead.batch_key,
+            wanted=claim_ahead.wanted,
+            code_version=claim_ahead.code_version,
+            reclaim=False,
+            now=now,
+        )
+        return dataclasses.replace(completed, ahead=ahead)
+
+    def _complete(
+        self, items: Sequence[base.Success], *, actor: str, release: bool, now: datetime | None
+    ) -> base.Completed:
         at = _now(now)
         with self._lock:
             rows: list[records.Materialization | None] = []

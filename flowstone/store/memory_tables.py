@@ -137,8 +137,11 @@ class Tables:
                 code_version=code_version,
                 batch_key=batch_key,
             )
-        if row.status in (StepStatus.PENDING, StepStatus.QUEUED) or (
-            row.status == StepStatus.RUNNING and reclaim
+        if (
+            row.status == StepStatus.QUEUED
+            # a pending step only once nothing upstream is unfinished
+            or (row.status == StepStatus.PENDING and row.pending_upstream == 0)
+            or (row.status == StepStatus.RUNNING and reclaim)
         ):
             claimed = dataclasses.replace(
                 row,

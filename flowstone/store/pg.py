@@ -28,6 +28,7 @@ from flowstone.status import ApprovalStatus, RunKind, RunStatus, StepStatus
 from flowstone.store import records, sqlfiles
 
 __all__ = [
+    "After",
     "Conn",
     "Database",
     "Pending",
@@ -181,24 +182,47 @@ class Database:
             pool.close()
 
 
+@dataclass(slots=True)
+class After:
+    """Statements that ``one_trip`` sends after its COMMIT, in the same round trip, each on its own
+    (autocommit). ``failed`` holds their error when the transaction committed and they did not
+    succeed: the block's work stands, and the caller does theirs another way."""
+
+    send: Callable[[], object]
+    failed: BaseException | None = None
+
+
 @contextmanager
-def one_trip(conn: Conn) -> Iterator[None]:
+def one_trip(conn: Conn, after: After | None = None) -> Iterator[None]:
     """A transaction on the autocommit ``conn`` whose BEGIN, statements and COMMIT go in one
     pipeline, synced once when the block ends (``conn.transaction()`` in a pipeline syncs after
     BEGIN, after the body and after COMMIT: three more round trips). Statements may still be
-    fetched inside the block (:meth:`Pending.get`), which syncs there.
+    fetched inside the block (:meth:`Pending.get`), which syncs there. ``after`` sends more
+    statements behind the COMMIT (see :class:`After`).
 
     On any error the transaction is rolled back and the connection closed, so the pool replaces
     it: after an aborted pipeline, psycopg's cache of prepared statements may name statements the
     server never prepared, and only its own ``transaction()`` knows to clear it."""
+    committed: psycopg.Cursor[Row] | None = None
     try:
         with conn.pipeline():
             conn.execute("BEGIN")
             yield
-            conn.execute("COMMIT")
-    except BaseException:
+            committed = conn.execute("COMMIT")
+            if after is not None:
+                after.send()
+    except BaseException as exc:
         conn.close()
-        raise
+        # The pipeline processes every result before it raises the first error: a COMMIT that
+        # went through says so in its cursor, and then only what came after it failed.
+        if (
+            after is None
+            or committed is None
+            or committed.statusmessage != "COMMIT"
+            or not isinstance(exc, psycopg.Error)
+        ):
+            raise
+        after.failed = exc
 
 
 @dataclass(frozen=True, slots=True)

@@ -327,14 +327,18 @@ class PostgresStore(base.Store):
         jobs: base.JobQueue | None = None,
         release: bool = True,
         keep: base.Keep | None = None,
+        claim_ahead: base.ClaimAhead | None = None,
         now: datetime | None = None,
     ) -> base.Completed:
         if not items:
             return base.Completed(rows=[])
         with self.db.session("record success") as conn:
-            return transitions.complete(
-                conn, items, actor=actor, jobs=jobs, release=release, keep=keep, now=now
+            completed, input_rows = transitions.complete(
+                conn, items, actor=actor, jobs=jobs, release=release, keep=keep, now=now, ahead=claim_ahead
             )
+        if claim_ahead is not None:
+            self.outputs.keep(input_rows)
+        return completed
 
     def fail_step(
         self,

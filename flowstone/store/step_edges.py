@@ -14,21 +14,16 @@ def step_edges_insert(conn: Conn, run_id: str, edges: Sequence[tuple[base.StepKe
     """Record the step-level edges ((upstream asset, key), (asset, key)) of a run."""
     if not edges:
         return
-    run_key = pg.run_uuid(run_id)
-    with conn.cursor() as cur:
-        cur.executemany(
-            Q("step_edges_insert"),
-            [
-                {
-                    "run_id": run_key,
-                    "upstream_asset": up[0],
-                    "upstream_partition_key": up[1],
-                    "asset": down[0],
-                    "partition_key": down[1],
-                }
-                for up, down in edges
-            ],
-        )
+    conn.execute(
+        Q("step_edges_insert"),
+        {
+            "run_id": pg.run_uuid(run_id),
+            "upstream_assets": [up[0] for up, _ in edges],
+            "upstream_keys": [up[1] for up, _ in edges],
+            "assets": [down[0] for _, down in edges],
+            "keys": [down[1] for _, down in edges],
+        },
+    )
 
 
 def step_edges_of_run(conn: Conn, run_id: str) -> list[tuple[base.StepKey, base.StepKey]]:

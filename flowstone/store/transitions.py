@@ -143,30 +143,61 @@ def claim(
     commits on its own (autocommit; the claim asynchronously, ADR 0009). Returns the claim and
     the raw input rows (with any stored outputs)."""
     with conn.pipeline():
-        claimed = mat.materialization_claim(
+        sent = _send_claim(
             conn,
-            run_id=run_id,
-            asset=asset,
-            batch_key=batch_key,
+            run_id,
+            asset,
+            batch_key,
+            wanted=wanted,
             code_version=code_version,
             reclaim=reclaim,
             job_id=job_id,
             now=now,
         )
-        inputs = mat.materialization_inputs(conn, run_id, wanted) if wanted else None
+    return sent.get()  # the results came with the pipeline's one sync
+
+
+def _send_claim(
+    conn: Conn,
+    run_id: str,
+    asset: str,
+    batch_key: str,
+    *,
+    wanted: Sequence[base.StepKey],
+    code_version: str | None,
+    reclaim: bool,
+    job_id: int | None,
+    now: datetime | None,
+) -> pg.Pending[tuple[base.Claim, list[pg.Row]]]:
+    """Send the claim and the input lookup (in the caller's pipeline); fetch both with ``get``."""
+    claimed = mat.materialization_claim(
+        conn,
+        run_id=run_id,
+        asset=asset,
+        batch_key=batch_key,
+        code_version=code_version,
+        reclaim=reclaim,
+        job_id=job_id,
+        now=now,
+    )
+    inputs = mat.materialization_inputs(conn, run_id, wanted) if wanted else None
+
+    def fetch(_: object) -> tuple[base.Claim, list[pg.Row]]:
         rows = claimed.get()
         input_rows = inputs.get() if inputs is not None else []
-    if not rows:
-        return base.Claim(steps=[]), []
-    return (
-        base.Claim(
-            steps=[pg.materialization_from_row(r) for r in rows],
-            inputs=found_inputs(input_rows),
-            run_kind=RunKind(rows[0]["run_kind"]),
-            run_config=rows[0]["run_config"],
-        ),
-        input_rows,
-    )
+        if not rows:
+            return base.Claim(steps=[]), []
+        return (
+            base.Claim(
+                steps=[pg.materialization_from_row(r) for r in rows],
+                inputs=found_inputs(input_rows),
+                run_kind=RunKind(rows[0]["run_kind"]),
+                run_config=rows[0]["run_config"],
+            ),
+            input_rows,
+        )
+
+    return pg.Pending(claimed.cursor, fetch)
 
 
 def complete(
@@ -178,19 +209,26 @@ def complete(
     release: bool,
     keep: base.Keep | None,
     now: datetime | None,
-) -> base.Completed:
+    ahead: base.ClaimAhead | None = None,
+) -> tuple[base.Completed, list[pg.Row]]:
     """Successes of one run (one statement), their fan-in, the jobs of the steps that became ready
     (one of them kept for the running job with ``keep``) and the run's status, in ONE transaction
     that this function opens on the autocommit ``conn``. BEGIN, the statements and COMMIT are
     pipelined: one round trip in process, one more before the jobs are deferred. It commits
     asynchronously unless the run ends in it (ADR 0013). Outputs for a user table (COPY, which a
-    pipeline refuses) go without the pipeline."""
+    pipeline refuses) go without the pipeline. The claim ``ahead`` follows the COMMIT in the same
+    round trip (as :func:`claim` makes it, on its own); returned with the raw input rows of that
+    claim."""
     run_id = items[0].step.run_id
     rows_mode = any(item.output is not None and item.output.format == "rows" for item in items)
     defer_now = release and jobs is not None
     released: list[base.BatchItem] | None = None
     continued: base.BatchItem | None = None
-    with conn.transaction() if rows_mode else pg.one_trip(conn):
+    sent: list[pg.Pending[tuple[base.Claim, list[pg.Row]]]] = []
+    after = None
+    if ahead is not None and not rows_mode:
+        after = pg.After(lambda: sent.append(_send_ahead(conn, run_id, ahead, now)))
+    with conn.transaction() if rows_mode else pg.one_trip(conn, after):
         step_logs.step_logs_insert(conn, [line for item in items for line in item.logs])
         succeeded = mat.materialization_succeed(conn, items, actor, now)
         done = succeeded.get() if rows_mode else None  # rows follow their success row
@@ -222,8 +260,37 @@ def complete(
         released = [unit for pending in releases for unit in pending.get()]
     run = finished.get()
     ended = run if run is not None and run.status in RUN_TERMINAL else None
-    return base.Completed(
-        rows=[done.get(i.step.id) for i in items], released=released, continued=continued, run=ended
+    claimed: base.Claim | None = None
+    input_rows: list[pg.Row] = []
+    if ahead is not None and rows_mode:  # the COPY went without a pipeline: the claim follows
+        with conn.pipeline():
+            sent.append(_send_ahead(conn, run_id, ahead, now))
+        claimed, input_rows = sent[0].get()
+    elif sent and (after is None or after.failed is None):
+        claimed, input_rows = sent[0].get()
+    completed = base.Completed(
+        rows=[done.get(i.step.id) for i in items],
+        released=released,
+        continued=continued,
+        run=ended,
+        ahead=claimed,
+    )
+    return completed, input_rows
+
+
+def _send_ahead(
+    conn: Conn, run_id: str, ahead: base.ClaimAhead, now: datetime | None
+) -> pg.Pending[tuple[base.Claim, list[pg.Row]]]:
+    return _send_claim(
+        conn,
+        run_id,
+        ahead.asset,
+        ahead.batch_key,
+        wanted=ahead.wanted,
+        code_version=ahead.code_version,
+        reclaim=False,
+        job_id=None,
+        now=now,
     )
 
 

@@ -1,10 +1,13 @@
 -- name: materialization_plan
--- Plans one step of a run (executemany), in its own batch (batch_key = partition_key); an
--- existing row is left as it is.
+-- Plans the steps of a run pending, each in its own batch (batch_key = partition_key), in one
+-- statement (one call of the partition-status trigger, not one per step); an existing row is left
+-- as it is.
 INSERT INTO flowstone_materializations (run_id, asset, partition_key, status, pending_upstream,
                                         code_version, batch_key, created_at)
-VALUES (%(run_id)s, %(asset)s, %(partition_key)s, 'pending', %(pending_upstream)s, %(code_version)s,
-        %(partition_key)s, coalesce(%(now)s::timestamptz, now()))
+SELECT %(run_id)s, s.asset, s.partition_key, 'pending', s.pending_upstream, s.code_version,
+       s.partition_key, coalesce(%(now)s::timestamptz, now())
+FROM unnest(%(assets)s::text[], %(keys)s::text[], %(pending_upstream)s::int[],
+            %(code_versions)s::text[]) AS s(asset, partition_key, pending_upstream, code_version)
 ON CONFLICT ON CONSTRAINT flowstone_materializations_identity_key DO NOTHING;
 
 -- name: materialization_copy_queued
