@@ -20,8 +20,7 @@ import functools
 import logging
 import random
 import time
-import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from flowstone import (
@@ -34,9 +33,8 @@ from flowstone import (
     events,
     memoize,
     partition_keys,
-    planning,
     resources,
-    results,
+    run_lifecycle,
     services,
     slots,
     step_inputs,
@@ -44,12 +42,12 @@ from flowstone import (
 )
 from flowstone import context as context_mod
 from flowstone.io import base as io_base
-from flowstone.status import RunKind, RunStatus
+from flowstone.status import RunKind
 from flowstone.step_outcomes import Executed, Ran, StepOutcome
 from flowstone.store import base as store_base
 from flowstone.store import records
 
-__all__ = ["AfterStoreHook", "Executed", "Ran", "StepOutcome", "StepRunner", "create_run"]
+__all__ = ["AfterStoreHook", "Executed", "Ran", "StepOutcome", "StepRunner"]
 
 logger = logging.getLogger("flowstone.execution")
 
@@ -62,45 +60,6 @@ fault (a dropped connection, a restart): the fault is not the asset's."""
 AfterStoreHook = Callable[[records.Materialization, io_base.OutputRef], None]
 """Called after the output is stored and before the success is recorded; tests use it to inject
 faults at that exact point (a dropped connection, a killed process)."""
-
-
-def create_run(
-    svc: services.Services,
-    plan: planning.Plan,
-    *,
-    kind: RunKind,
-    config: results.RunConfig,
-    tags: Mapping[str, Any] | None,
-    conn: Any = None,
-) -> str:
-    """Record a new run of ``plan``: the run, its steps ``pending`` with their edges, in one
-    transaction. A submitted run (``kind`` submit) is ``queued`` and its ready steps' jobs are
-    deferred in the same transaction (on the caller's ``conn`` when given, a savepoint);
-    in-process runs leave them for the local executor. Returns the run id."""
-    resources.ResourceScope(svc.defs.resources, config.resources)  # refuses unknown names now
-    queued = kind == RunKind.SUBMIT
-    run_id = str(uuid.uuid4())
-    trace = telemetry.run_created(run_id, kind=str(kind), selection=list(plan.selection))
-    run = records.NewRun(
-        run_id=run_id,
-        kind=kind,
-        selection=plan.selection,
-        requested_by=svc.actor,
-        config=config.model_copy(update={"trace": trace}).model_dump(mode="json", exclude_defaults=True),
-        tags=dict(tags or {}),
-        status=RunStatus.QUEUED if queued else RunStatus.RUNNING,
-    )
-    steps = plan.planned({name: svc.defs.get(name).code_version for name in svc.defs})
-    if queued:
-        svc.postgres().create_run(
-            run, steps, edges=plan.edges(), ready=plan.ready(), jobs=svc.job_queue(), conn=conn
-        )
-    else:
-        svc.store.create_run(run, steps, edges=plan.edges())
-    events.emit(
-        "run.started", run_id=run.run_id, kind=str(kind), selection=list(plan.selection), steps=len(steps)
-    )
-    return run.run_id
 
 
 def _with_location(error: errors.FlowStoneError, step: records.Materialization) -> errors.FlowStoneError:
@@ -321,7 +280,7 @@ class StepRunner:
                     events.emit("step.succeeded", **_where(row), duration_ms=row.duration_ms)
                 outcomes.append(StepOutcome(record=row, value=executed.value))
         if completed.run is not None:
-            run_ended(completed.run)
+            run_lifecycle.run_ended(completed.run)
         return outcomes, completed
 
     def _current(self, step: records.Materialization) -> records.Materialization | None:
@@ -377,7 +336,7 @@ class StepRunner:
             events.emit("step.failed", **_where(failed), duration_ms=failed.duration_ms, **_why(error))
             run = self.store.get_run(step.run_id)  # only after a failure: did this one end the run?
             if run is not None and run.finished_at is not None and run.finished_at == failed.finished_at:
-                run_ended(run)
+                run_lifecycle.run_ended(run)
         return StepOutcome(record=failed if failed is not None else self._current(step), error=error)
 
     def _durably(self, what: str, write: Callable[[], T]) -> T:
@@ -489,21 +448,6 @@ class StepRunner:
             metadata["content_hash"] = digest  # a data version for staleness, whatever the IO manager
         checks = checking.run(self.defs.checks_of(asset.name), value, ctx)  # same attempt (checking.py)
         return Executed(value, ref, metadata, lineage, output, checks=checks)
-
-
-def run_ended(run: records.Run) -> None:
-    """``run.finished`` and the run's lifetime span, in the process whose transaction ended it."""
-    ended = run.finished_at or run.created_at
-    duration_ms = (ended - run.created_at).total_seconds() * 1000
-    events.emit("run.finished", run_id=run.run_id, status=str(run.status), duration_ms=duration_ms)
-    telemetry.run_finished(
-        run.run_id,
-        kind=str(run.kind),
-        status=str(run.status),
-        created_at=run.created_at,
-        finished_at=run.finished_at,
-        carrier=run.config.get("trace"),
-    )
 
 
 def _where(step: records.Materialization) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from flowstone import (
     partition_keys,
     planning,
     retention,
+    run_lifecycle,
     services,
     snapshot,
     startup,
@@ -313,7 +314,9 @@ class FlowStone:
         config = RunConfig.coerce(run_config)
         plan = planning.build_plan(self.defs, selection, partition, with_upstream=with_upstream)
         plan = data_api.stale_plan(self.defs, self.store, plan) if only_stale else plan
-        run_id = execution.create_run(self.services, plan, kind=RunKind.MATERIALIZE, config=config, tags=tags)
+        run_id = run_lifecycle.create_run(
+            self.services, plan, kind=RunKind.MATERIALIZE, config=config, tags=tags
+        )
         result = RunResult(run_id=run_id, status=RunStatus.RUNNING, steps=[], key_of=self.partition_key)
         order = {step.key: i for i, step in enumerate(plan.steps)}
         executor = local.LocalExecutor(self.services, after_store=_after_store)

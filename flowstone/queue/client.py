@@ -23,12 +23,12 @@ from flowstone import (
     data_api,
     definitions,
     errors,
-    execution,
     partition_keys,
     planning,
     pools,
     resources,
     results,
+    run_lifecycle,
     services,
     telemetry,
 )
@@ -197,7 +197,7 @@ class RunHandle:
         cancelled = store.cancel_run(self.run_id, actor=self._svc.actor, jobs=self._svc.jobs)
         after = self.run()
         if before.status not in RUN_TERMINAL and after.status in RUN_TERMINAL:
-            execution.run_ended(after)  # ended by this cancel (running steps would end it later)
+            run_lifecycle.run_ended(after)  # ended by this cancel (running steps would end it later)
         return cancelled
 
 
@@ -226,7 +226,7 @@ def submit(
         with_upstream=with_upstream,
     )
     plan = data_api.stale_plan(svc.defs, svc.store, plan) if only_stale else plan
-    run_id = execution.create_run(svc, plan, kind=RunKind.SUBMIT, config=config, tags=tags, conn=conn)
+    run_id = run_lifecycle.create_run(svc, plan, kind=RunKind.SUBMIT, config=config, tags=tags, conn=conn)
     return RunHandle(svc, run_id)
 
 
@@ -338,4 +338,4 @@ def retry(svc: services.Services, run_id: str, *, from_asset: str | None = None)
     plan = planning.plan_of_steps(selection, ordered, edges)
     config = results.RunConfig.model_validate(run.config)
     tags = {"retry_of": run_id, "from": from_asset}
-    return RunHandle(svc, execution.create_run(svc, plan, kind=RunKind.SUBMIT, config=config, tags=tags))
+    return RunHandle(svc, run_lifecycle.create_run(svc, plan, kind=RunKind.SUBMIT, config=config, tags=tags))

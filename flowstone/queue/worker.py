@@ -17,7 +17,17 @@ import procrastinate
 import pydantic
 from procrastinate.job_context import JobContext
 
-from flowstone import automation, errors, events, execution, partition_keys, resources, results, services
+from flowstone import (
+    automation,
+    errors,
+    events,
+    execution,
+    partition_keys,
+    resources,
+    results,
+    run_lifecycle,
+    services,
+)
 from flowstone.queue import jobs
 from flowstone.status import RUN_TERMINAL
 from flowstone.store import base as store_base
@@ -242,7 +252,7 @@ def _ended(svc: services.Services, run_id: str, *, before: records.Run | None) -
         and run.status in RUN_TERMINAL
         and (before is None or before.status not in RUN_TERMINAL)
     ):
-        execution.run_ended(run)
+        run_lifecycle.run_ended(run)
 
 
 def abandon_runs(svc: services.Services) -> list[str]:

@@ -90,10 +90,8 @@ class Keep:
 
 @dataclass(frozen=True, slots=True)
 class ClaimAhead:
-    """A claim sent with a success, in its round trip, once it committed: the unit of work the
-    caller runs next if that success makes it ready (the in-process executor's chains). The claim
-    is the one :meth:`Store.claim` makes, so it takes nothing that is not ready (a ``pending`` step
-    only once nothing upstream is unfinished)."""
+    """The claim (as :meth:`Store.claim` makes it: only what is ready) of the unit of work the caller
+    runs next, sent with a success, in its round trip, after its commit (in-process chains)."""
 
     asset: str
     batch_key: str
@@ -147,8 +145,7 @@ class Completed:
     run: records.Run | None = None
     """The run, when this transaction ended it (its last steps succeeded)."""
     ahead: Claim | None = None
-    """The claim of ``claim_ahead`` (no steps when nothing could be claimed); ``None`` when none
-    was asked for, or when it could not be made (the caller claims the usual way)."""
+    """The claim of ``claim_ahead``; ``None`` when none was asked for or it failed (claim anew)."""
 
 
 class StepLogs(Protocol):

@@ -9,7 +9,6 @@ import contextlib
 import dataclasses
 import itertools
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -175,21 +174,6 @@ class MemoryStore(base.Store):
         job_id: int | None = None,
         now: datetime | None = None,
     ) -> base.Claim:
-        return self._claim(
-            run_id, asset, batch_key, wanted=wanted, code_version=code_version, reclaim=reclaim, now=now
-        )
-
-    def _claim(
-        self,
-        run_id: str,
-        asset: str,
-        batch_key: str,
-        *,
-        wanted: Sequence[base.StepKey],
-        code_version: str | None,
-        reclaim: bool,
-        now: datetime | None,
-    ) -> base.Claim:
         at = _now(now)
         with self._lock:
             run = self._runs.get(run_id)
@@ -266,23 +250,6 @@ class MemoryStore(base.Store):
             raise errors.ConfigurationError("the memory store has no job queue: run in-process")
         if not items:
             return base.Completed(rows=[])
-        completed = self._complete(items, actor=actor, release=release, now=now)
-        if claim_ahead is None:
-            return completed
-        ahead = self._claim(
-            items[0].step.run_id,
-            claim_ahead.asset,
-            claim_ahead.batch_key,
-            wanted=claim_ahead.wanted,
-            code_version=claim_ahead.code_version,
-            reclaim=False,
-            now=now,
-        )
-        return dataclasses.replace(completed, ahead=ahead)
-
-    def _complete(
-        self, items: Sequence[base.Success], *, actor: str, release: bool, now: datetime | None
-    ) -> base.Completed:
         at = _now(now)
         with self._lock:
             rows: list[records.Materialization | None] = []
@@ -320,7 +287,11 @@ class MemoryStore(base.Store):
                     released.extend(self._t.release(row, at))
             changed = self._finish(items[0].step.run_id, actor, at)
             ended = changed if changed is not None and changed.status in RUN_TERMINAL else None
+        if (a := claim_ahead) is None:
             return base.Completed(rows=rows, released=released, run=ended)
+        run_id = items[0].step.run_id
+        ahead = self.claim(run_id, a.asset, a.batch_key, wanted=a.wanted, code_version=a.code_version, now=at)
+        return base.Completed(rows=rows, released=released, run=ended, ahead=ahead)
 
     def _fail(
         self,
@@ -428,7 +399,7 @@ class MemoryStore(base.Store):
     def approval_decision(self, materialization_id: int) -> approval_types.ApprovalDecision | None:
         return None  # no approval can exist in this store
 
-    def hold_run(self, run_id: str) -> AbstractContextManager[None]:
+    def hold_run(self, run_id: str) -> contextlib.AbstractContextManager[None]:
         return contextlib.nullcontext()  # the runs end with this process
 
     # -- queries, audit, retention --------------------------------------------------------------

@@ -330,14 +330,11 @@ class PostgresStore(base.Store):
         claim_ahead: base.ClaimAhead | None = None,
         now: datetime | None = None,
     ) -> base.Completed:
-        if not items:
-            return base.Completed(rows=[])
         with self.db.session("record success") as conn:
             completed, input_rows = transitions.complete(
                 conn, items, actor=actor, jobs=jobs, release=release, keep=keep, now=now, ahead=claim_ahead
             )
-        if claim_ahead is not None:
-            self.outputs.keep(input_rows)
+        self.outputs.keep(input_rows)  # the inputs of the step claimed ahead, if any
         return completed
 
     def fail_step(

@@ -219,6 +219,8 @@ def complete(
     pipeline refuses) go without the pipeline. The claim ``ahead`` follows the COMMIT in the same
     round trip (as :func:`claim` makes it, on its own); returned with the raw input rows of that
     claim."""
+    if not items:
+        return base.Completed(rows=[]), []
     run_id = items[0].step.run_id
     rows_mode = any(item.output is not None and item.output.format == "rows" for item in items)
     defer_now = release and jobs is not None

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 import flowstone as fs
-from flowstone import partition_keys
+from flowstone import execution, partition_keys
 from flowstone.store import records
 from flowstone.store.base import ClaimAhead, Store, Success
 from flowstone.store.postgres import PostgresStore
@@ -69,13 +69,13 @@ def test_a_run_claims_each_next_step_with_the_success_before_it_in_plan_order(
     runtime: fs.FlowStone, monkeypatch: pytest.MonkeyPatch
 ):
     claims: list[tuple[str, str]] = []
-    claim = runtime.store.claim
+    claim = execution.StepRunner.claim
 
-    def counted(run_id: str, asset: str, batch_key: str, **kwargs: Any) -> Any:
-        claims.append((asset, batch_key))
-        return claim(run_id, asset, batch_key, **kwargs)
+    def counted(self: execution.StepRunner, run_id: str, asset: Any, batch_key: str, **kwargs: Any) -> Any:
+        claims.append((asset.name, batch_key))
+        return claim(self, run_id, asset, batch_key, **kwargs)
 
-    monkeypatch.setattr(runtime.store, "claim", counted)
+    monkeypatch.setattr(execution.StepRunner, "claim", counted)
     CALLS.clear()
     result = runtime.materialize("last", with_upstream=True)
     assert result.success

@@ -45,7 +45,7 @@ LAYERS: list[set[str]] = [
         "step_outcomes",
         "data_api",
     },
-    {"execution", "local", "retention", "slots", "prune", "checking", "memoize"},
+    {"execution", "run_lifecycle", "local", "retention", "slots", "prune", "checking", "memoize"},
     {"queue", "approvals", "automation"},
     {"runtime"},
     {"cli", "ui"},
