@@ -264,15 +264,27 @@ def abandon_runs(svc: services.Services) -> list[str]:
 
 
 def _log_started(steps: Sequence[records.Materialization]) -> None:
-    """One line per step start at INFO (the lifecycle event ``step.started`` is DEBUG); its end is
-    the ``step.succeeded`` / ``step.failed`` / ``step.retrying`` event."""
-    for step in steps:
+    """One line per unit of work at INFO (the lifecycle event ``step.started``, per step, is DEBUG):
+    a batch of a backfill is one line, not one per partition. Each step's end is its
+    ``step.succeeded`` / ``step.failed`` / ``step.retrying`` event."""
+    if len(steps) == 1:
+        step = steps[0]
         logger.info(
             "step %s [%s] started (attempt %d, run %s)",
             step.asset,
             step.partition_key,
             step.attempt,
             step.run_id,
+        )
+    elif steps:
+        first, last = steps[0], steps[-1]
+        logger.info(
+            "%d steps of %s [%s .. %s] started (run %s)",
+            len(steps),
+            first.asset,
+            first.partition_key,
+            last.partition_key,
+            first.run_id,
         )
 
 

@@ -239,6 +239,10 @@ def test_queued_backfill_records_every_partition(pipeline: Pipeline):
         "SELECT count(*) FROM flowstone_materializations WHERE asset = 'daily' AND status = 'succeeded'"
     ) == [(1000,)]
     assert pipeline.runtime.load("daily", "2022-02-02") == "2022-02-02"
+    # A batch starts with one line, not one per partition (a backfill's log would double).
+    logs = pipeline.logs()
+    assert logs.count("10 steps of daily [") == 100, logs[-2000:]
+    assert "step daily [" not in logs
     again = pipeline.runtime.backfill("daily", start="2021-01-01", end="2023-09-27", partitions_per_job=10)
     assert again.wait(timeout=10).status == "succeeded"
     assert again.status() == {}
