@@ -21,7 +21,6 @@ __all__ = [
     "materialization_abandon_run",
     "materialization_cancel_run",
     "materialization_claim",
-    "materialization_commit_mode",
     "materialization_copy_queued",
     "materialization_covered_keys",
     "materialization_end_waiting",
@@ -205,11 +204,6 @@ def materialization_succeed(
         "now": now,
     }
     return Pending(conn.execute(Q("materialization_succeed"), params), lambda c: {m.id: m for m in _rows(c)})
-
-
-def materialization_commit_mode(conn: Conn, run_id: str) -> None:
-    """The current success transaction commits asynchronously unless its run ended in it (ADR 0013)."""
-    conn.execute(Q("materialization_commit_mode"), {"run_id": pg.run_uuid(run_id)})
 
 
 def materialization_release_downstream(

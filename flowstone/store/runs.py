@@ -59,9 +59,14 @@ def run_lock(conn: Conn, run_id: str) -> pg.Pending[None]:
     return pg.Pending(conn.execute(Q("run_lock"), {"run_id": pg.run_uuid(run_id)}), lambda _: None)
 
 
-def run_finish(conn: Conn, run_id: str, actor: str, now: datetime | None) -> pg.Pending[records.Run | None]:
-    """Recompute the run's status (and audit ``run.finished``); the run when it changed."""
-    cursor = conn.execute(Q("run_finish"), {"run_id": pg.run_uuid(run_id), "actor": actor, "now": now})
+def run_finish(
+    conn: Conn, run_id: str, actor: str, now: datetime | None, *, commit_async: bool = False
+) -> pg.Pending[records.Run | None]:
+    """Lock the run's row and recompute its status (and audit ``run.finished``); the run when it
+    changed. ``commit_async``: the transaction commits asynchronously unless the run ended or
+    waits in it (a step's success, ADR 0013)."""
+    params = {"run_id": pg.run_uuid(run_id), "actor": actor, "now": now, "commit_async": commit_async}
+    cursor = conn.execute(Q("run_finish"), params)
     return pg.Pending(cursor, pg.one_or_none(pg.run_from_row))
 
 

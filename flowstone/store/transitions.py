@@ -42,13 +42,11 @@ Settlement = Literal["requeue", "retry", "fail"]
 
 
 def finish(conn: Conn, run_id: str, actor: str, now: datetime | None) -> records.Run | None:
-    """Recompute the run's status; the run when it changed. The one place a run finishes.
-
-    The run's row is locked first, in a statement of its own: the status computed next then sees
-    every step that a concurrent transaction committed while this one waited (READ COMMITTED), so
-    of two last steps ending together the second always finishes the run.
-    """
-    runs.run_lock(conn, run_id)
+    """Recompute the run's status; the run when it changed. The one place a run finishes
+    (``flowstone_run_finish``, migration 0018): it locks the run's row first, in a statement of its
+    own, so the status computed next sees every step that a concurrent transaction committed while
+    this one waited (READ COMMITTED), and of two last steps ending together the second always
+    finishes the run."""
     return runs.run_finish(conn, run_id, actor, now).get()
 
 
@@ -245,9 +243,7 @@ def complete(
             if release
             else []
         )
-        runs.run_lock(conn, run_id)
-        finished = runs.run_finish(conn, run_id, actor, now)
-        mat.materialization_commit_mode(conn, run_id)
+        finished = runs.run_finish(conn, run_id, actor, now, commit_async=True)
         if defer_now:
             assert jobs is not None  # noqa: S101 - defer_now says so
             released = [unit for pending in releases for unit in pending.get()]  # syncs here

@@ -170,16 +170,6 @@ WITH item AS (
 )
 SELECT * FROM done;
 
--- name: materialization_commit_mode
--- Chooses how the current success transaction commits (ADR 0013): asynchronously, unless its run
--- ended or waits in it (then as the session is configured, durably by default, which also flushes
--- every asynchronous success of the run before it). (Not pg_settings: that view builds every
--- setting, about a millisecond.)
-SELECT set_config('synchronous_commit', 'off', true) AS setting
-FROM flowstone_runs
-WHERE run_id = %(run_id)s
-  AND status NOT IN ('succeeded', 'failed', 'cancelled', 'waiting_approval');
-
 -- name: materialization_release_downstream
 -- Fan-in (I14): decrements the unfinished-upstream counter of the steps that read a step that just
 -- succeeded (or that memoization skipped: it stands for the row it reused); the ones reaching zero

@@ -23,54 +23,13 @@ LIMIT %(limit)s;
 SELECT run_id FROM flowstone_runs WHERE run_id = %(run_id)s FOR UPDATE;
 
 -- name: run_finish
--- Recomputes a run's status from its steps; returns the run row when it changed. Each test is an
--- index probe on (run_id, status), so the cost does not grow with the number of steps. A skip
--- that memoization recorded (memoized_from) is a success, not a failure. Callers
--- take run_lock first, in a statement of its own (store.steps.finish), so that of two last steps
--- finishing together the second sees the first; the periodic sweep (run_unfinished_claim)
--- finishes any run left behind.
-WITH probe AS (
-    SELECT EXISTS (SELECT 1 FROM flowstone_materializations
-                   WHERE run_id = %(run_id)s AND status IN ('queued', 'running'))            AS active,
-           EXISTS (SELECT 1 FROM flowstone_materializations
-                   WHERE run_id = %(run_id)s AND status = 'pending')                      AS pending,
-           EXISTS (SELECT 1 FROM flowstone_materializations
-                   WHERE run_id = %(run_id)s AND status = 'waiting_approval')             AS waiting,
-           EXISTS (SELECT 1 FROM flowstone_materializations
-                   WHERE run_id = %(run_id)s AND status = 'cancelled')                    AS cancelled,
-           EXISTS (SELECT 1 FROM flowstone_materializations
-                   WHERE run_id = %(run_id)s AND status IN ('failed', 'rejected', 'skipped')
-                     AND memoized_from IS NULL)                                         AS bad
-), next AS (
-    SELECT CASE
-               WHEN active THEN 'running'
-               -- nothing queued or running: pending steps can only be waiting behind the gate
-               WHEN waiting THEN 'waiting_approval'
-               WHEN pending THEN 'running'
-               WHEN cancelled THEN 'cancelled'
-               WHEN bad THEN 'failed'
-               ELSE 'succeeded'
-           END AS status
-    FROM probe
-), changed AS (
-    UPDATE flowstone_runs AS r
-    SET status      = next.status,
-        finished_at = CASE WHEN next.status IN ('succeeded', 'failed', 'cancelled')
-                           THEN coalesce(%(now)s::timestamptz, now()) END
-    FROM next
-    WHERE r.run_id = %(run_id)s
-      AND r.status NOT IN ('succeeded', 'failed', 'cancelled')
-      AND r.status IS DISTINCT FROM next.status
-    RETURNING r.*
-), audit AS (
-    INSERT INTO flowstone_audit_log (event, actor, run_id, details, at)
-    SELECT 'run.finished', %(actor)s, changed.run_id, jsonb_build_object('status', changed.status),
-           coalesce(%(now)s::timestamptz, now())
-    FROM changed
-    WHERE changed.status IN ('succeeded', 'failed', 'cancelled')
-)
-SELECT run_id, kind, selection, config, tags, requested_by, status, created_at, finished_at
-FROM changed;
+-- Locks the run's row, recomputes its status from its steps (and audits run.finished), and with
+-- commit_async sets the calling transaction's commit mode (ADR 0013): flowstone_run_finish,
+-- migration 0018, the one place a run's status is computed. Returns the run row when its status
+-- changed. Called by every transaction that ends, waits or cancels a step; the periodic sweep
+-- (run_unfinished_claim) finishes any run left behind.
+SELECT * FROM flowstone_run_finish(%(run_id)s::uuid, %(actor)s::text, %(now)s::timestamptz,
+                                   %(commit_async)s::boolean);
 
 -- name: run_unfinished_claim
 -- Claims (FOR UPDATE SKIP LOCKED, I18) runs that are not terminal but have no active step left
