@@ -98,20 +98,20 @@ class StepRunner:
         round trip); the inputs of other steps of a batch are looked up once, together. A queued
         job passes its ``job_id``: it also takes over its own steps left ``running`` by a worker that
         died (a redelivered job)."""
-        ahead = self.claim_ahead(asset, batch_key)
         claim = self.store.claim(
             run_id,
             asset.name,
             batch_key,
-            wanted=ahead.wanted,
+            wanted=self.claim_of(asset, batch_key).wanted,
             code_version=asset.code_version,
             reclaim=job_id is not None,
             job_id=job_id,
         )
         return self.claimed(run_id, asset, batch_key, claim)
 
-    def claim_ahead(self, asset: definitions.AssetDef, batch_key: str) -> store_base.ClaimAhead:
-        """The claim of one unit of work, to send with a success (``run_claimed(claim_ahead=)``)."""
+    def claim_of(self, asset: definitions.AssetDef, batch_key: str) -> store_base.ClaimAhead:
+        """What claiming one unit of work asks for (its inputs), as a success can send it ahead
+        (``run_claimed(claim_ahead=)``)."""
         reads = step_inputs.wanted(self.defs, asset, partition_keys.decode(batch_key))
         wanted = [(inp.asset, key) for inp in asset.inputs for _, key in reads[inp.name]]
         return store_base.ClaimAhead(asset.name, batch_key, wanted, asset.code_version)

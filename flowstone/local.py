@@ -54,7 +54,7 @@ class LocalExecutor:
             return execution.Ran([self.runner.unstartable(run_id, asset.name, key[1])], [])
         claim_ahead = None
         if ahead is not None:
-            claim_ahead = self.runner.claim_ahead(self.svc.defs.get(ahead[0]), ahead[1])
+            claim_ahead = self.runner.claim_of(self.svc.defs.get(ahead[0]), ahead[1])
         return self.runner.run_claimed(asset, claim, scope=scope, claim_ahead=claim_ahead)
 
     def run(
