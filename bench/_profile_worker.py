@@ -12,7 +12,9 @@ FLOWSTONE_BENCH_DATABASE_URL at it) and, when ``py-spy`` is on the PATH, the fun
 the worker's GIL most. ``raw`` measures the same for raw Procrastinate no-op jobs (the baseline).
 BENCH_WORKER_ARGS adds arguments to ``flowstone worker``; BENCH_SETUP_SQL runs on the new database
 before the worker starts (an experiment: e.g. a trigger disabled); BENCH_PROFILE_KEEP names a file to keep
-py-spy's raw samples in.
+py-spy's raw samples in; BENCH_SPY_ARGS replaces py-spy's ``--gil`` (e.g. ``--threads``: every
+thread's samples, each stack under its thread; py-spy then counts a thread pool's idle workers as
+busy, so read the job threads' stacks).
 """
 
 from __future__ import annotations
@@ -160,7 +162,9 @@ def start_spy(pid: int, out: Path) -> subprocess.Popen[bytes] | None:
         return None
     command = ["py-spy", "record", "-p", str(pid), "-o", str(out), "-f", "raw", "-r", "200", "-d", "15"]
     return subprocess.Popen(
-        [*command, "--nonblocking", "--gil"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        [*command, "--nonblocking", *os.environ.get("BENCH_SPY_ARGS", "--gil").split()],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
 
 
@@ -189,8 +193,16 @@ def run_load(mod: Any, url: str, steps: int, per_job: int, mode: str) -> tuple[i
         total = steps
 
     def wait() -> None:
-        for handle in handles:
-            handle.wait(timeout=900, poll_interval_s=0.02)
+        # Polled every 20 ms: RunHandle.wait backs off to 1 s, which would round the elapsed time.
+        query = "SELECT count(*) FROM flowstone_runs WHERE run_id = ANY(%s) AND finished_at IS NOT NULL"
+        ids = [uuid.UUID(h.run_id) for h in handles]
+        deadline = time.perf_counter() + 900
+        while time.perf_counter() < deadline:
+            with psycopg.connect(url) as conn:
+                if conn.execute(query, (ids,)).fetchone() == (len(ids),):
+                    return
+            time.sleep(0.02)
+        raise TimeoutError("the runs did not finish in 900 s")
 
     return total, wait
 
