@@ -96,11 +96,11 @@ class JobRunner:
                 self.store.fail_terminal(step, error=error.to_dict(), actor=self.svc.actor)
             raise jobs.StepFailed(str(error)) from exc
         _log_started(claim.steps)
-        budget = _Budget(self.svc.options, job_id, queue)
+        budget = _Budget(self.svc.options, job_id, queue, claim_of=self._claim_of)
         with scope:
             ran = self.runner.run_claimed(asset, claim, scope=scope, keep=budget.keep())
             retry_in, failed = jobs.collect(ran.outcomes)
-            outcomes = ran.outcomes + self._continue(args.run_id, ran.continued, scope, budget, job_id)
+            outcomes = ran.outcomes + self._continue(args.run_id, ran, scope, budget, job_id)
         # A continued step's retry has a job of its own; its terminal failure fails this job.
         failed += jobs.collect(outcomes[len(ran.outcomes) :])[1]
         if AFTER_JOB is not None:
@@ -110,27 +110,35 @@ class JobRunner:
         if failed:
             raise jobs.StepFailed(str(failed[0]))
 
+    def _claim_of(self, unit: store_base.BatchItem) -> store_base.ClaimAhead:
+        return self.runner.claim_of(self.svc.defs.get(unit[0]), unit[1])
+
     def _continue(
         self,
         run_id: str,
-        unit: store_base.BatchItem | None,
+        ran: execution.Ran,
         scope: resources.ResourceScope,
         budget: _Budget,
         job_id: int | None,
     ) -> list[execution.StepOutcome]:
-        """Run the steps kept for this job, one after the other; their outcomes. A retry of one
+        """Run the steps kept for this job, one after the other; their outcomes. Each was claimed
+        by the success that kept it, in its round trip (else it is claimed here). A retry of one
         was deferred as a job of its own when it was recorded."""
         outcomes: list[execution.StepOutcome] = []
+        unit, ahead = ran.continued, ran.ahead
         while unit is not None:
             asset = self.svc.defs.get(unit[0])
-            claim = self.runner.claim(run_id, asset, unit[1], job_id=job_id)
+            if ahead is not None:
+                claim = self.runner.claimed(run_id, asset, unit[1], ahead)
+            else:
+                claim = self.runner.claim(run_id, asset, unit[1], job_id=job_id)
             if not claim.steps:
                 break
             budget.spend()
             _log_started(claim.steps)
             ran = self.runner.run_claimed(asset, claim, scope=scope, keep=budget.keep(), continued=True)
             outcomes += ran.outcomes
-            unit = ran.continued
+            unit, ahead = ran.continued, ran.ahead
         return outcomes
 
     def _reject(self, raw: Mapping[str, Any], error: errors.FlowStoneError) -> NoReturn:
@@ -151,11 +159,19 @@ class JobRunner:
 class _Budget:
     """How many more steps, for how long, one job may continue (ADR 0013)."""
 
-    def __init__(self, options: services.QueueOptions, job_id: int | None, queue: str | None) -> None:
+    def __init__(
+        self,
+        options: services.QueueOptions,
+        job_id: int | None,
+        queue: str | None,
+        *,
+        claim_of: Callable[[store_base.BatchItem], store_base.ClaimAhead] | None = None,
+    ) -> None:
         self.steps_left = options.continuation_steps - 1
         self.deadline = time.monotonic() + options.continuation_s
         self.job_id = job_id
         self.queue = queue
+        self.claim_of = claim_of  # the kept unit's claim goes with the success that keeps it
 
     def keep(self) -> store_base.Keep | None:
         """What the next success may keep for this job, if anything."""
@@ -166,7 +182,7 @@ class _Budget:
             or time.monotonic() >= self.deadline
         ):
             return None
-        return store_base.Keep(job_id=self.job_id, queue=self.queue)
+        return store_base.Keep(job_id=self.job_id, queue=self.queue, ahead=self.claim_of)
 
     def spend(self) -> None:
         """A continued step was claimed."""

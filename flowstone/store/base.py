@@ -4,8 +4,7 @@ Two implementations share one contract test suite (``tests/integration/test_stor
 :class:`flowstone.store.postgres.PostgresStore` (named queries, the source of truth) and
 :class:`flowstone.store.memory.MemoryStore` (the same state machine in a process, for tests and
 notebooks). The contract holds only what both implement; what only Postgres has (the job queue's
-cancel and recovery, approval decisions, schedule state, stored outputs) lives on the Postgres
-store alone.
+cancel and recovery, approval decisions, schedule state, stored outputs) is the Postgres store's.
 
 The step state machine (docs/design/consistency.md) is the same for in-process and queued runs:
 ``create_run`` plans steps ``pending`` and moves the ready ones to ``queued``; :meth:`Store.claim`
@@ -13,14 +12,13 @@ moves the steps of one unit of work to ``running``; :meth:`Store.complete_steps`
 and releases their downstream steps (fan-in, I14); :meth:`Store.fail_terminal` records a failure and
 skips what depends on it; every one of them finishes the run when its last step ends.
 
-Times: every writer takes ``now`` (default: the database's clock) so tests control time without
-mocking (STYLE.md §7).
+Times: every writer takes ``now`` (default: the database's clock): tests control time (STYLE.md §7).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -86,6 +84,8 @@ class Keep:
 
     job_id: int
     queue: str
+    ahead: Callable[[BatchItem], ClaimAhead] | None = None
+    """What claiming a kept unit asks for; given, the success claims it too (``Completed.ahead``)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -225,9 +225,15 @@ def complete(
     released: list[base.BatchItem] | None = None
     continued: base.BatchItem | None = None
     sent: list[pg.Pending[tuple[base.Claim, list[pg.Row]]]] = []
-    after = None
-    if ahead is not None and not rows_mode:
-        after = pg.After(lambda: sent.append(_send_ahead(conn, run_id, ahead, now)))
+
+    def send_after() -> None:  # behind the COMMIT: the claim ahead, or that of the kept unit
+        if ahead is not None:
+            sent.append(_send_ahead(conn, run_id, ahead, now))
+        elif continued is not None and keep is not None and keep.ahead is not None:
+            sent.append(_send_ahead(conn, run_id, keep.ahead(continued), now, job_id=keep.job_id))
+
+    kept_ahead = defer_now and keep is not None and keep.ahead is not None
+    after = pg.After(send_after) if (ahead is not None or kept_ahead) and not rows_mode else None
     with conn.transaction() if rows_mode else pg.one_trip(conn, after):
         step_logs.step_logs_insert(conn, [line for item in items for line in item.logs])
         succeeded = mat.materialization_succeed(conn, items, actor, now)
@@ -277,8 +283,10 @@ def complete(
 
 
 def _send_ahead(
-    conn: Conn, run_id: str, ahead: base.ClaimAhead, now: datetime | None
+    conn: Conn, run_id: str, ahead: base.ClaimAhead, now: datetime | None, *, job_id: int | None = None
 ) -> pg.Pending[tuple[base.Claim, list[pg.Row]]]:
+    """Send a claim ahead; a kept unit's (``job_id``) is claimed as its job's own, as the worker's
+    claim of it would be (it may take over the job's steps left running)."""
     return _send_claim(
         conn,
         run_id,
@@ -286,8 +294,8 @@ def _send_ahead(
         ahead.batch_key,
         wanted=ahead.wanted,
         code_version=ahead.code_version,
-        reclaim=False,
-        job_id=None,
+        reclaim=job_id is not None,
+        job_id=job_id,
         now=now,
     )
 

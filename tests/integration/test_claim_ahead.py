@@ -14,7 +14,7 @@ import pytest
 import flowstone as fs
 from flowstone import execution, partition_keys
 from flowstone.store import records
-from flowstone.store.base import ClaimAhead, Store, Success
+from flowstone.store.base import ClaimAhead, Keep, Store, Success
 from flowstone.store.postgres import PostgresStore
 
 U = partition_keys.UNPARTITIONED
@@ -149,5 +149,70 @@ def test_a_claim_ahead_that_fails_after_the_commit_leaves_the_success_standing(d
         assert run is not None
         assert run.status == "succeeded"
         assert [s.asset for s in store.run_steps(run_id)] == ["a"]  # nothing else was written
+    finally:
+        store.close()
+
+
+class _Jobs:
+    """A job queue that records what it would defer (no Procrastinate): every asset on one queue."""
+
+    def __init__(self) -> None:
+        self.deferred: list[tuple[str, str]] = []
+
+    def defer_steps(
+        self, conn: Any, run_id: str, items: Any, *, schedule_in_s: float | None = None
+    ) -> list[int]:
+        self.deferred += list(items)
+        return [1000 + i for i in range(len(items))]
+
+    def defer_timeout(self, conn: Any, run_id: str, asset: str, partition_key: str, at: Any) -> int:
+        raise AssertionError("no approvals here")
+
+    def cancel_job(self, conn: Any, job_id: int) -> bool:
+        raise AssertionError("no cancels here")
+
+    def queue_of(self, asset: str) -> str:
+        return "flowstone"
+
+
+def test_a_success_that_keeps_a_step_for_its_job_claims_it_in_its_round_trip(database_url: str):
+    store = PostgresStore(database_url)
+    try:
+        run_id = str(uuid.uuid4())
+        store.create_run(
+            records.NewRun(run_id=run_id, kind="submit", selection=("c",), requested_by="t"),
+            [
+                records.PlannedStep("a", U),
+                records.PlannedStep("b", U, pending_upstream=1),
+                records.PlannedStep("c", U, pending_upstream=1),
+            ],
+            edges=[(("a", U), ("b", U)), (("a", U), ("c", U))],
+        )
+        step = store.claim(run_id, "a", U, reclaim=True, job_id=77).steps[0]
+        jobs = _Jobs()
+        asked: list[tuple[str, str]] = []
+
+        def claim_of(unit: tuple[str, str]) -> ClaimAhead:
+            asked.append(unit)
+            return ClaimAhead(unit[0], unit[1], wanted=[("a", U)])
+
+        completed = store.complete_steps(
+            [Success(step=step, output_ref=REF, metadata={}, lineage=[])],
+            actor="t",
+            jobs=jobs,
+            keep=Keep(job_id=77, queue="flowstone", ahead=claim_of),
+        )
+        # "b" is kept for job 77 and claimed with the success, as the job's own; "c" gets a job.
+        assert completed.continued == ("b", U)
+        assert asked == [("b", U)]
+        assert jobs.deferred == [("c", U)]
+        assert completed.ahead is not None
+        assert [(s.asset, s.status, s.attempt, s.job_id) for s in completed.ahead.steps] == [
+            ("b", "running", 1, 77)
+        ]
+        assert set(completed.ahead.inputs) == {("a", U)}
+        c = store.get_step(run_id, "c", U)
+        assert c is not None
+        assert (c.status, c.job_id) == ("queued", 1000)
     finally:
         store.close()
