@@ -90,8 +90,8 @@ class Keep:
 
 @dataclass(frozen=True, slots=True)
 class ClaimAhead:
-    """The claim (as :meth:`Store.claim` makes it: only what is ready) of the unit of work the caller
-    runs next, sent with a success, in its round trip, after its commit (in-process chains)."""
+    """What claiming one unit of work asks for (as :meth:`Store.claim`: only what is ready); sent
+    with a success, it is claimed in the success's round trip, after its commit (a claim ahead)."""
 
     asset: str
     batch_key: str

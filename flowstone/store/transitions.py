@@ -140,45 +140,35 @@ def claim(
     """The claim and the lookup of ``wanted`` inputs, pipelined: one round trip. Each statement
     commits on its own (autocommit; the claim asynchronously, ADR 0009). Returns the claim and
     the raw input rows (with any stored outputs)."""
+    unit = base.ClaimAhead(asset, batch_key, wanted, code_version)
     with conn.pipeline():
-        sent = _send_claim(
-            conn,
-            run_id,
-            asset,
-            batch_key,
-            wanted=wanted,
-            code_version=code_version,
-            reclaim=reclaim,
-            job_id=job_id,
-            now=now,
-        )
+        sent = _send_claim(conn, run_id, unit, reclaim=reclaim, job_id=job_id, now=now)
     return sent.get()  # the results came with the pipeline's one sync
 
 
 def _send_claim(
     conn: Conn,
     run_id: str,
-    asset: str,
-    batch_key: str,
+    unit: base.ClaimAhead,
     *,
-    wanted: Sequence[base.StepKey],
-    code_version: str | None,
     reclaim: bool,
     job_id: int | None,
     now: datetime | None,
 ) -> pg.Pending[tuple[base.Claim, list[pg.Row]]]:
-    """Send the claim and the input lookup (in the caller's pipeline); fetch both with ``get``."""
+    """Send the claim of ``unit`` and its input lookup (in the caller's pipeline); fetch both with
+    ``get``. A claim sent ahead for a job's kept unit passes the job (``reclaim``, ``job_id``), as
+    the worker's own claim of it would."""
     claimed = mat.materialization_claim(
         conn,
         run_id=run_id,
-        asset=asset,
-        batch_key=batch_key,
-        code_version=code_version,
+        asset=unit.asset,
+        batch_key=unit.batch_key,
+        code_version=unit.code_version,
         reclaim=reclaim,
         job_id=job_id,
         now=now,
     )
-    inputs = mat.materialization_inputs(conn, run_id, wanted) if wanted else None
+    inputs = mat.materialization_inputs(conn, run_id, unit.wanted) if unit.wanted else None
 
     def fetch(_: object) -> tuple[base.Claim, list[pg.Row]]:
         rows = claimed.get()
@@ -228,9 +218,10 @@ def complete(
 
     def send_after() -> None:  # behind the COMMIT: the claim ahead, or that of the kept unit
         if ahead is not None:
-            sent.append(_send_ahead(conn, run_id, ahead, now))
+            sent.append(_send_claim(conn, run_id, ahead, reclaim=False, job_id=None, now=now))
         elif continued is not None and keep is not None and keep.ahead is not None:
-            sent.append(_send_ahead(conn, run_id, keep.ahead(continued), now, job_id=keep.job_id))
+            kept = keep.ahead(continued)
+            sent.append(_send_claim(conn, run_id, kept, reclaim=True, job_id=keep.job_id, now=now))
 
     kept_ahead = defer_now and keep is not None and keep.ahead is not None
     after = pg.After(send_after) if (ahead is not None or kept_ahead) and not rows_mode else None
@@ -268,7 +259,7 @@ def complete(
     input_rows: list[pg.Row] = []
     if ahead is not None and rows_mode:  # the COPY went without a pipeline: the claim follows
         with conn.pipeline():
-            sent.append(_send_ahead(conn, run_id, ahead, now))
+            sent.append(_send_claim(conn, run_id, ahead, reclaim=False, job_id=None, now=now))
         claimed, input_rows = sent[0].get()
     elif sent and (after is None or after.failed is None):
         claimed, input_rows = sent[0].get()
@@ -280,24 +271,6 @@ def complete(
         ahead=claimed,
     )
     return completed, input_rows
-
-
-def _send_ahead(
-    conn: Conn, run_id: str, ahead: base.ClaimAhead, now: datetime | None, *, job_id: int | None = None
-) -> pg.Pending[tuple[base.Claim, list[pg.Row]]]:
-    """Send a claim ahead; a kept unit's (``job_id``) is claimed as its job's own, as the worker's
-    claim of it would be (it may take over the job's steps left running)."""
-    return _send_claim(
-        conn,
-        run_id,
-        ahead.asset,
-        ahead.batch_key,
-        wanted=ahead.wanted,
-        code_version=ahead.code_version,
-        reclaim=job_id is not None,
-        job_id=job_id,
-        now=now,
-    )
 
 
 def _write_rows(
