@@ -118,6 +118,7 @@ class Bench:
             ]
         else:
             command = [sys.executable, "-m", "flowstone.cli", "worker", "--defs", f"{self.module}:runtime"]
+        ((newest,),) = self.sql("SELECT coalesce(max(id), 0) FROM procrastinate_workers")
         procs = [
             subprocess.Popen(
                 [*command, f"--concurrency={concurrency}"]
@@ -130,7 +131,15 @@ class Bench:
             )
             for _ in range(count)
         ]
-        time.sleep(2.0)  # let them start, register and LISTEN
+        # Let them start, register and LISTEN: every figure is timed from the enqueue, with the
+        # workers waiting (a loaded machine may take longer than the 2 s to start them).
+        time.sleep(2.0)
+        deadline = time.perf_counter() + 60
+        query = "SELECT count(*) FROM procrastinate_workers WHERE id > %s"
+        while self.sql(query, (newest,))[0][0] < count:
+            if time.perf_counter() > deadline:
+                raise TimeoutError(f"{count} worker processes did not register in 60 s")
+            time.sleep(0.05)
         return procs
 
     @staticmethod
@@ -140,8 +149,8 @@ class Bench:
         for p in procs:
             p.wait(timeout=60)
 
-    def wait_jobs(self, task: str, total: int, timeout: float = 600) -> float:
-        start = time.perf_counter()
+    def wait_jobs(self, task: str, total: int, start: float, timeout: float = 600) -> float:
+        """Seconds from ``start`` (a ``perf_counter`` reading) until ``total`` jobs of ``task`` ended."""
         while time.perf_counter() - start < timeout:
             ((done,),) = self.sql(
                 "SELECT count(*) FROM procrastinate_jobs "
@@ -153,9 +162,9 @@ class Bench:
             time.sleep(0.02)
         raise TimeoutError(f"{task}: not done after {timeout}s")
 
-    def wait_run(self, handle: Any, timeout: float = 900) -> float:
-        """Seconds until the run is finished (polled every 20 ms)."""
-        start = time.perf_counter()
+    def wait_run(self, handle: Any, start: float, timeout: float = 900) -> float:
+        """Seconds from ``start`` (a ``perf_counter`` reading) until the run is finished (polled every
+        20 ms)."""
         while time.perf_counter() - start < timeout:
             ((status,),) = self.sql("SELECT status FROM flowstone_runs WHERE run_id = %s", (handle.run_id,))
             if status in ("succeeded", "failed", "cancelled"):
@@ -172,18 +181,20 @@ class Bench:
                 ((before,),) = self.sql(
                     "SELECT count(*) FROM procrastinate_jobs WHERE task_name = 'bench:noop'"
                 )
+                start = time.perf_counter()
                 self.mod.noop.batch_defer(*[{"i": i} for i in range(n)])
-            elapsed = self.wait_jobs("bench:noop", before + n)
+            elapsed = self.wait_jobs("bench:noop", before + n, start)
         finally:
             self.stop(procs)
         return n / elapsed
 
     def flowstone_rate(self, n: int, processes: int, asset: str = "trivial") -> float:
-        start, end = self.days(n)
-        handle = self.mod.runtime.backfill(asset, start=start, end=end)
+        first, last = self.days(n)
         procs = self.workers(processes, raw=False)
         try:
-            elapsed = self.wait_run(handle)
+            start = time.perf_counter()  # as for raw: the workers wait, then the steps are enqueued
+            handle = self.mod.runtime.backfill(asset, start=first, end=last)
+            elapsed = self.wait_run(handle, start)
         finally:
             self.stop(procs)
         return n / elapsed
@@ -198,8 +209,9 @@ class Bench:
                 ((before,),) = self.sql(
                     "SELECT count(*) FROM procrastinate_jobs WHERE task_name = 'bench:chain'"
                 )
+                start = time.perf_counter()
                 self.mod.chain.defer(i=0)
-            elapsed = self.wait_jobs("bench:chain", before + CHAIN)
+            elapsed = self.wait_jobs("bench:chain", before + CHAIN, start)
         finally:
             self.stop(procs)
         return elapsed / CHAIN * 1000
@@ -207,18 +219,20 @@ class Bench:
     def flowstone_chain_ms(self) -> float:
         procs = self.workers(1, raw=False, concurrency=1)
         try:
+            start = time.perf_counter()
             handle = self.mod.runtime.submit("c99", with_upstream=True)
-            elapsed = self.wait_run(handle)
+            elapsed = self.wait_run(handle, start)
         finally:
             self.stop(procs)
         return elapsed / CHAIN * 1000
 
     def backfill_rate(self) -> float:
-        start, end = self.days(PROCESS)
-        handle = self.mod.runtime.backfill("trivial", start=start, end=end, partitions_per_job=50)
+        first, last = self.days(PROCESS)
         procs = self.workers(2, raw=False)
         try:
-            elapsed = self.wait_run(handle)
+            start = time.perf_counter()
+            handle = self.mod.runtime.backfill("trivial", start=first, end=last, partitions_per_job=50)
+            elapsed = self.wait_run(handle, start)
         finally:
             self.stop(procs)
         return PROCESS / elapsed
