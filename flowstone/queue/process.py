@@ -24,6 +24,7 @@ Every duty claims its rows with SKIP LOCKED (I18), so any number of workers can 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import random
@@ -167,6 +168,12 @@ async def _supervise(
     name: str | None,
 ) -> int:
     loop = asyncio.get_running_loop()
+    # Procrastinate runs each sync task in the loop's default executor, of min(32, cpus + 4)
+    # threads: 6 on 2 cores, fewer than a concurrency of 8. One thread per job slot, and two for
+    # the worker's own calls (asyncio.to_thread).
+    loop.set_default_executor(
+        concurrent.futures.ThreadPoolExecutor(max_workers=sum(shares) + 2, thread_name_prefix="flowstone-job")
+    )
     stopping = asyncio.Event()
     current: list[procrastinate_worker.Worker] = []
 
