@@ -189,17 +189,22 @@ def materialization_succeed(
     # rows-mode outputs go to the user's table (store.outputs.write_rows), not flowstone_outputs
     stored = [i.output if i.output is not None and i.output.format != "rows" else None for i in items]
     params = {
-        "ids": [i.step.id for i in items],
-        "attempts": [i.step.attempt for i in items],
-        "output_refs": [Jsonb(dict(i.output_ref)) if i.memoized_from is None else None for i in items],
-        "metadata": [Jsonb(dict(i.metadata)) for i in items],
-        "output_formats": [o.format if o else None for o in stored],
-        "output_values": [o.value if o else None for o in stored],
+        "items": Jsonb(
+            [
+                {
+                    "id": i.step.id,
+                    "attempt": i.step.attempt,
+                    "output_ref": dict(i.output_ref) if i.memoized_from is None else None,
+                    "metadata": dict(i.metadata),
+                    "output_format": o.format if o else None,
+                    "output_value": o.value if o else None,
+                    "memoized_from": i.memoized_from,
+                    "lineage": [[upstream, name] for upstream, name in i.lineage],
+                }
+                for i, o in zip(items, stored, strict=True)
+            ]
+        ),
         "output_datas": [o.data if o else None for o in stored],
-        "memoized_froms": [i.memoized_from for i in items],
-        "edge_readers": [i.step.id for i in items for _ in i.lineage],
-        "edge_upstreams": [upstream for i in items for upstream, _ in i.lineage],
-        "edge_inputs": [name for i in items for _, name in i.lineage],
         "actor": actor,
         "now": now,
     }

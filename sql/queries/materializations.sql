@@ -126,11 +126,15 @@ LEFT JOIN flowstone_outputs AS o ON o.materialization_id = m.id AND m.status = '
 -- and no lineage of its own (audit event materialization.memoized). Returns the rows that ended;
 -- an attempt that no longer holds its step is left out.
 WITH item AS (
+    -- One JSON parameter for the items (a dozen arrays cost the client more to build and send),
+    -- and their outputs' bytes beside it, in the same order.
     SELECT *
-    FROM unnest(%(ids)b::bigint[], %(attempts)b::int[], %(output_refs)b::jsonb[], %(metadata)b::jsonb[],
-                %(output_formats)b::text[], %(output_values)b::text[], %(output_datas)b::bytea[],
-                %(memoized_froms)b::bigint[])
-         AS i(id, attempt, output_ref, metadata, output_format, output_value, output_data, memoized_from)
+    FROM ROWS FROM (jsonb_to_recordset(%(items)s::jsonb)
+                        AS (id bigint, attempt int, output_ref jsonb, metadata jsonb, output_format text,
+                            output_value text, memoized_from bigint, lineage jsonb),
+                    unnest(%(output_datas)b::bytea[]))
+         AS i(id, attempt, output_ref, metadata, output_format, output_value, memoized_from, lineage,
+              output_data)
 ), done AS (
     UPDATE flowstone_materializations AS m
     SET status        = CASE WHEN item.memoized_from IS NULL THEN 'succeeded' ELSE 'skipped' END,
@@ -143,11 +147,12 @@ WITH item AS (
     WHERE m.id = item.id AND m.status = 'running' AND m.attempt = item.attempt
     RETURNING m.*
 ), edges AS (
+    -- lineage: [[upstream materialization id, input name], ...]
     INSERT INTO flowstone_lineage (materialization_id, upstream_materialization_id, input_name, created_at)
-    SELECT done.id, e.upstream_id, e.input_name, done.finished_at
+    SELECT done.id, (e.edge ->> 0)::bigint, e.edge ->> 1, done.finished_at
     FROM done
-    JOIN unnest(%(edge_readers)b::bigint[], %(edge_upstreams)b::bigint[], %(edge_inputs)b::text[])
-         AS e(reader_id, upstream_id, input_name) ON e.reader_id = done.id
+    JOIN item ON item.id = done.id
+    CROSS JOIN LATERAL jsonb_array_elements(item.lineage) AS e(edge)
     WHERE done.memoized_from IS NULL
 ), audit AS (
     INSERT INTO flowstone_audit_log (event, actor, run_id, materialization_id, asset, partition_key,
