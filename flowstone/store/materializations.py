@@ -39,7 +39,6 @@ __all__ = [
     "materialization_plan",
     "materialization_ready",
     "materialization_recount_pending",
-    "materialization_release_downstream",
     "materialization_reopen",
     "materialization_resume_approved",
     "materialization_retry_later",
@@ -181,11 +180,13 @@ def materialization_inputs(conn: Conn, run_id: str, wanted: Sequence[base.StepKe
 
 
 def materialization_succeed(
-    conn: Conn, items: Sequence[base.Success], actor: str, now: datetime | None
-) -> Pending[dict[int, records.Materialization]]:
+    conn: Conn, items: Sequence[base.Success], actor: str, now: datetime | None, *, release: bool
+) -> Pending[tuple[dict[int, records.Materialization], list[base.BatchItem]]]:
     """``running`` → ``succeeded`` for each item's attempt, with its lineage, audit event and
-    (Postgres IO manager, value mode) output, in one statement; the rows that succeeded, by id (an
-    attempt that lost its step is missing)."""
+    (Postgres IO manager, value mode) output, in one statement; with ``release``, the fan-in (I14)
+    of every item that no failed blocking check holds back, in the same statement. The rows that
+    succeeded, by id (an attempt that lost its step is missing), and the units of work that became
+    queued."""
     # rows-mode outputs go to the user's table (store.outputs.write_rows), not flowstone_outputs
     stored = [i.output if i.output is not None and i.output.format != "rows" else None for i in items]
     params = {
@@ -200,6 +201,7 @@ def materialization_succeed(
                     "output_value": o.value if o else None,
                     "memoized_from": i.memoized_from,
                     "lineage": [[upstream, name] for upstream, name in i.lineage],
+                    "release": release and i.blocked_by is None,
                 }
                 for i, o in zip(items, stored, strict=True)
             ]
@@ -208,29 +210,13 @@ def materialization_succeed(
         "actor": actor,
         "now": now,
     }
-    return Pending(conn.execute(Q("materialization_succeed"), params), lambda c: {m.id: m for m in _rows(c)})
 
+    def fetch(cursor: Any) -> tuple[dict[int, records.Materialization], list[base.BatchItem]]:
+        rows = cursor.fetchall()
+        released = [(asset, batch_key) for asset, batch_key in rows[0]["released"]] if rows else []
+        return {m.id: m for m in map(_row, rows)}, released
 
-def materialization_release_downstream(
-    conn: Conn, step: records.Materialization, now: datetime | None
-) -> Pending[list[base.BatchItem]]:
-    """Fan-in (I14) after ``step`` succeeded in this transaction: the units of work that became
-    queued."""
-    cursor = conn.execute(
-        Q("materialization_release_downstream"),
-        {
-            "run_id": pg.run_uuid(step.run_id),
-            "asset": step.asset,
-            "partition_key": step.partition_key,
-            "step_id": step.id,
-            "attempt": step.attempt,
-            "now": now,
-        },
-    )
-    return Pending(
-        cursor,
-        lambda c: [(r["asset"], r["batch_key"]) for r in c.fetchall() if r["status"] == StepStatus.QUEUED],
-    )
+    return Pending(conn.execute(Q("materialization_succeed"), params), fetch)
 
 
 def materialization_fail(

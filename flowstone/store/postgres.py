@@ -312,7 +312,7 @@ class PostgresStore(base.Store):
     ) -> records.Materialization | None:
         item = base.Success(step, output_ref, metadata, lineage, output)
         with self.db.transaction("record success") as conn:
-            row = mat.materialization_succeed(conn, [item], actor, now).get().get(step.id)
+            row = mat.materialization_succeed(conn, [item], actor, now, release=False).get()[0].get(step.id)
             if row is not None and output is not None and output.format == "rows":
                 store_outputs.write_rows(
                     conn, output, materialization_id=row.id, asset=row.asset, partition_key=row.partition_key

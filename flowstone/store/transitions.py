@@ -212,7 +212,6 @@ def complete(
     run_id = items[0].step.run_id
     rows_mode = any(item.output is not None and item.output.format == "rows" for item in items)
     defer_now = release and jobs is not None
-    released: list[base.BatchItem] | None = None
     continued: base.BatchItem | None = None
     sent: list[pg.Pending[tuple[base.Claim, list[pg.Row]]]] = []
 
@@ -227,32 +226,26 @@ def complete(
     after = pg.After(send_after) if (ahead is not None or kept_ahead) and not rows_mode else None
     with conn.transaction() if rows_mode else pg.one_trip(conn, after):
         step_logs.step_logs_insert(conn, [line for item in items for line in item.logs])
-        succeeded = mat.materialization_succeed(conn, items, actor, now)
-        done = succeeded.get() if rows_mode else None  # rows follow their success row
-        if done is not None:
-            _write_rows(conn, items, done)
+        # the successes and the fan-in of those that release, in one statement
+        succeeded = mat.materialization_succeed(conn, items, actor, now, release=release)
+        outcome = succeeded.get() if rows_mode else None  # a cursor's rows are fetched once
+        if outcome is not None:  # rows follow their success row
+            _write_rows(conn, items, outcome[0])
         checks.check_result_insert(conn, items, now)
         for item in items:  # a failed blocking check skips downstream instead of releasing it
             if release and (check := item.blocked_by) is not None:
                 checks.check_skip_downstream(conn, item.step, check, now)
-        releases = (
-            [mat.materialization_release_downstream(conn, i.step, now) for i in items if not i.blocked_by]
-            if release
-            else []
-        )
         finished = runs.run_finish(conn, run_id, actor, now, commit_async=True)
         if defer_now:
             assert jobs is not None  # noqa: S101 - defer_now says so
-            released = [unit for pending in releases for unit in pending.get()]  # syncs here
+            outcome = succeeded.get()  # syncs here
+            released = outcome[1]
             continued = _kept(released, keep, jobs)
             defer(conn, run_id, [unit for unit in released if unit != continued], jobs)
             if continued is not None and keep is not None:
                 mat.materialization_set_jobs(conn, run_id, [continued], [keep.job_id])
     # The results came with the commit (one round trip); a pipeline's cursors keep them.
-    if done is None:
-        done = succeeded.get()
-    if released is None:
-        released = [unit for pending in releases for unit in pending.get()]
+    done, released = outcome if outcome is not None else succeeded.get()
     run = finished.get()
     ended = run if run is not None and run.status in RUN_TERMINAL else None
     claimed: base.Claim | None = None

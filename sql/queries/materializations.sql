@@ -121,20 +121,25 @@ LEFT JOIN flowstone_outputs AS o ON o.materialization_id = m.id AND m.status = '
 
 -- name: materialization_succeed
 -- In one statement, for the running attempts of one or more steps: marks each succeeded, writes
--- its lineage edges, its audit event and (Postgres IO manager) its output. A step memoization
--- skipped (memoized_from set) ends skipped instead, pointing at the reused row, with no output
--- and no lineage of its own (audit event materialization.memoized). Returns the rows that ended;
--- an attempt that no longer holds its step is left out.
+-- its lineage edges, its audit event and (Postgres IO manager) its output, and releases the fan-in
+-- (I14) of the items that release: each step downstream of them has its count of unfinished
+-- upstream steps lowered by the number of its upstream steps that ended here, and becomes queued
+-- when that reaches zero. A step memoization skipped (memoized_from set) ends skipped instead,
+-- pointing at the reused row, with no output and no lineage of its own (audit event
+-- materialization.memoized), and releases like a success. Returns the rows that ended, each with
+-- `released`: the [asset, batch key] of every step this statement queued, in the order of the items
+-- that released them. An attempt that no longer holds its step is left out and releases nothing.
 WITH item AS (
     -- One JSON parameter for the items (a dozen arrays cost the client more to build and send),
     -- and their outputs' bytes beside it, in the same order.
     SELECT *
     FROM ROWS FROM (jsonb_to_recordset(%(items)s::jsonb)
                         AS (id bigint, attempt int, output_ref jsonb, metadata jsonb, output_format text,
-                            output_value text, memoized_from bigint, lineage jsonb),
+                            output_value text, memoized_from bigint, lineage jsonb, release boolean),
                     unnest(%(output_datas)b::bytea[]))
+         WITH ORDINALITY
          AS i(id, attempt, output_ref, metadata, output_format, output_value, memoized_from, lineage,
-              output_data)
+              release, output_data, ord)
 ), done AS (
     UPDATE flowstone_materializations AS m
     SET status        = CASE WHEN item.memoized_from IS NULL THEN 'succeeded' ELSE 'skipped' END,
@@ -172,29 +177,35 @@ WITH item AS (
     FROM done
     JOIN item ON item.id = done.id
     WHERE item.output_format IS NOT NULL
+), fan_in AS (
+    -- Per downstream step: how many of its upstream steps ended here and release. Only rows of
+    -- `done` count: an attempt that lost its step releases nothing.
+    SELECT e.run_id, e.asset, e.partition_key, count(*) AS ended, min(item.ord) AS first_item
+    FROM done
+    JOIN item ON item.id = done.id AND item.release
+    JOIN flowstone_step_edges AS e
+      ON e.run_id = done.run_id AND e.upstream_asset = done.asset
+     AND e.upstream_partition_key = done.partition_key
+    GROUP BY e.run_id, e.asset, e.partition_key
+), released AS (
+    UPDATE flowstone_materializations AS m
+    SET pending_upstream = m.pending_upstream - f.ended,
+        status           = CASE WHEN m.pending_upstream = f.ended THEN 'queued' ELSE m.status END,
+        queued_at        = CASE WHEN m.pending_upstream = f.ended
+                                THEN coalesce(%(now)s::timestamptz, now()) ELSE m.queued_at END,
+        batch_key        = CASE WHEN m.pending_upstream = f.ended THEN m.partition_key
+                                ELSE m.batch_key END
+    FROM fan_in AS f
+    WHERE m.run_id = f.run_id AND m.asset = f.asset AND m.partition_key = f.partition_key
+      AND m.status = 'pending'
+    RETURNING m.asset, m.batch_key, m.status, f.first_item
 )
-SELECT * FROM done;
-
--- name: materialization_release_downstream
--- Fan-in (I14): decrements the unfinished-upstream counter of the steps that read a step that just
--- succeeded (or that memoization skipped: it stands for the row it reused); the ones reaching zero
--- become queued. Returns the rows that became queued.
-UPDATE flowstone_materializations AS m
-SET pending_upstream = m.pending_upstream - 1,
-    status           = CASE WHEN m.pending_upstream = 1 THEN 'queued' ELSE m.status END,
-    queued_at        = CASE WHEN m.pending_upstream = 1 THEN coalesce(%(now)s::timestamptz, now())
-                            ELSE m.queued_at END,
-    batch_key        = CASE WHEN m.pending_upstream = 1 THEN m.partition_key ELSE m.batch_key END
-FROM flowstone_step_edges AS e
-WHERE e.run_id = %(run_id)s
-  AND e.upstream_asset = %(asset)s AND e.upstream_partition_key = %(partition_key)s
-  AND m.run_id = e.run_id AND m.asset = e.asset AND m.partition_key = e.partition_key
-  AND m.status = 'pending'
-  -- only when this attempt's success committed in this transaction (attempts are unique)
-  AND EXISTS (SELECT 1 FROM flowstone_materializations AS s
-              WHERE s.id = %(step_id)s AND s.attempt = %(attempt)s
-                AND (s.status = 'succeeded' OR s.memoized_from IS NOT NULL))
-RETURNING m.asset, m.partition_key, m.status, m.batch_key;
+SELECT done.*,
+       (SELECT coalesce(jsonb_agg(jsonb_build_array(r.asset, r.batch_key)
+                                  ORDER BY r.first_item, r.asset, r.batch_key), '[]'::jsonb)
+        FROM released AS r
+        WHERE r.status = 'queued') AS released
+FROM done;
 
 -- name: materialization_fail
 -- In one statement: marks a running attempt failed with its error and writes the audit event.
