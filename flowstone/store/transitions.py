@@ -238,7 +238,8 @@ def complete(
         finished = runs.run_finish(conn, run_id, actor, now, commit_async=True)
         if defer_now:
             assert jobs is not None  # noqa: S101 - defer_now says so
-            outcome = succeeded.get()  # syncs here
+            if outcome is None:
+                outcome = succeeded.get()  # syncs here
             released = outcome[1]
             continued = _kept(released, keep, jobs)
             defer(conn, run_id, [unit for unit in released if unit != continued], jobs)

@@ -13,9 +13,12 @@ import psycopg
 import pytest
 
 from flowstone import partition_keys
+from flowstone.identifiers import QualifiedName
+from flowstone.io.base import OutputRef, PreparedOutput
 from flowstone.store import records
 from flowstone.store.base import Store, Success
 from flowstone.store.postgres import PostgresStore
+from tests.integration.test_claim_ahead import _Jobs
 
 U = partition_keys.UNPARTITIONED
 REF = {"manager": "default", "uri": "memory://x", "version": "1"}
@@ -107,5 +110,36 @@ def test_a_success_and_its_fan_in_are_one_statement(
         assert completed.released == [("d", U)]
         # BEGIN, the success with its fan-in, the run's finish, COMMIT
         assert sent == ["BEGIN", "WITH", "SELECT", "COMMIT"], sent
+    finally:
+        store.close()
+
+
+def test_a_queued_success_with_rows_for_a_user_table_defers_what_it_released(database_url: str) -> None:
+    # Rows for a user table go by COPY, outside a pipeline: the success's rows are read before the
+    # COPY, and the released steps' jobs must still come from that same (once-read) result.
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE fan_in_rows (partition_key text, n integer)")
+    store = PostgresStore(database_url)
+    try:
+        run_id = _plan(store)
+        [item] = _started(store, run_id, "x")
+        rows = PreparedOutput(
+            ref=OutputRef(manager="rows", uri="postgres://fan_in_rows", version=str(item.step.id)),
+            format="rows",
+            rows_table=QualifiedName("public", "fan_in_rows"),
+            partition_column="partition_key",
+            rows_columns=("n",),
+            rows=((1,),),
+        )
+        jobs = _Jobs()
+        completed = store.complete_steps([dataclasses.replace(item, output=rows)], actor="t", jobs=jobs)
+        assert completed.rows[0] is not None
+        assert completed.rows[0].status == "succeeded"
+        assert completed.released == [("d", U)]
+        assert jobs.deferred == [("d", U)]
+        with psycopg.connect(database_url) as conn:
+            assert conn.execute("SELECT partition_key, n FROM fan_in_rows").fetchall() == [
+                (partition_keys.encode("x"), 1)
+            ]
     finally:
         store.close()
