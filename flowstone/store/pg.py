@@ -13,7 +13,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 import psycopg
@@ -225,17 +225,22 @@ def one_trip(conn: Conn, after: After | None = None) -> Iterator[None]:
         after.failed = exc
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Pending(Generic[T]):
     """The result of a statement sent in a pipeline, converted when fetched. Fetching syncs the
-    pipeline, so a caller sends every statement first and fetches afterwards (one round trip)."""
+    pipeline, so a caller sends every statement first and fetches afterwards (one round trip).
+    The result is kept: a cursor's rows can be read once, so a second ``get`` returns the first
+    one's result instead of an empty one."""
 
     cursor: psycopg.Cursor[Row]
     convert: Callable[[psycopg.Cursor[Row]], T]
+    _result: list[T] = field(default_factory=list, init=False, repr=False)
 
     def get(self) -> T:
-        """Fetch and convert."""
-        return self.convert(self.cursor)
+        """Fetch and convert (once)."""
+        if not self._result:
+            self._result.append(self.convert(self.cursor))
+        return self._result[0]
 
 
 def run_uuid(run_id: str) -> uuid.UUID:

@@ -228,9 +228,8 @@ def complete(
         step_logs.step_logs_insert(conn, [line for item in items for line in item.logs])
         # the successes and the fan-in of those that release, in one statement
         succeeded = mat.materialization_succeed(conn, items, actor, now, release=release)
-        outcome = succeeded.get() if rows_mode else None  # a cursor's rows are fetched once
-        if outcome is not None:  # rows follow their success row
-            _write_rows(conn, items, outcome[0])
+        if rows_mode:  # rows follow their success row
+            _write_rows(conn, items, succeeded.get()[0])
         checks.check_result_insert(conn, items, now)
         for item in items:  # a failed blocking check skips downstream instead of releasing it
             if release and (check := item.blocked_by) is not None:
@@ -238,15 +237,13 @@ def complete(
         finished = runs.run_finish(conn, run_id, actor, now, commit_async=True)
         if defer_now:
             assert jobs is not None  # noqa: S101 - defer_now says so
-            if outcome is None:
-                outcome = succeeded.get()  # syncs here
-            released = outcome[1]
+            released = succeeded.get()[1]  # syncs here (unless the rows did)
             continued = _kept(released, keep, jobs)
             defer(conn, run_id, [unit for unit in released if unit != continued], jobs)
             if continued is not None and keep is not None:
                 mat.materialization_set_jobs(conn, run_id, [continued], [keep.job_id])
     # The results came with the commit (one round trip); a pipeline's cursors keep them.
-    done, released = outcome if outcome is not None else succeeded.get()
+    done, released = succeeded.get()
     run = finished.get()
     ended = run if run is not None and run.status in RUN_TERMINAL else None
     claimed: base.Claim | None = None
