@@ -74,6 +74,10 @@ class Maintenance:
         """Start the thread."""
         self._thread.start()
 
+    def halt(self) -> None:
+        """Start no duty any more (the one running finishes)."""
+        self._stop.set()
+
     def stop(self) -> None:
         """Stop the thread (it finishes the duty it is in)."""
         self._stop.set()
@@ -150,8 +154,18 @@ def run(
     duties = Maintenance(svc) if maintenance and wait else None
     if duties is not None:
         duties.start()
+
+    def give_up() -> None:
+        # Threads that wait on the pool for a connection (a maintenance duty, the lost-job watcher's
+        # check) would hold the exit for the pool's timeout: closing it fails them at once.
+        if duties is not None:
+            duties.halt()
+        svc.postgres("the worker").db.close()
+
     try:
-        return asyncio.run(_supervise(svc, app, url, queues=queues, shares=shares, wait=wait, name=name))
+        return asyncio.run(
+            _supervise(svc, app, url, queues=queues, shares=shares, wait=wait, name=name, give_up=give_up)
+        )
     finally:
         if duties is not None:
             duties.stop()
@@ -166,6 +180,7 @@ async def _supervise(
     shares: Sequence[int],
     wait: bool,
     name: str | None,
+    give_up: Callable[[], None],
 ) -> int:
     loop = asyncio.get_running_loop()
     # Procrastinate runs each sync task in the loop's default executor, of min(32, cpus + 4)
@@ -219,6 +234,7 @@ async def _supervise(
                 f"{type(error).__name__}: {error}" if error else "a side task failed",
             )
             if not await _wait_for_database(url, svc.options.outage_timeout_s, stopping):
+                give_up()  # a signal or the timeout, the database still away: exit now
                 if stopping.is_set():
                     return 0
                 logger.error(

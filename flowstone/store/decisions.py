@@ -44,9 +44,11 @@ def request(
     the timeout job of a new request, the run's status. ``False`` when the attempt no longer
     holds the step.
 
-    The run's row is locked first: the approval row's foreign key takes a share lock on it and
-    finishing the run takes FOR UPDATE, so two requests of one run taking them in that order
-    deadlocked, each holding the share lock the other's FOR UPDATE waited for."""
+    The run's row is locked first (FOR NO KEY UPDATE, the lock ``flowstone_run_finish`` takes).
+    Before migration 0019 finishing the run took FOR UPDATE, which conflicts with the share lock
+    that the approval row's foreign key takes on the run: two requests of one run deadlocked, each
+    holding the share lock the other's FOR UPDATE waited for. Taking the lock first keeps one
+    order for the run's lock however the steps' rows are locked."""
     runs.run_lock(conn, step.run_id)
     row = approvals.approval_request(conn, step, req, actor, now)
     if row is None:

@@ -20,7 +20,7 @@ LIMIT %(limit)s;
 -- name: run_lock
 -- Locks a run's row until the end of the transaction: the last steps of a run that finish at the
 -- same time then compute the run's status one after the other, each seeing the others' commits.
-SELECT run_id FROM flowstone_runs WHERE run_id = %(run_id)s FOR UPDATE;
+SELECT run_id FROM flowstone_runs WHERE run_id = %(run_id)s FOR NO KEY UPDATE;
 
 -- name: run_finish
 -- Locks the run's row, recomputes its status from its steps (and audits run.finished), and with
@@ -32,7 +32,8 @@ SELECT * FROM flowstone_run_finish(%(run_id)s::uuid, %(actor)s::text, %(now)s::t
                                    %(commit_async)s::boolean);
 
 -- name: run_unfinished_claim
--- Claims (FOR UPDATE SKIP LOCKED, I18) runs that are not terminal but have no active step left
+-- Claims (FOR NO KEY UPDATE SKIP LOCKED, I18: the lock flowstone_run_finish takes) runs that are not
+-- terminal but have no active step left
 -- (two last steps that finished at the same instant); returns their ids.
 SELECT r.run_id
 FROM flowstone_runs AS r
@@ -41,7 +42,7 @@ WHERE r.status IN ('queued', 'running')
                   WHERE m.run_id = r.run_id AND m.status IN ('pending', 'queued', 'running'))
 ORDER BY r.created_at
 LIMIT %(limit)s
-FOR UPDATE OF r SKIP LOCKED;
+FOR NO KEY UPDATE OF r SKIP LOCKED;
 
 -- name: run_step_counts
 -- Returns (status, count) of the steps of a run.
@@ -70,7 +71,7 @@ WHERE r.status = 'running'
   AND pg_try_advisory_xact_lock(hashtextextended('flowstone_run:' || r.run_id::text, 0))
 ORDER BY r.created_at
 LIMIT %(limit)s
-FOR UPDATE OF r SKIP LOCKED;
+FOR NO KEY UPDATE OF r SKIP LOCKED;
 
 -- name: run_owner_lock
 -- Tries the session-level advisory lock an in-process run's process holds on its own connection

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -360,10 +359,12 @@ def held_gate(context: fs.AssetContext) -> int:
 
 def test_two_approval_requests_of_one_run_never_deadlock(database_url: str, tmp_path: Path):
     """An approval request inserts its approval row (a foreign key: a KEY SHARE lock on the run's
-    row) and then finishes the run (FOR UPDATE on that row). Two requests of one run taking them in
-    that order deadlocked (each held the share lock the other's FOR UPDATE waited for). The
-    request now locks the run first. The other request is played by a session holding the share
-    lock and then asking FOR UPDATE while the runtime's request waits."""
+    row) and then finishes the run, which locks that row. When finishing took FOR UPDATE, two
+    requests of one run taking them in that order deadlocked (each held the share lock the other's
+    FOR UPDATE waited for). Since migration 0019 the run's lock is FOR NO KEY UPDATE, which a share
+    lock does not block. The other request is played by a session holding the share lock: the
+    runtime's request goes through while it is held (with FOR UPDATE it waited for the other's
+    commit), then the other's own lock is granted at once."""
     HOLD.update(ready=threading.Event(), go=threading.Event())
     defs = fs.Definitions(assets=[held_gate])
     deadlocks = "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()"
@@ -380,18 +381,14 @@ def test_two_approval_requests_of_one_run_never_deadlock(database_url: str, tmp_
             other.execute("SET lock_timeout = '20s'")
             other.execute("SELECT 1 FROM flowstone_runs WHERE run_id = %s FOR KEY SHARE", (HOLD["run_id"],))
             HOLD["go"].set()
-            with psycopg.connect(database_url, autocommit=True) as watch:
-                waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND pid <> %s"
-                deadline = time.monotonic() + 30
-                while watch.execute(waiting, (other.info.backend_pid,)).fetchone() != (1,):
-                    assert time.monotonic() < deadline, "the request never waited for the run's row"
-                    time.sleep(0.01)
-            # The other request's FOR UPDATE: a deadlock before the fix, granted at once after it.
-            other.execute("SELECT 1 FROM flowstone_runs WHERE run_id = %s FOR UPDATE", (HOLD["run_id"],))
+            thread.join(timeout=30)
+            assert not thread.is_alive(), "the request waited for the other's share lock"
+            (result,) = results
+            assert result.status == "waiting_approval"
+            other.execute(
+                "SELECT 1 FROM flowstone_runs WHERE run_id = %s FOR NO KEY UPDATE", (HOLD["run_id"],)
+            )
             other.commit()
-        thread.join(timeout=60)
-        (result,) = results
-        assert result.status == "waiting_approval"
     # Every session that could have been a deadlock's victim has ended (its statistics flushed).
     with psycopg.connect(database_url, autocommit=True) as stats:
         assert stats.execute(deadlocks).fetchone() == before

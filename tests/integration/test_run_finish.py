@@ -96,3 +96,37 @@ def test_the_success_commits_asynchronously_only_while_the_run_goes_on(
             "SELECT details FROM flowstone_audit_log WHERE run_id = %s AND event = 'run.finished'", (run_id,)
         ).fetchall()
         assert audit == [({"status": "succeeded"},)]
+
+
+TOUCH = "UPDATE flowstone_materializations SET attempt = attempt WHERE id = %s"
+
+
+def test_run_finish_takes_no_key_lock_so_foreign_key_checks_cannot_deadlock_it(
+    database_url: str, running: tuple[str, dict[str, int]]
+):
+    """Migration 0019. A transaction that updates one of the run's steps a second time runs that
+    row's foreign-key check, which takes KEY SHARE on the run's row (PostgreSQL checks the key of a
+    row the transaction itself wrote). Two such transactions each hold KEY SHARE; with FOR UPDATE in
+    ``flowstone_run_finish`` each then waited for the other's share lock: a deadlock (seen when the
+    run's lock was taken last, after the deferred jobs' updates). FOR NO KEY UPDATE does not
+    conflict with KEY SHARE: the first goes on, the second waits only for the first's commit."""
+    run_id, ids = running
+    with psycopg.connect(database_url) as first, psycopg.connect(database_url) as second:
+        for conn, asset in ((first, "a"), (second, "b")):
+            conn.execute(TOUCH, (ids[asset],))
+            conn.execute(TOUCH, (ids[asset],))  # the second update of the row: its key checked
+        first.execute("SET LOCAL lock_timeout = '5s'")  # FOR UPDATE: LockNotAvailable here
+        assert first.execute(FINISH, (run_id, False)).fetchall() == []
+        result: list[object] = []
+        waiter = threading.Thread(
+            target=lambda: result.append(second.execute(FINISH, (run_id, False)).fetchall())
+        )
+        waiter.start()
+        waiter.join(timeout=1)
+        assert waiter.is_alive()  # run_finish still excludes run_finish: it waits for the first
+        first.commit()
+        waiter.join(timeout=10)
+        assert not waiter.is_alive()
+        assert result == [[]]  # both steps still running: the run goes on
+        second.commit()
+    assert _status(database_url, run_id) == "running"
