@@ -92,6 +92,12 @@ class Pipeline:
         self.workers.append(proc)
         return proc
 
+    def __enter__(self) -> Pipeline:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     def stop(self) -> None:
         for proc in self.workers:
             if proc.poll() is None:

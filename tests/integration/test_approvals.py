@@ -267,11 +267,8 @@ defs = fs.Definitions(assets=[source, gated, after, quick])
 
 @pytest.fixture
 def pipeline(tmp_path: Path, database_url: str) -> Iterator[Pipeline]:
-    p = Pipeline(tmp_path, database_url, "from datetime import timedelta as fs_timedelta\n" + QUEUED)
-    try:
+    with Pipeline(tmp_path, database_url, "from datetime import timedelta as fs_timedelta\n" + QUEUED) as p:
         yield p
-    finally:
-        p.stop()
 
 
 @pytest.mark.slow

@@ -16,6 +16,7 @@ from flowstone import execution, partition_keys
 from flowstone.store import records
 from flowstone.store.base import ClaimAhead, Keep, Store, Success
 from flowstone.store.postgres import PostgresStore
+from tests.integration.fakes import RecordingJobs
 
 U = partition_keys.UNPARTITIONED
 REF = {"manager": "default", "uri": "memory://x", "version": "1"}
@@ -153,28 +154,6 @@ def test_a_claim_ahead_that_fails_after_the_commit_leaves_the_success_standing(d
         store.close()
 
 
-class _Jobs:
-    """A job queue that records what it would defer (no Procrastinate): every asset on one queue."""
-
-    def __init__(self) -> None:
-        self.deferred: list[tuple[str, str]] = []
-
-    def defer_steps(
-        self, conn: Any, run_id: str, items: Any, *, schedule_in_s: float | None = None
-    ) -> list[int]:
-        self.deferred += list(items)
-        return [1000 + i for i in range(len(items))]
-
-    def defer_timeout(self, conn: Any, run_id: str, asset: str, partition_key: str, at: Any) -> int:
-        raise AssertionError("no approvals here")
-
-    def cancel_job(self, conn: Any, job_id: int) -> bool:
-        raise AssertionError("no cancels here")
-
-    def queue_of(self, asset: str) -> str:
-        return "flowstone"
-
-
 def test_a_success_that_keeps_a_step_for_its_job_claims_it_in_its_round_trip(database_url: str):
     store = PostgresStore(database_url)
     try:
@@ -189,7 +168,7 @@ def test_a_success_that_keeps_a_step_for_its_job_claims_it_in_its_round_trip(dat
             edges=[(("a", U), ("b", U)), (("a", U), ("c", U))],
         )
         step = store.claim(run_id, "a", U, reclaim=True, job_id=77).steps[0]
-        jobs = _Jobs()
+        jobs = RecordingJobs()
         asked: list[tuple[str, str]] = []
 
         def claim_of(unit: tuple[str, str]) -> ClaimAhead:

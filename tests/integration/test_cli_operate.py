@@ -74,11 +74,8 @@ defs = fs.Definitions(assets=[source, left, right, join, fragile, after_fragile,
 
 @pytest.fixture
 def pipeline(tmp_path: Path, database_url: str) -> Iterator[Pipeline]:
-    p = Pipeline(tmp_path, database_url, BODY)
-    try:
+    with Pipeline(tmp_path, database_url, BODY) as p:
         yield p
-    finally:
-        p.stop()
 
 
 def cli(p: Pipeline, *args: str, defs: bool = False, timeout: float = 60) -> subprocess.CompletedProcess[str]:

@@ -18,7 +18,7 @@ from flowstone.io.base import OutputRef, PreparedOutput
 from flowstone.store import records
 from flowstone.store.base import Store, Success
 from flowstone.store.postgres import PostgresStore
-from tests.integration.test_claim_ahead import _Jobs
+from tests.integration.fakes import RecordingJobs
 
 U = partition_keys.UNPARTITIONED
 REF = {"manager": "default", "uri": "memory://x", "version": "1"}
@@ -131,7 +131,7 @@ def test_a_queued_success_with_rows_for_a_user_table_defers_what_it_released(dat
             rows_columns=("n",),
             rows=((1,),),
         )
-        jobs = _Jobs()
+        jobs = RecordingJobs()
         completed = store.complete_steps([dataclasses.replace(item, output=rows)], actor="t", jobs=jobs)
         assert completed.rows[0] is not None
         assert completed.rows[0].status == "succeeded"

@@ -81,11 +81,8 @@ defs = fs.Definitions(
 
 @pytest.fixture
 def pipeline(tmp_path: Path, database_url: str) -> Iterator[Pipeline]:
-    p = Pipeline(tmp_path, database_url, BODY)
-    try:
+    with Pipeline(tmp_path, database_url, BODY) as p:
         yield p
-    finally:
-        p.stop()
 
 
 def _intervals(pipeline: Pipeline, name: str) -> list[tuple[str, float, float]]:

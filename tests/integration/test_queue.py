@@ -80,11 +80,8 @@ defs = fs.Definitions(
 
 @pytest.fixture
 def pipeline(tmp_path: Path, database_url: str) -> Iterator[Pipeline]:
-    p = Pipeline(tmp_path, database_url, DIAMOND)
-    try:
+    with Pipeline(tmp_path, database_url, DIAMOND) as p:
         yield p
-    finally:
-        p.stop()
 
 
 def test_i1_job_args_in_procrastinate_jobs_are_exactly_three_strings(pipeline: Pipeline):
@@ -251,11 +248,8 @@ def test_queued_backfill_records_every_partition(pipeline: Pipeline):
 @pytest.fixture
 def unswept(tmp_path: Path, database_url: str) -> Iterator[Pipeline]:
     """The diamond with the recovery sweep's timer far away: it runs once at worker start only."""
-    p = Pipeline(tmp_path, database_url, DIAMOND, options="recovery_interval_s=3600")
-    try:
+    with Pipeline(tmp_path, database_url, DIAMOND, options="recovery_interval_s=3600") as p:
         yield p
-    finally:
-        p.stop()
 
 
 def test_i3_job_with_unknown_asset_fails_cleanly_and_touches_nothing_else(unswept: Pipeline):

@@ -37,11 +37,8 @@ defs = fs.Definitions(assets=[wide])
 
 @pytest.fixture
 def pipeline(tmp_path: Path, database_url: str) -> Iterator[Pipeline]:
-    p = Pipeline(tmp_path, database_url, BODY)
-    try:
+    with Pipeline(tmp_path, database_url, BODY) as p:
         yield p
-    finally:
-        p.stop()
 
 
 def test_a_worker_runs_as_many_steps_at_once_as_its_concurrency(pipeline: Pipeline) -> None:

@@ -79,11 +79,8 @@ defs = fs.Definitions(
 
 @pytest.fixture
 def pipeline(tmp_path: Path, database_url: str) -> Iterator[Pipeline]:
-    p = Pipeline(tmp_path, database_url, BODY)
-    try:
+    with Pipeline(tmp_path, database_url, BODY) as p:
         yield p
-    finally:
-        p.stop()
 
 
 class LiveServer:
