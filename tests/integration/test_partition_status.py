@@ -2,7 +2,7 @@
 to what the steps table says — the status and finish of its newest step (an unfinished one's
 status read through newest_id) and its latest success — whatever mix of inserts, status changes and
 deletes happens, one statement or many rows at a time, and from concurrent sessions.
-flowstone_asset_status_counts (migration 0017) counts those rows per asset and status, one shard per
+flowstone_asset_status_counts (migrations 0017, 0020) counts those rows per asset and status, one shard per
 session, folded when the session is gone. The status summary of every asset reads both."""
 
 from __future__ import annotations
@@ -195,6 +195,30 @@ def test_the_update_trigger_runs_once_per_statement_not_per_row(conn: psycopg.Co
             "SELECT pg_stat_get_xact_function_calls('flowstone_partition_status_updated'::regproc)"
         ).fetchall()
     assert calls == 1
+    _assert_consistent(conn)
+
+
+def test_the_counting_trigger_adds_its_counts_in_one_statement(conn: psycopg.Connection[Any]) -> None:
+    """Migration 0020: the counting trigger of flowstone_partition_status writes its counts itself,
+    in one INSERT, without calling flowstone_asset_status_add (three statements and a call before),
+    for an insert, an update that moves counts, one that moves none, and a delete."""
+    run_id = _run(conn, 1)
+    with conn.transaction():
+        conn.execute("SET LOCAL track_functions = 'pl'")
+        _plan(conn, run_id, ["a", "b"], [f"k{i}" for i in range(5)])
+        conn.execute(
+            "UPDATE flowstone_materializations SET status = 'failed', finished_at = now() WHERE asset = 'a'"
+        )
+        conn.execute(
+            "UPDATE flowstone_materializations SET finished_at = now() + interval '1 s' WHERE asset = 'a'"
+        )
+        conn.execute("DELETE FROM flowstone_materializations WHERE asset = 'b' AND partition_key = 'k0'")
+        ((counted, added),) = conn.execute(
+            "SELECT pg_stat_get_xact_function_calls('flowstone_asset_status_counted'::regproc), "
+            "coalesce(pg_stat_get_xact_function_calls('flowstone_asset_status_add'::regproc), 0)"
+        ).fetchall()
+    assert counted >= 4  # the trigger ran for each statement that reached the partition rows
+    assert added == 0
     _assert_consistent(conn)
 
 
