@@ -2,7 +2,8 @@
 
 Nothing here imports OpenTelemetry until the first run or step asks for it, and when it is not
 installed every function returns at once and nothing changes. FlowStone only uses the API: spans
-and metrics go wherever the process's SDK sends them (none configured: the API's no-op).
+and metrics go wherever the process's SDK sends them (none configured: the API's no-op). While no
+tracer provider is set, no span is started at all (the metrics still count).
 
 Traces. Creating a run starts the span ``flowstone.run`` (a child of the caller's current span)
 and stores its W3C trace context with the run (``flowstone_runs.config -> 'trace'``), so that the
@@ -56,6 +57,16 @@ def _otel() -> _Otel | None:
             if _loaded is None:
                 _loaded = _load() or False
     return _loaded if isinstance(_loaded, _Otel) else None
+
+
+def _tracing(otel: _Otel) -> bool:
+    """Whether a span would go anywhere: a tracer provider other than the API's placeholder is set.
+    Without one, the API's spans record nothing but still cost a context switch each (about a tenth
+    of a backfill worker's CPU per partition); asked per unit of work, so a provider set later
+    counts from then on."""
+    return not isinstance(
+        otel.trace.get_tracer_provider(), (otel.trace.ProxyTracerProvider, otel.trace.NoOpTracerProvider)
+    )
 
 
 def _load() -> _Otel | None:
@@ -133,7 +144,7 @@ def _ns(moment: datetime) -> int:
 def io_span(name: str, **attributes: Any) -> Iterator[None]:
     """A child span of the current step for one IO load or store (nothing without OpenTelemetry)."""
     otel = _otel()
-    if otel is None:
+    if otel is None or not _tracing(otel):
         yield
         return
     shown = {f"flowstone.{k}": v for k, v in attributes.items() if v is not None}
@@ -146,9 +157,11 @@ class StepSpans:
 
     def __init__(self, carrier: Mapping[str, Any] | None) -> None:
         self._otel = _otel()
+        self._tracing = self._otel is not None and _tracing(self._otel)
         self._parent = None
-        if self._otel is not None and carrier:
+        if self._otel is not None and self._tracing and carrier:
             self._parent = self._otel.propagate.extract(dict(carrier))
+        # per step: its span (None when no tracer provider is set: the metrics still count it)
         self._spans: dict[int, tuple[Any, str]] = {}
 
     def start(
@@ -166,13 +179,17 @@ class StepSpans:
         otel = self._otel
         if otel is None:
             return
-        attributes = {
-            "flowstone.run_id": run_id,
-            "flowstone.asset": asset,
-            "flowstone.partition": partition,
-            "flowstone.attempt": attempt,
-        }
-        span = otel.tracer.start_span(f"flowstone.step {asset}", context=self._parent, attributes=attributes)
+        span = None
+        if self._tracing:
+            attributes = {
+                "flowstone.run_id": run_id,
+                "flowstone.asset": asset,
+                "flowstone.partition": partition,
+                "flowstone.attempt": attempt,
+            }
+            span = otel.tracer.start_span(
+                f"flowstone.step {asset}", context=self._parent, attributes=attributes
+            )
         self._spans[step_id] = (span, asset)
         if queued_at is not None and started_at is not None:
             otel.queue_wait.record(
@@ -183,7 +200,7 @@ class StepSpans:
     def active(self, step_id: int) -> Iterator[None]:
         """Make the step's span the current one (its IO spans become its children)."""
         found = self._spans.get(step_id)
-        if self._otel is None or found is None:
+        if self._otel is None or found is None or found[0] is None:
             yield
             return
         with self._otel.trace.use_span(found[0], end_on_exit=False, record_exception=False):
@@ -198,11 +215,12 @@ class StepSpans:
         if otel is None or found is None:
             return
         span, asset = found
-        span.set_attribute("flowstone.status", status)
-        if error is not None:
-            span.record_exception(error)
-            span.set_status(otel.status.Status(otel.status.StatusCode.ERROR, str(error)))
-        span.end()
+        if span is not None:
+            span.set_attribute("flowstone.status", status)
+            if error is not None:
+                span.record_exception(error)
+                span.set_status(otel.status.Status(otel.status.StatusCode.ERROR, str(error)))
+            span.end()
         labels = {"flowstone.asset": asset, "flowstone.status": status}
         otel.steps.add(1, labels)
         if duration_ms is not None:
