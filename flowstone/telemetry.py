@@ -61,7 +61,7 @@ def _otel() -> _Otel | None:
 
 def _tracing(otel: _Otel) -> bool:
     """Whether a span would go anywhere: a tracer provider other than the API's placeholder is set.
-    Without one, the API's spans record nothing but still cost a context switch each (about a tenth
+    Without one, the API's spans record nothing but still cost a context switch each (a few percent
     of a backfill worker's CPU per partition); asked per unit of work, so a provider set later
     counts from then on."""
     return not isinstance(
