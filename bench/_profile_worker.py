@@ -3,7 +3,7 @@ statistics, and (with py-spy installed) where the worker process spends its time
 
 Not part of ``make bench`` (a helper: its name starts with ``_``). Run it by hand:
 
-    .venv/bin/python bench/_profile_worker.py [steps] [partitions_per_job] [chain|raw]
+    .venv/bin/python bench/_profile_worker.py [steps] [partitions_per_job] [chain|fanout|raw]
 
 It prints per-step figures for a run of trivial steps through one worker process (concurrency 8):
 WAL and commits, CPU seconds of the worker and of every ``postgres`` process, the statements with
@@ -51,7 +51,11 @@ for i in range(1, 100):
     exec(f"def c{i}(c{i - 1}: int) -> int:\\n    return c{i - 1} + 1\\n", namespace)
     CHAIN.append(fs.asset(namespace[f"c{i}"]))
 
-defs = fs.Definitions(assets=[trivial, *CHAIN])
+@fs.asset(partitions=fs.DailyPartitions(start="1800-01-01"))
+def after(trivial: int) -> int:
+    return trivial + 1
+
+defs = fs.Definitions(assets=[trivial, after, *CHAIN])
 runtime = fs.FlowStone(defs)
 app = runtime.procrastinate_app
 
@@ -186,6 +190,11 @@ def run_load(mod: Any, url: str, steps: int, per_job: int, mode: str) -> tuple[i
     if mode == "chain":
         handles = [mod.runtime.submit("c99", with_upstream=True) for _ in range(max(1, steps // 100))]
         total = 100 * len(handles)
+    elif mode == "fanout":  # one run: trivial[d] -> after[d]; each success releases a step and defers it
+        first = dt.date(1800, 1, 1)
+        days = [first + dt.timedelta(days=i) for i in range(steps // 2)]
+        handles = [mod.runtime.submit(["trivial", "after"], days)]
+        total = 2 * len(days)
     else:
         first = dt.date(1800, 1, 1)
         end = first + dt.timedelta(days=steps - 1)

@@ -234,7 +234,6 @@ def complete(
         for item in items:  # a failed blocking check skips downstream instead of releasing it
             if release and (check := item.blocked_by) is not None:
                 checks.check_skip_downstream(conn, item.step, check, now)
-        finished = runs.run_finish(conn, run_id, actor, now, commit_async=True)
         if defer_now:
             assert jobs is not None  # noqa: S101 - defer_now says so
             released = succeeded.get()[1]  # syncs here (unless the rows did)
@@ -242,6 +241,11 @@ def complete(
             defer(conn, run_id, [unit for unit in released if unit != continued], jobs)
             if continued is not None and keep is not None:
                 mat.materialization_set_jobs(conn, run_id, [continued], [keep.job_id])
+        # Last before the COMMIT: the run's row lock is held for the end of the pipeline only, not
+        # across the round trips above, during which concurrent successes of the run would wait on
+        # it. (Safe since migration 0019: the key-share locks that the updates above take on the
+        # run's row, for their foreign-key checks, do not conflict with it.)
+        finished = runs.run_finish(conn, run_id, actor, now, commit_async=True)
     # The results came with the commit (one round trip); a pipeline's cursors keep them.
     done, released = succeeded.get()
     run = finished.get()

@@ -90,6 +90,43 @@ def test_i14_an_attempt_that_lost_its_step_releases_nothing(store: Store) -> Non
     assert (d.status, d.pending_upstream) == ("pending", 1)
 
 
+def _sent(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The start of every statement the connections execute from now on."""
+    sent: list[str] = []
+    execute = psycopg.Connection.execute
+
+    def counted(self: psycopg.Connection[Any], query: Any, *args: Any, **kwargs: Any) -> Any:
+        sent.append(" ".join(str(query).split())[:40] if isinstance(query, str) else "composed")
+        return execute(self, query, *args, **kwargs)
+
+    monkeypatch.setattr(psycopg.Connection, "execute", counted)
+    return sent
+
+
+def test_a_queued_success_takes_its_runs_lock_last(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A success that defers jobs reads the released steps mid-pipeline (a round trip) and defers
+    their jobs; its run's row lock (flowstone_run_finish) comes after that, right before the
+    COMMIT, so concurrent successes of the run do not wait on each other across those round trips."""
+    store = PostgresStore(database_url)
+    try:
+        run_id = _plan(store)
+        items = _started(store, run_id, "x")
+        jobs = RecordingJobs()
+        sent = _sent(monkeypatch)
+        completed = store.complete_steps(items, actor="t", jobs=jobs)
+        monkeypatch.undo()
+        assert jobs.deferred == [("d", U)]
+        assert completed.released == [("d", U)]
+        finish = next(i for i, q in enumerate(sent) if "flowstone_run_finish" in q)
+        assert finish == len(sent) - 2, sent
+        assert sent[-1] == "COMMIT"
+        assert any(q.startswith("UPDATE flowstone_materializations") for q in sent[2:finish]), sent
+    finally:
+        store.close()
+
+
 def test_a_success_and_its_fan_in_are_one_statement(
     database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -97,19 +134,12 @@ def test_a_success_and_its_fan_in_are_one_statement(
     try:
         run_id = _plan(store)
         items = _started(store, run_id, "x")
-        sent: list[str] = []
-        execute = psycopg.Connection.execute
-
-        def counted(self: psycopg.Connection[Any], query: Any, *args: Any, **kwargs: Any) -> Any:
-            sent.append(str(query).split(None, 1)[0] if isinstance(query, str) else "composed")
-            return execute(self, query, *args, **kwargs)
-
-        monkeypatch.setattr(psycopg.Connection, "execute", counted)
+        sent = _sent(monkeypatch)
         completed = store.complete_steps(items, actor="t")
         monkeypatch.undo()
         assert completed.released == [("d", U)]
         # BEGIN, the success with its fan-in, the run's finish, COMMIT
-        assert sent == ["BEGIN", "WITH", "SELECT", "COMMIT"], sent
+        assert [q.split()[0] for q in sent] == ["BEGIN", "WITH", "SELECT", "COMMIT"], sent
     finally:
         store.close()
 
