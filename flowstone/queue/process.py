@@ -80,7 +80,7 @@ class Maintenance:
 
     def stop(self) -> None:
         """Stop the thread (it finishes the duty it is in)."""
-        self._stop.set()
+        self.halt()
         # A duty may wait on the pool for a connection during an outage; the thread is a daemon,
         # so the process does not wait for it longer than this.
         self._thread.join(timeout=5)
