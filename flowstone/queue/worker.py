@@ -8,6 +8,7 @@ schedules them.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -15,6 +16,7 @@ from typing import Any, NoReturn
 
 import procrastinate
 import pydantic
+from procrastinate import manager as procrastinate_manager
 from procrastinate.job_context import JobContext
 
 from flowstone import (
@@ -35,6 +37,8 @@ from flowstone.store import jobs as job_table
 from flowstone.store import records, transitions
 
 __all__ = [
+    "UNREGISTER_PATIENCE_S",
+    "JobManager",
     "JobRunner",
     "abandon_runs",
     "automation_tick",
@@ -404,6 +408,29 @@ def build_blueprint(svc: services.Services) -> procrastinate.Blueprint:
     return blueprint
 
 
+UNREGISTER_PATIENCE_S = 2.0
+"""How long a stopping worker waits to delete its row from ``procrastinate_workers``."""
+
+
+class JobManager(procrastinate_manager.JobManager):
+    """Procrastinate's job manager, but a stopping worker waits at most
+    :data:`UNREGISTER_PATIENCE_S` to unregister. A worker stops when its database goes away (its
+    listener fails), and unregistering then waits for a connection for the connector pool's whole
+    timeout (10 s) before the supervisor can notice the outage and wait for the database
+    (``queue.process``). A row left behind has no running job (a worker unregisters after its jobs
+    end) and Procrastinate prunes it once its heartbeat is stale."""
+
+    async def unregister_worker(self, worker_id: int) -> None:
+        try:
+            await asyncio.wait_for(super().unregister_worker(worker_id), UNREGISTER_PATIENCE_S)
+        except TimeoutError:
+            logger.warning(
+                "could not unregister worker %d within %.0f s; it is pruned once its heartbeat is stale",
+                worker_id,
+                UNREGISTER_PATIENCE_S,
+            )
+
+
 def build_app(svc: services.Services, url: str, blueprint: procrastinate.Blueprint) -> procrastinate.App:
     """A ready ``procrastinate.App`` on FlowStone's database with FlowStone's tasks."""
     options = svc.options
@@ -418,5 +445,6 @@ def build_app(svc: services.Services, url: str, blueprint: procrastinate.Bluepri
             "stalled_worker_timeout": options.stalled_after_s,
         },
     )
+    app.job_manager = JobManager(connector=app.connector)
     app.add_tasks_from(blueprint, namespace=jobs.NAMESPACE)
     return app

@@ -185,6 +185,33 @@ def test_a_worker_rides_out_a_30_second_outage(
         stop_all(pipeline)
 
 
+def test_a_worker_notices_an_outage_within_seconds(
+    fault_server: FaultServer, fault_db: tuple[str, str], tmp_path: Path
+):
+    # Its fetch loops stop when their listener fails; each then unregisters its worker, which
+    # waited for a connection for the connector pool's whole timeout (10 s) before the process
+    # could notice the outage. Two loops (concurrency 4), both bounded.
+    url, _ = fault_db
+    pipeline = _pipeline(tmp_path, url)
+    try:
+        pipeline.start_worker(concurrency=4, args=("--outage-timeout", "60"))
+        eventually(lambda: pipeline.logs().count("Starting worker") >= 2, what="both loops started")
+        time.sleep(1)  # listening
+        fault_server.stop("fast")
+        stopped = time.monotonic()
+        while "waiting for the database" not in pipeline.logs():
+            assert time.monotonic() - stopped < 7, pipeline.logs()
+            time.sleep(0.05)
+        assert pipeline.logs().count("could not unregister worker") == 2, pipeline.logs()
+        fault_server.start()
+        eventually(lambda: "the database is back" in pipeline.logs(), what="the worker back")
+        assert pipeline.workers[0].poll() is None, pipeline.logs()
+    finally:
+        if not fault_server.running:
+            fault_server.start()
+        stop_all(pipeline)
+
+
 def test_a_worker_that_gives_up_exits_non_zero(
     fault_server: FaultServer, fault_db: tuple[str, str], tmp_path: Path
 ):
