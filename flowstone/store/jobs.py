@@ -13,7 +13,7 @@ from procrastinate import sql as procrastinate_sql
 
 from flowstone.store.pg import Conn, Q
 
-__all__ = ["job_lost_claim", "job_retry", "job_stalled_claim", "job_todo_now"]
+__all__ = ["job_lost_claim", "job_retry", "job_stalled_claim", "job_statistics_refresh", "job_todo_now"]
 
 
 def job_stalled_claim(conn: Conn, task_names: Sequence[str], stalled_after_s: float) -> list[int]:
@@ -35,6 +35,11 @@ def job_todo_now(conn: Conn, queues: Sequence[str] | None) -> bool:
     """Whether a job waits to run now in ``queues`` (every queue when ``None``)."""
     row = conn.execute(Q("job_todo_now"), {"queues": list(queues) if queues is not None else None}).fetchone()
     return bool(row and row["waiting"])
+
+
+def job_statistics_refresh(conn: Conn) -> None:
+    """``ANALYZE procrastinate_jobs`` (after a large enqueue has committed)."""
+    conn.execute(Q("job_statistics_refresh"))
 
 
 def job_retry(conn: Conn, job_id: int, *, priority: int | None = None) -> None:

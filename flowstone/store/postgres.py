@@ -6,6 +6,7 @@ names the action driver errors are reported under; the SQL is in the modules it 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -42,7 +43,15 @@ from flowstone.store import materializations as mat
 from flowstone.store import outputs as store_outputs
 from flowstone.store.pg import Conn, translate_errors
 
-__all__ = ["PostgresStore"]
+__all__ = ["JOB_STATISTICS_AFTER", "PostgresStore"]
+
+logger = logging.getLogger("flowstone.store")
+
+JOB_STATISTICS_AFTER = 1_000
+"""A run or backfill that defers at least this many jobs refreshes the statistics of
+``procrastinate_jobs`` once it has committed (``job_statistics_refresh``): with statistics taken
+while few jobs waited, Procrastinate's fetch sorts every waiting job on each fetch (measured: 680
+against 260 µs of server time per fetch, 251 against 303 steps/s, over a backlog of 10,000 jobs)."""
 
 
 class PostgresStore(base.Store):
@@ -91,7 +100,21 @@ class PostgresStore(base.Store):
             transitions.create(tx, run, steps, edges=edges, ready=ready, jobs=jobs, now=now)
             created = runs.run_get(tx, run.run_id)
         assert created is not None  # noqa: S101 - inserted above
+        if conn is None and jobs is not None:  # committed here (in a caller's transaction: not yet)
+            self._refresh_job_statistics(len(ready))
         return created
+
+    def _refresh_job_statistics(self, deferred: int) -> None:
+        """After a commit that deferred ``deferred`` jobs: refresh ``procrastinate_jobs``'
+        statistics when that is at least :data:`JOB_STATISTICS_AFTER`. The enqueue has committed,
+        so a failure here only costs the workers a slower fetch: it is logged, not raised."""
+        if deferred < JOB_STATISTICS_AFTER:
+            return
+        try:
+            with self.db.session("refresh the queue's statistics") as conn:
+                job_table.job_statistics_refresh(conn)
+        except (errors.FlowStoneError, psycopg.Error) as exc:
+            logger.warning("could not refresh the statistics of procrastinate_jobs: %s", exc)
 
     def get_run(self, run_id: str) -> records.Run | None:
         with self.db.session("read run") as conn:
@@ -150,7 +173,8 @@ class PostgresStore(base.Store):
                     progress(written)
             if not written:
                 transitions.finish(conn, run.run_id, run.requested_by, now)
-            return written
+        self._refresh_job_statistics(sum(1 for b in batches if b))
+        return written
 
     def cancel_run(
         self, run_id: str, *, actor: str, jobs: base.JobQueue | None, now: datetime | None = None
@@ -222,7 +246,7 @@ class PostgresStore(base.Store):
             run = runs.run_get(conn, run_id)
             if run is None:
                 raise errors.FlowStoneError(f"run {run_id} does not exist", run_id=run_id)
-            return transitions.reopen(
+            ready = transitions.reopen(
                 conn,
                 run,
                 statuses=statuses,
@@ -232,6 +256,9 @@ class PostgresStore(base.Store):
                 actor=actor,
                 now=now,
             )
+        if jobs is not None:
+            self._refresh_job_statistics(len(ready))
+        return ready
 
     @contextmanager
     def hold_run(self, run_id: str) -> Iterator[None]:

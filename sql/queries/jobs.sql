@@ -30,3 +30,11 @@ SELECT EXISTS (SELECT FROM procrastinate_jobs AS j
                WHERE j.status = 'todo'
                  AND (%(queues)s::text[] IS NULL OR j.queue_name = ANY(%(queues)s::text[]))
                  AND (j.scheduled_at IS NULL OR j.scheduled_at <= now())) AS waiting;
+
+-- name: job_statistics_refresh
+-- Refreshes the planner's statistics of procrastinate_jobs. Procrastinate's fetch orders the 'todo'
+-- jobs by priority and id and takes the first; when the statistics were taken while few jobs
+-- waited, the plan reads and sorts every waiting job on each fetch instead of walking the priority
+-- index, until autovacuum analyses the table again (up to a minute later). Run after a large
+-- enqueue commits. Without ownership of the table, PostgreSQL skips it with a warning.
+ANALYZE procrastinate_jobs;

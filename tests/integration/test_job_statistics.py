@@ -1,0 +1,110 @@
+"""A large enqueue refreshes the statistics of ``procrastinate_jobs`` once it has committed, so that
+Procrastinate's fetch walks its priority index instead of sorting every waiting job (a plan it
+picks while the statistics say few jobs wait)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+import flowstone as fs
+from flowstone import results
+from flowstone.queue import client
+from flowstone.store import postgres as pg_store
+
+
+@fs.asset(partitions=fs.DailyPartitions(start="2000-01-01"))
+def daily(context: fs.AssetContext) -> int:
+    return context.partition.toordinal()
+
+
+@pytest.fixture
+def runtime(database_url: str, tmp_path: Path) -> Iterator[fs.FlowStone]:
+    rt = fs.FlowStone(fs.Definitions(assets=[daily]), database_url=database_url, home=str(tmp_path))
+    try:
+        yield rt
+    finally:
+        rt.close()
+
+
+def manual_analyses(url: str) -> int:
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT analyze_count FROM pg_stat_user_tables WHERE relname = 'procrastinate_jobs'"
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def days(n: int) -> list[dt.date]:
+    return [dt.date(2000, 1, 1) + dt.timedelta(days=i) for i in range(n)]
+
+
+def test_a_large_backfill_refreshes_the_queues_statistics(
+    runtime: fs.FlowStone, database_url: str, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(pg_store, "JOB_STATISTICS_AFTER", 20)
+    before = manual_analyses(database_url)
+    runtime.backfill("daily", start=dt.date(2000, 1, 1), end=dt.date(2000, 1, 19))  # 19 jobs
+    assert manual_analyses(database_url) == before
+    runtime.backfill("daily", start=dt.date(2001, 1, 1), end=dt.date(2001, 2, 9), partitions_per_job=2)
+    assert manual_analyses(database_url) == before + 1  # 20 jobs of 2 partitions
+    with psycopg.connect(database_url) as conn:
+        (estimate,) = conn.execute(  # type: ignore[misc]
+            "SELECT reltuples FROM pg_class WHERE relname = 'procrastinate_jobs'"
+        ).fetchone()
+    assert estimate >= 39  # the statistics count the jobs just enqueued
+
+
+def test_a_large_submit_refreshes_the_queues_statistics(
+    runtime: fs.FlowStone, database_url: str, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(pg_store, "JOB_STATISTICS_AFTER", 20)
+    before = manual_analyses(database_url)
+    runtime.submit(["daily"], days(19))
+    assert manual_analyses(database_url) == before
+    runtime.submit(["daily"], days(20))
+    assert manual_analyses(database_url) == before + 1
+
+
+def test_a_submit_in_the_callers_transaction_leaves_the_statistics_alone(
+    runtime: fs.FlowStone, database_url: str, monkeypatch: pytest.MonkeyPatch
+):
+    # Not committed when the submit returns: the caller's commit comes later, so nothing to count yet.
+    monkeypatch.setattr(pg_store, "JOB_STATISTICS_AFTER", 1)
+    before = manual_analyses(database_url)
+    store = runtime.services.postgres()
+    with store.transaction("a schedule's tick") as conn:
+        client.submit(
+            runtime.services,
+            ["daily"],
+            days(5),
+            with_upstream=False,
+            config=results.RunConfig(),
+            tags=None,
+            conn=conn,
+        )
+    assert manual_analyses(database_url) == before
+
+
+def test_the_threshold_is_a_thousand_jobs():
+    assert pg_store.JOB_STATISTICS_AFTER == 1_000
+
+
+def test_a_large_retry_refreshes_the_queues_statistics(
+    runtime: fs.FlowStone, database_url: str, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(pg_store, "JOB_STATISTICS_AFTER", 20)
+    handle = runtime.submit(["daily"], days(19))
+    handle.cancel()
+    before = manual_analyses(database_url)
+    runtime.retry(handle.run_id)  # 19 cancelled steps queued again
+    assert manual_analyses(database_url) == before
+    monkeypatch.setattr(pg_store, "JOB_STATISTICS_AFTER", 19)
+    handle.cancel()
+    runtime.retry(handle.run_id)
+    assert manual_analyses(database_url) == before + 1
