@@ -183,6 +183,10 @@ class Bench:
                 )
                 start = time.perf_counter()
                 self.mod.noop.batch_defer(*[{"i": i} for i in range(n)])
+                # As FlowStone does after a large enqueue (JOB_STATISTICS_AFTER): with statistics
+                # taken while few jobs waited, Procrastinate's fetch sorts every waiting job.
+                with psycopg.connect(self.url, autocommit=True) as conn:
+                    conn.execute("ANALYZE procrastinate_jobs")
             elapsed = self.wait_jobs("bench:noop", before + n, start)
         finally:
             self.stop(procs)
