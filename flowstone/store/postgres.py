@@ -362,6 +362,8 @@ class PostgresStore(base.Store):
                 conn, items, actor=actor, jobs=jobs, release=release, keep=keep, now=now, ahead=claim_ahead
             )
         self.outputs.keep(input_rows)  # the inputs of the step claimed ahead, if any
+        if jobs is not None and release:  # a fan-out: one success may defer thousands of jobs
+            self._refresh_job_statistics(len(completed.released) - (completed.continued is not None))
         return completed
 
     def fail_step(

@@ -14,6 +14,7 @@ import pytest
 import flowstone as fs
 from flowstone import results
 from flowstone.queue import client
+from flowstone.queue import worker as qworker
 from flowstone.store import postgres as pg_store
 
 
@@ -108,3 +109,57 @@ def test_a_large_retry_refreshes_the_queues_statistics(
     handle.cancel()
     runtime.retry(handle.run_id)
     assert manual_analyses(database_url) == before + 1
+
+
+@fs.asset
+def root() -> int:
+    return 1
+
+
+@fs.asset(partitions=fs.DailyPartitions(start="2000-01-01"))
+def leaf(context: fs.AssetContext, root: int) -> int:
+    return root + context.partition.toordinal()
+
+
+def test_a_success_that_defers_many_jobs_refreshes_the_queues_statistics(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    # One success releases 25 partitions: one is kept by the running job (continuation), 24 are
+    # deferred as jobs. The job runs in this process, so the threshold set here applies.
+    rt = fs.FlowStone(fs.Definitions(assets=[root, leaf]), database_url=database_url, home=str(tmp_path))
+    try:
+        handle = rt.submit(["leaf"], days(25), with_upstream=True)
+        ((job_id, queue, args),) = fetch_jobs(database_url)
+        monkeypatch.setattr(pg_store, "JOB_STATISTICS_AFTER", 24)
+        before = manual_analyses(database_url)
+        qworker.JobRunner(rt.services).run(args, job_id=job_id, queue=queue)
+        assert len(fetch_jobs(database_url)) == 24
+        assert manual_analyses(database_url) == before + 1
+        assert handle.status()["succeeded"] >= 2  # root, and the leaf it kept
+    finally:
+        rt.close()
+
+
+def test_a_success_that_defers_fewer_jobs_leaves_the_statistics_alone(
+    database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    rt = fs.FlowStone(fs.Definitions(assets=[root, leaf]), database_url=database_url, home=str(tmp_path))
+    try:
+        rt.submit(["leaf"], days(25), with_upstream=True)
+        ((job_id, queue, args),) = fetch_jobs(database_url)
+        monkeypatch.setattr(pg_store, "JOB_STATISTICS_AFTER", 25)  # 24 deferred, one kept
+        before = manual_analyses(database_url)
+        qworker.JobRunner(rt.services).run(args, job_id=job_id, queue=queue)
+        assert manual_analyses(database_url) == before
+    finally:
+        rt.close()
+
+
+def fetch_jobs(url: str) -> list[tuple[int, str, dict[str, str]]]:
+    """The waiting step jobs, as a worker's fetch would take them (marked ``doing``)."""
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "UPDATE procrastinate_jobs SET status = 'doing' WHERE status = 'todo' "
+            "AND task_name = 'flowstone:run_step' RETURNING id, queue_name, args"
+        ).fetchall()
+    return [(int(r[0]), str(r[1]), dict(r[2])) for r in rows]
