@@ -7,13 +7,33 @@ Deferring and cancelling go through Procrastinate's own ``JobManager`` on FlowSt
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
+import psycopg
 from procrastinate import sql as procrastinate_sql
 
-from flowstone.store.pg import Conn, Q
+from flowstone import errors
+from flowstone.store.pg import Conn, Database, Q
 
-__all__ = ["job_lost_claim", "job_retry", "job_stalled_claim", "job_statistics_refresh", "job_todo_now"]
+__all__ = [
+    "JOB_STATISTICS_AFTER",
+    "job_lost_claim",
+    "job_retry",
+    "job_stalled_claim",
+    "job_statistics_refresh",
+    "job_todo_now",
+    "refresh_statistics",
+]
+
+logger = logging.getLogger("flowstone.store")
+
+JOB_STATISTICS_AFTER = 1_000
+"""A submit, backfill, retry or step success that defers at least this many jobs refreshes the
+statistics of ``procrastinate_jobs`` once it has committed (:func:`refresh_statistics`): with
+statistics taken while few jobs waited, Procrastinate's fetch sorts every waiting job on each fetch
+(measured: 680 against 260 µs of server time per fetch, 251 against 303 steps/s, over a backlog of
+10,000 jobs)."""
 
 
 def job_stalled_claim(conn: Conn, task_names: Sequence[str], stalled_after_s: float) -> list[int]:
@@ -40,6 +60,19 @@ def job_todo_now(conn: Conn, queues: Sequence[str] | None) -> bool:
 def job_statistics_refresh(conn: Conn) -> None:
     """``ANALYZE procrastinate_jobs`` (after a large enqueue has committed)."""
     conn.execute(Q("job_statistics_refresh"))
+
+
+def refresh_statistics(db: Database, deferred: int) -> None:
+    """After a commit that deferred ``deferred`` jobs: refresh ``procrastinate_jobs``' statistics
+    when that is at least :data:`JOB_STATISTICS_AFTER`. The jobs are committed, so a failure here
+    only costs the workers a slower fetch: it is logged, not raised."""
+    if deferred < JOB_STATISTICS_AFTER:
+        return
+    try:
+        with db.session("refresh the queue's statistics") as conn:
+            job_statistics_refresh(conn)
+    except (errors.FlowStoneError, psycopg.Error) as exc:
+        logger.warning("could not refresh the statistics of procrastinate_jobs: %s", exc)
 
 
 def job_retry(conn: Conn, job_id: int, *, priority: int | None = None) -> None:

@@ -6,7 +6,6 @@ names the action driver errors are reported under; the SQL is in the modules it 
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -23,12 +22,12 @@ from flowstone.store import (
     audit,
     base,
     decisions,
-    lineage,
     pg,
     pg_approvals,
     pg_data,
     pg_definitions,
     pg_outputs,
+    pg_reads,
     pg_step_logs,
     pools,
     pruning,
@@ -43,18 +42,10 @@ from flowstone.store import materializations as mat
 from flowstone.store import outputs as store_outputs
 from flowstone.store.pg import Conn, translate_errors
 
-__all__ = ["JOB_STATISTICS_AFTER", "PostgresStore"]
-
-logger = logging.getLogger("flowstone.store")
-
-JOB_STATISTICS_AFTER = 1_000
-"""A run or backfill that defers at least this many jobs refreshes the statistics of
-``procrastinate_jobs`` once it has committed (``job_statistics_refresh``): with statistics taken
-while few jobs waited, Procrastinate's fetch sorts every waiting job on each fetch (measured: 680
-against 260 µs of server time per fetch, 251 against 303 steps/s, over a backlog of 10,000 jobs)."""
+__all__ = ["PostgresStore"]
 
 
-class PostgresStore(base.Store):
+class PostgresStore(pg_reads.PostgresReads, base.Store):
     """Metadata in Postgres through a small connection pool (autocommit; explicit transactions)."""
 
     kind = "postgres"
@@ -100,21 +91,9 @@ class PostgresStore(base.Store):
             transitions.create(tx, run, steps, edges=edges, ready=ready, jobs=jobs, now=now)
             created = runs.run_get(tx, run.run_id)
         assert created is not None  # noqa: S101 - inserted above
-        if conn is None and jobs is not None:  # committed here (in a caller's transaction: not yet)
-            self._refresh_job_statistics(len(ready))
+        # committed here, unless in the caller's transaction (then not yet: nothing to refresh)
+        job_table.refresh_statistics(self.db, len(ready) if conn is None and jobs is not None else 0)
         return created
-
-    def _refresh_job_statistics(self, deferred: int) -> None:
-        """After a commit that deferred ``deferred`` jobs: refresh ``procrastinate_jobs``'
-        statistics when that is at least :data:`JOB_STATISTICS_AFTER`. The enqueue has committed,
-        so a failure here only costs the workers a slower fetch: it is logged, not raised."""
-        if deferred < JOB_STATISTICS_AFTER:
-            return
-        try:
-            with self.db.session("refresh the queue's statistics") as conn:
-                job_table.job_statistics_refresh(conn)
-        except (errors.FlowStoneError, psycopg.Error) as exc:
-            logger.warning("could not refresh the statistics of procrastinate_jobs: %s", exc)
 
     def get_run(self, run_id: str) -> records.Run | None:
         with self.db.session("read run") as conn:
@@ -173,7 +152,7 @@ class PostgresStore(base.Store):
                     progress(written)
             if not written:
                 transitions.finish(conn, run.run_id, run.requested_by, now)
-        self._refresh_job_statistics(sum(1 for b in batches if b))
+        job_table.refresh_statistics(self.db, sum(1 for b in batches if b))
         return written
 
     def cancel_run(
@@ -256,8 +235,7 @@ class PostgresStore(base.Store):
                 actor=actor,
                 now=now,
             )
-        if jobs is not None:
-            self._refresh_job_statistics(len(ready))
+        job_table.refresh_statistics(self.db, len(ready) if jobs is not None else 0)
         return ready
 
     @contextmanager
@@ -362,8 +340,8 @@ class PostgresStore(base.Store):
                 conn, items, actor=actor, jobs=jobs, release=release, keep=keep, now=now, ahead=claim_ahead
             )
         self.outputs.keep(input_rows)  # the inputs of the step claimed ahead, if any
-        if jobs is not None and release:  # a fan-out: one success may defer thousands of jobs
-            self._refresh_job_statistics(len(completed.released) - (completed.continued is not None))
+        deferred = len(completed.released) - (completed.continued is not None)  # a fan-out: thousands
+        job_table.refresh_statistics(self.db, deferred if jobs is not None and release else 0)
         return completed
 
     def fail_step(
@@ -457,42 +435,6 @@ class PostgresStore(base.Store):
         with self.db.session("read approval") as conn:
             return decisions.decision_of(approvals.approval_for_materialization(conn, materialization_id))
 
-    def latest(self, asset: str, partition_key: str) -> records.Materialization | None:
-        with self.db.session("read latest") as conn:
-            return mat.materialization_latest(conn, asset, partition_key)
-
-    def latest_all(self, asset: str | None = None) -> list[records.Materialization]:
-        with self.db.session("read latest") as conn:
-            return mat.materialization_latest_all(conn, asset)
-
-    def newest_all(self, asset: str) -> list[records.Materialization]:
-        with self.db.session("read newest") as conn:
-            return mat.materialization_newest_all(conn, asset)
-
-    def history(self, asset: str, partition_key: str, *, limit: int = 20) -> list[records.Materialization]:
-        with self.db.session("read history") as conn:
-            return mat.materialization_history(conn, asset, partition_key, limit)
-
-    def succeeded_keys(self, asset: str, partition_keys: Sequence[str]) -> set[str]:
-        if not partition_keys:
-            return set()
-        with self.db.session("read succeeded partitions") as conn:
-            return mat.materialization_succeeded_keys(conn, asset, partition_keys)
-
-    def covered_keys(self, asset: str, partition_keys: Sequence[str]) -> set[str]:
-        if not partition_keys:
-            return set()
-        with self.db.session("read covered partitions") as conn:
-            return mat.materialization_covered_keys(conn, asset, partition_keys)
-
-    def lineage_upstream(self, materialization_id: int, *, max_depth: int) -> list[records.LineageRow]:
-        with self.db.session("read lineage") as conn:
-            return lineage.lineage_upstream(conn, materialization_id, max_depth)
-
-    def lineage_downstream(self, materialization_id: int, *, max_depth: int) -> list[records.LineageRow]:
-        with self.db.session("read lineage") as conn:
-            return lineage.lineage_downstream(conn, materialization_id, max_depth)
-
     def audit(
         self,
         event: str,
@@ -517,10 +459,6 @@ class PostgresStore(base.Store):
         )
         with self.db.session("write audit event") as conn:
             return audit.audit_insert(conn, params)
-
-    def audit_events(self, *, run_id: str | None = None, limit: int = 1000) -> list[records.AuditEvent]:
-        with self.db.session("read audit log") as conn:
-            return audit.audit_list(conn, run_id, limit)
 
     def gc_candidates(self, keep_last: int) -> list[records.GcCandidate]:
         return self.outputs.gc_plan(keep_last)

@@ -15,7 +15,7 @@ import flowstone as fs
 from flowstone import results
 from flowstone.queue import client
 from flowstone.queue import worker as qworker
-from flowstone.store import postgres as pg_store
+from flowstone.store import jobs as job_table
 
 
 @fs.asset(partitions=fs.DailyPartitions(start="2000-01-01"))
@@ -48,7 +48,7 @@ def days(n: int) -> list[dt.date]:
 def test_a_large_backfill_refreshes_the_queues_statistics(
     runtime: fs.FlowStone, database_url: str, monkeypatch: pytest.MonkeyPatch
 ):
-    monkeypatch.setattr(pg_store, "JOB_STATISTICS_AFTER", 20)
+    monkeypatch.setattr(job_table, "JOB_STATISTICS_AFTER", 20)
     before = manual_analyses(database_url)
     runtime.backfill("daily", start=dt.date(2000, 1, 1), end=dt.date(2000, 1, 19))  # 19 jobs
     assert manual_analyses(database_url) == before
@@ -64,7 +64,7 @@ def test_a_large_backfill_refreshes_the_queues_statistics(
 def test_a_large_submit_refreshes_the_queues_statistics(
     runtime: fs.FlowStone, database_url: str, monkeypatch: pytest.MonkeyPatch
 ):
-    monkeypatch.setattr(pg_store, "JOB_STATISTICS_AFTER", 20)
+    monkeypatch.setattr(job_table, "JOB_STATISTICS_AFTER", 20)
     before = manual_analyses(database_url)
     runtime.submit(["daily"], days(19))
     assert manual_analyses(database_url) == before
@@ -76,7 +76,7 @@ def test_a_submit_in_the_callers_transaction_leaves_the_statistics_alone(
     runtime: fs.FlowStone, database_url: str, monkeypatch: pytest.MonkeyPatch
 ):
     # Not committed when the submit returns: the caller's commit comes later, so nothing to count yet.
-    monkeypatch.setattr(pg_store, "JOB_STATISTICS_AFTER", 1)
+    monkeypatch.setattr(job_table, "JOB_STATISTICS_AFTER", 1)
     before = manual_analyses(database_url)
     store = runtime.services.postgres()
     with store.transaction("a schedule's tick") as conn:
@@ -93,19 +93,19 @@ def test_a_submit_in_the_callers_transaction_leaves_the_statistics_alone(
 
 
 def test_the_threshold_is_a_thousand_jobs():
-    assert pg_store.JOB_STATISTICS_AFTER == 1_000
+    assert job_table.JOB_STATISTICS_AFTER == 1_000
 
 
 def test_a_large_retry_refreshes_the_queues_statistics(
     runtime: fs.FlowStone, database_url: str, monkeypatch: pytest.MonkeyPatch
 ):
-    monkeypatch.setattr(pg_store, "JOB_STATISTICS_AFTER", 20)
+    monkeypatch.setattr(job_table, "JOB_STATISTICS_AFTER", 20)
     handle = runtime.submit(["daily"], days(19))
     handle.cancel()
     before = manual_analyses(database_url)
     runtime.retry(handle.run_id)  # 19 cancelled steps queued again
     assert manual_analyses(database_url) == before
-    monkeypatch.setattr(pg_store, "JOB_STATISTICS_AFTER", 19)
+    monkeypatch.setattr(job_table, "JOB_STATISTICS_AFTER", 19)
     handle.cancel()
     runtime.retry(handle.run_id)
     assert manual_analyses(database_url) == before + 1
@@ -130,7 +130,7 @@ def test_a_success_that_defers_many_jobs_refreshes_the_queues_statistics(
     try:
         handle = rt.submit(["leaf"], days(25), with_upstream=True)
         ((job_id, queue, args),) = fetch_jobs(database_url)
-        monkeypatch.setattr(pg_store, "JOB_STATISTICS_AFTER", 24)
+        monkeypatch.setattr(job_table, "JOB_STATISTICS_AFTER", 24)
         before = manual_analyses(database_url)
         qworker.JobRunner(rt.services).run(args, job_id=job_id, queue=queue)
         assert len(fetch_jobs(database_url)) == 24
@@ -147,7 +147,7 @@ def test_a_success_that_defers_fewer_jobs_leaves_the_statistics_alone(
     try:
         rt.submit(["leaf"], days(25), with_upstream=True)
         ((job_id, queue, args),) = fetch_jobs(database_url)
-        monkeypatch.setattr(pg_store, "JOB_STATISTICS_AFTER", 25)  # 24 deferred, one kept
+        monkeypatch.setattr(job_table, "JOB_STATISTICS_AFTER", 25)  # 24 deferred, one kept
         before = manual_analyses(database_url)
         qworker.JobRunner(rt.services).run(args, job_id=job_id, queue=queue)
         assert manual_analyses(database_url) == before
