@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-import psycopg
 from procrastinate import sql as procrastinate_sql
 
 from flowstone import errors
@@ -71,7 +70,7 @@ def refresh_statistics(db: Database, deferred: int) -> None:
     try:
         with db.session("refresh the queue's statistics") as conn:
             job_statistics_refresh(conn)
-    except (errors.FlowStoneError, psycopg.Error) as exc:
+    except errors.StoreError as exc:  # the session translated the driver's error
         logger.warning("could not refresh the statistics of procrastinate_jobs: %s", exc)
 
 
