@@ -161,15 +161,24 @@ class StepRunner:
         keep: store_base.Keep | None = None,
         continued: bool = False,
         claim_ahead: store_base.ClaimAhead | None = None,
+        finish_job: int | None = None,
     ) -> Ran:
         """Execute claimed steps; record failures one by one and successes together (``keep``: the
         success keeps one step it makes ready for this job; ``continued``: the steps were kept so,
         and a retry of one gets a job of its own; ADR 0013; ``claim_ahead``: the success's round
-        trip also claims that unit of work, ``Ran.ahead``)."""
+        trip also claims that unit of work, ``Ran.ahead``; ``finish_job``: when every step
+        succeeds, the success also finishes that job unless it keeps a step, ADR 0016)."""
         spans = telemetry.StepSpans((claim.run_config or {}).get("trace"))
         try:
             ran = self._run(
-                asset, claim, spans, scope=scope, keep=keep, continued=continued, claim_ahead=claim_ahead
+                asset,
+                claim,
+                spans,
+                scope=scope,
+                keep=keep,
+                continued=continued,
+                claim_ahead=claim_ahead,
+                finish_job=finish_job,
             )
         except BaseException as exc:
             spans.finish_rest(exc)
@@ -191,6 +200,7 @@ class StepRunner:
         keep: store_base.Keep | None,
         continued: bool,
         claim_ahead: store_base.ClaimAhead | None,
+        finish_job: int | None = None,
     ) -> Ran:
         outcomes: list[StepOutcome] = []
         done: list[tuple[records.Materialization, Executed]] = []
@@ -216,10 +226,18 @@ class StepRunner:
             keep=keep if release else None,
             continued=continued,
             claim_ahead=claim_ahead if release else None,
+            # only a job none of whose steps failed or waits to retry ends with its success
+            finish_job=finish_job if all(o.error is None for o in outcomes) else None,
         )
         if finished is None:
             return Ran(outcomes + completed, [])
-        return Ran(outcomes + completed, finished.released, finished.continued, finished.ahead)
+        return Ran(
+            outcomes + completed,
+            finished.released,
+            finished.continued,
+            finished.ahead,
+            job_finished=finished.job_finished,
+        )
 
     def _complete(
         self,
@@ -229,6 +247,7 @@ class StepRunner:
         keep: store_base.Keep | None,
         continued: bool,
         claim_ahead: store_base.ClaimAhead | None = None,
+        finish_job: int | None = None,
     ) -> tuple[list[StepOutcome], store_base.Completed | None]:
         """Record successes together; a backfill has no step edges, so nothing to release."""
         joined = self.store.logs.joins_success
@@ -255,6 +274,7 @@ class StepRunner:
                 release=release,
                 keep=keep if self.queued else None,
                 claim_ahead=claim_ahead,
+                finish_job=finish_job if self.queued else None,
             )
         except Exception as exc:  # noqa: BLE001 - the success transaction failed: each step failed
             if joined:  # the lines went down with the transaction: write them on their own

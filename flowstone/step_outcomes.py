@@ -48,6 +48,8 @@ class Ran:
     """The unit of work a success kept for this job (continuation): claim and run it next."""
     ahead: store_base.Claim | None = None
     """The claim asked for with the success (``claim_ahead``), as the success's round trip made it."""
+    job_finished: bool = False
+    """Whether the success also finished the running job (``finish_job``, ADR 0016)."""
 
 
 @dataclass(frozen=True, slots=True)

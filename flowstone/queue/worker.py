@@ -8,7 +8,6 @@ schedules them.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -16,7 +15,6 @@ from typing import Any, NoReturn
 
 import procrastinate
 import pydantic
-from procrastinate import manager as procrastinate_manager
 from procrastinate.job_context import JobContext
 
 from flowstone import (
@@ -31,6 +29,7 @@ from flowstone import (
     services,
 )
 from flowstone.queue import jobs
+from flowstone.queue.job_manager import UNREGISTER_PATIENCE_S, JobManager
 from flowstone.status import RUN_TERMINAL
 from flowstone.store import base as store_base
 from flowstone.store import jobs as job_table
@@ -67,11 +66,19 @@ class JobRunner:
         self.store = svc.postgres()
         self.runner = execution.StepRunner(svc, queued=True)
 
-    def run(self, raw: Mapping[str, Any], *, job_id: int | None = None, queue: str | None = None) -> None:
+    def run(
+        self,
+        raw: Mapping[str, Any],
+        *,
+        job_id: int | None = None,
+        queue: str | None = None,
+        finish: bool = False,
+    ) -> bool:
         """Validate args, run the job's step(s), record outcomes; raise to steer Procrastinate.
         ``job_id``: the Procrastinate job, whose own steps it may take over after a dead worker;
         with its ``queue`` it also continues with the steps its successes make ready there, within
-        the continuation budget (ADR 0013)."""
+        the continuation budget (ADR 0013). ``finish``: the job's last success may finish the job
+        too (ADR 0016); returns whether it did (the worker must then not finish it again)."""
         try:
             args = jobs.JobArgs.model_validate(dict(raw))
         except pydantic.ValidationError as exc:
@@ -90,7 +97,7 @@ class JobRunner:
             logger.info(
                 "job for %s [%s] found nothing to run (finished or cancelled)", asset.name, args.partition
             )
-            return
+            return False
         try:
             config = results.RunConfig.model_validate(claim.run_config)
             scope = resources.ResourceScope(self.svc.defs.resources, config.resources)
@@ -101,18 +108,29 @@ class JobRunner:
             raise jobs.StepFailed(str(error)) from exc
         _log_started(claim.steps)
         budget = _Budget(self.svc.options, job_id, queue, claim_of=self._claim_of)
+        finish_job = job_id if finish else None
         with scope:
-            ran = self.runner.run_claimed(asset, claim, scope=scope, keep=budget.keep())
+            ran = self.runner.run_claimed(
+                asset, claim, scope=scope, keep=budget.keep(), finish_job=finish_job
+            )
             retry_in, failed = jobs.collect(ran.outcomes)
-            outcomes = ran.outcomes + self._continue(args.run_id, ran, scope, budget, job_id)
+            continued, finished = self._continue(
+                args.run_id, ran, scope, budget, job_id, finish_job=finish_job
+            )
+            outcomes = ran.outcomes + continued
         # A continued step's retry has a job of its own; its terminal failure fails this job.
-        failed += jobs.collect(outcomes[len(ran.outcomes) :])[1]
+        failed += jobs.collect(continued)[1]
         if AFTER_JOB is not None:
             AFTER_JOB(job_id, outcomes)
+        if finished:
+            if retry_in or failed:  # a step lost to another attempt was re-queued since: the sweep
+                logger.warning("job %s ended with its success; a step of it is queued again", job_id)
+            return True
         if retry_in:
             raise jobs.RetryStep(max(retry_in), failed[0] if failed else None)
         if failed:
             raise jobs.StepFailed(str(failed[0]))
+        return False
 
     def _claim_of(self, unit: store_base.BatchItem) -> store_base.ClaimAhead:
         return self.runner.claim_of(self.svc.defs.get(unit[0]), unit[1])
@@ -124,12 +142,17 @@ class JobRunner:
         scope: resources.ResourceScope,
         budget: _Budget,
         job_id: int | None,
-    ) -> list[execution.StepOutcome]:
-        """Run the steps kept for this job, one after the other; their outcomes. Each was claimed
-        by the success that kept it, in its round trip (else it is claimed here). A retry of one
-        was deferred as a job of its own when it was recorded."""
+        *,
+        finish_job: int | None,
+    ) -> tuple[list[execution.StepOutcome], bool]:
+        """Run the steps kept for this job, one after the other; their outcomes, and whether the
+        last success finished the job (``finish_job``, while no step of the job has failed). Each
+        was claimed by the success that kept it, in its round trip (else it is claimed here). A
+        retry of one was deferred as a job of its own when it was recorded."""
         outcomes: list[execution.StepOutcome] = []
         unit, ahead = ran.continued, ran.ahead
+        if any(o.error is not None for o in ran.outcomes):
+            finish_job = None
         while unit is not None:
             asset = self.svc.defs.get(unit[0])
             if ahead is not None:
@@ -140,10 +163,14 @@ class JobRunner:
                 break
             budget.spend()
             _log_started(claim.steps)
-            ran = self.runner.run_claimed(asset, claim, scope=scope, keep=budget.keep(), continued=True)
+            ran = self.runner.run_claimed(
+                asset, claim, scope=scope, keep=budget.keep(), continued=True, finish_job=finish_job
+            )
             outcomes += ran.outcomes
+            if any(o.error is not None for o in ran.outcomes):
+                finish_job = None
             unit, ahead = ran.continued, ran.ahead
-        return outcomes
+        return outcomes, ran.job_finished
 
     def _reject(self, raw: Mapping[str, Any], error: errors.FlowStoneError) -> NoReturn:
         """Record a job that cannot run where a row exists, then fail the job without retry."""
@@ -375,8 +402,13 @@ def build_blueprint(svc: services.Services) -> procrastinate.Blueprint:
         name="run_step", pass_context=True, retry=jobs.FlowStoneRetryStrategy(), queue=jobs.DEFAULT_QUEUE
     )
     def run_step(context: JobContext, /, **kwargs: Any) -> None:
-        """Run the step(s) one FlowStone job names."""
-        job_runner.run(kwargs, job_id=context.job.id, queue=context.job.queue)
+        """Run the step(s) one FlowStone job names; with FlowStone's job manager, the job's last
+        success finishes the job too (ADR 0016) and tells the manager so."""
+        manager = context.app.job_manager
+        ours = manager if isinstance(manager, JobManager) else None
+        if job_runner.run(kwargs, job_id=context.job.id, queue=context.job.queue, finish=ours is not None):
+            assert ours is not None  # noqa: S101 - only a job run with finish= is finished by its success
+            ours.finished_by_success(context.job)
 
     # `flowstone worker` also runs these on a timer of its own (queue.process); as jobs, with the
     # maintenance priority, they serve workers started with Procrastinate's own CLI.
@@ -406,29 +438,6 @@ def build_blueprint(svc: services.Services) -> procrastinate.Blueprint:
             expire_approvals(svc, materialization_id=step.id)
 
     return blueprint
-
-
-UNREGISTER_PATIENCE_S = 2.0
-"""How long a stopping worker waits to delete its row from ``procrastinate_workers``."""
-
-
-class JobManager(procrastinate_manager.JobManager):
-    """Procrastinate's job manager, but a stopping worker waits at most
-    :data:`UNREGISTER_PATIENCE_S` to unregister. A worker stops when its database goes away (its
-    listener fails), and unregistering then waits for a connection for the connector pool's whole
-    timeout (10 s) before the supervisor can notice the outage and wait for the database
-    (``queue.process``). A row left behind has no running job (a worker unregisters after its jobs
-    end) and Procrastinate prunes it once its heartbeat is stale."""
-
-    async def unregister_worker(self, worker_id: int) -> None:
-        try:
-            await asyncio.wait_for(super().unregister_worker(worker_id), UNREGISTER_PATIENCE_S)
-        except TimeoutError:
-            logger.warning(
-                "could not unregister worker %d within %.0f s; it is pruned once its heartbeat is stale",
-                worker_id,
-                UNREGISTER_PATIENCE_S,
-            )
 
 
 def build_app(svc: services.Services, url: str, blueprint: procrastinate.Blueprint) -> procrastinate.App:

@@ -62,19 +62,15 @@ class JobQueue(Protocol):
         self, conn: Any, run_id: str, items: Sequence[BatchItem], *, schedule_in_s: float | None = None
     ) -> list[int]:
         """One job per item; returns the job ids in the order of ``items``."""
-        ...
 
     def defer_timeout(self, conn: Any, run_id: str, asset: str, partition_key: str, at: datetime) -> int:
         """The approval-timeout job of a step, scheduled at ``at``; returns its id."""
-        ...
 
     def cancel_job(self, conn: Any, job_id: int) -> bool:
         """Cancel a ``todo`` job; whether it was cancelled."""
-        ...
 
     def queue_of(self, asset: str) -> str:
         """The queue an asset's jobs go to."""
-        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +142,7 @@ class Completed:
     """The run, when this transaction ended it (its last steps succeeded)."""
     ahead: Claim | None = None
     """The claim of ``claim_ahead``; ``None`` when none was asked for or it failed (claim anew)."""
+    job_finished: bool = False  # the transaction also finished the running job (ADR 0016)
 
 
 class StepLogs(Protocol):
@@ -158,15 +155,12 @@ class StepLogs(Protocol):
 
     def write(self, lines: Sequence[records.StepLogLine]) -> None:
         """Store ``lines`` now."""
-        ...
 
     def track(self, source: LogSource) -> None:
         """Flush ``source`` at least every second while it is tracked (``untrack``)."""
-        ...
 
     def untrack(self, source: LogSource) -> None:
         """Stop flushing ``source``; returns once a flush of it in progress has been written."""
-        ...
 
     def read(
         self,
@@ -178,7 +172,6 @@ class StepLogs(Protocol):
         max_lines: int = 100_000,
     ) -> list[records.StepLog]:
         """The stored lines of a run (one asset, one partition), in step, attempt and line order."""
-        ...
 
 
 class LogSource(Protocol):
@@ -186,7 +179,6 @@ class LogSource(Protocol):
 
     def take(self) -> list[records.StepLogLine]:
         """The lines captured since the last call (they are now the caller's to write)."""
-        ...
 
 
 class Store(ABC):
@@ -324,13 +316,15 @@ class Store(ABC):
         keep: Keep | None = None,
         claim_ahead: ClaimAhead | None = None,
         now: datetime | None = None,
+        finish_job: int | None = None,
     ) -> Completed:
         """One transaction (I11, I14) for successes of one run: each success (see
         :meth:`succeed_step`), the fan-in of their downstream steps (``release``; a step whose
         last upstream succeeded becomes ``queued``, its job deferred with ``jobs`` when given, or
-        kept for the running job with ``keep``) and the run's status. It commits asynchronously
-        unless the run ends in it (ADR 0013). With ``claim_ahead``, the claim of that unit of work
-        follows the commit (``Completed.ahead``), on its own, as :meth:`claim` would make it."""
+        kept for the running job with ``keep``) and the run's status; asynchronous commit unless
+        the run ends (ADR 0013). ``claim_ahead``: that unit's claim follows the commit
+        (``Completed.ahead``). ``finish_job``: the running job, which this success ends unless it
+        keeps a step, is finished in it, committed durably (``Completed.job_finished``, ADR 0016)."""
 
     @abstractmethod
     def fail_step(

@@ -10,13 +10,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
+import procrastinate
 from procrastinate import sql as procrastinate_sql
 
 from flowstone import errors
-from flowstone.store.pg import Conn, Database, Q
+from flowstone.store.pg import Conn, Database, Pending, Q
 
 __all__ = [
     "JOB_STATISTICS_AFTER",
+    "job_delete_finished",
+    "job_finish_succeeded",
     "job_lost_claim",
     "job_retry",
     "job_stalled_claim",
@@ -48,6 +51,20 @@ def job_lost_claim(conn: Conn, worker_id: int, running: Sequence[int]) -> list[i
     running (``running``: the ids it is)."""
     rows = conn.execute(Q("job_lost_claim"), {"worker_id": worker_id, "running": list(running)}).fetchall()
     return [int(r["id"]) for r in rows]
+
+
+def job_finish_succeeded(conn: Conn, job_id: int, step_ids: Sequence[int]) -> Pending[bool]:
+    """Finish the job ``job_id`` as ``succeeded`` in the caller's transaction, unless it is no longer
+    active or one of ``step_ids`` is neither ``succeeded`` nor ``skipped`` (ADR 0016); whether it did,
+    once fetched (the statement may go in a pipeline)."""
+    cursor = conn.execute(Q("job_finish_succeeded"), {"job_id": job_id, "step_ids": list(step_ids)})
+    return Pending(cursor, lambda rows: rows.fetchone() is not None)
+
+
+async def job_delete_finished(connector: procrastinate.BaseConnector, job_id: int) -> None:
+    """Delete a job that its last success finished, on Procrastinate's connector (its worker, which
+    deletes the jobs it finishes, skipped its own finish)."""
+    await connector.execute_query_async(Q("job_delete_finished"), job_id=job_id)
 
 
 def job_todo_now(conn: Conn, queues: Sequence[str] | None) -> bool:

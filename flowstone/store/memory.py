@@ -39,8 +39,6 @@ class MemoryStore(base.Store):
         self._runs: dict[str, records.Run] = {}
         self._audit: list[records.AuditEvent] = []
 
-    # -- helpers ------------------------------------------------------------------------------
-
     def _append_audit(self, event: str, *, actor: str, now: datetime, **where: Any) -> int:
         audit_id = next(self._audit_ids)
         details = dict(where.pop("details", None) or {})
@@ -245,8 +243,9 @@ class MemoryStore(base.Store):
         keep: base.Keep | None = None,
         claim_ahead: base.ClaimAhead | None = None,
         now: datetime | None = None,
+        finish_job: int | None = None,
     ) -> base.Completed:
-        if jobs is not None:
+        if jobs is not None or finish_job is not None:
             raise errors.ConfigurationError("the memory store has no job queue: run in-process")
         if not items:
             return base.Completed(rows=[])

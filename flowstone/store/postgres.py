@@ -334,10 +334,19 @@ class PostgresStore(pg_reads.PostgresReads, base.Store):
         keep: base.Keep | None = None,
         claim_ahead: base.ClaimAhead | None = None,
         now: datetime | None = None,
+        finish_job: int | None = None,
     ) -> base.Completed:
         with self.db.session("record success") as conn:
             completed, input_rows = transitions.complete(
-                conn, items, actor=actor, jobs=jobs, release=release, keep=keep, now=now, ahead=claim_ahead
+                conn,
+                items,
+                actor=actor,
+                jobs=jobs,
+                release=release,
+                keep=keep,
+                now=now,
+                ahead=claim_ahead,
+                finish_job=finish_job,
             )
         self.outputs.keep(input_rows)  # the inputs of the step claimed ahead, if any
         deferred = len(completed.released) - (completed.continued is not None)  # a fan-out: thousands

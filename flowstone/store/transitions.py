@@ -17,6 +17,7 @@ from typing import Any, Literal
 from flowstone import errors
 from flowstone.status import RUN_TERMINAL, RunKind, RunStatus, StepStatus
 from flowstone.store import approvals, audit, base, checks, pg, records, runs, step_edges, step_logs
+from flowstone.store import jobs as jobs_table
 from flowstone.store import materializations as mat
 from flowstone.store import outputs as store_outputs
 from flowstone.store.pg import Conn
@@ -198,6 +199,7 @@ def complete(
     keep: base.Keep | None,
     now: datetime | None,
     ahead: base.ClaimAhead | None = None,
+    finish_job: int | None = None,
 ) -> tuple[base.Completed, list[pg.Row]]:
     """Successes of one run (one statement), their fan-in, the jobs of the steps that became ready
     (one of them kept for the running job with ``keep``) and the run's status, in ONE transaction
@@ -206,7 +208,8 @@ def complete(
     asynchronously unless the run ends in it (ADR 0013). Outputs for a user table (COPY, which a
     pipeline refuses) go without the pipeline. The claim ``ahead`` follows the COMMIT in the same
     round trip (as :func:`claim` makes it, on its own); returned with the raw input rows of that
-    claim."""
+    claim. ``finish_job``: the running job, which ends with this success unless it keeps a step
+    (``keep``): the transaction finishes it too and commits durably (ADR 0016)."""
     if not items:
         return base.Completed(rows=[]), []
     run_id = items[0].step.run_id
@@ -245,7 +248,12 @@ def complete(
         # across the round trips above, during which concurrent successes of the run would wait on
         # it. (Safe since migration 0019: the key-share locks that the updates above take on the
         # run's row, for their foreign-key checks, do not conflict with it.)
-        finished = runs.run_finish(conn, run_id, actor, now, commit_async=True)
+        ends_job = finish_job if continued is None else None
+        finished = runs.run_finish(conn, run_id, actor, now, commit_async=ends_job is None)
+        # After the run's status, so the job's row is locked for the pipeline's end only.
+        job_done = None
+        if ends_job is not None:
+            job_done = jobs_table.job_finish_succeeded(conn, ends_job, [i.step.id for i in items])
     # The results came with the commit (one round trip); a pipeline's cursors keep them.
     done, released = succeeded.get()
     run = finished.get()
@@ -264,6 +272,7 @@ def complete(
         continued=continued,
         run=ended,
         ahead=claimed,
+        job_finished=job_done is not None and job_done.get(),
     )
     return completed, input_rows
 

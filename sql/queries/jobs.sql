@@ -38,3 +38,30 @@ SELECT EXISTS (SELECT FROM procrastinate_jobs AS j
 -- index, until autovacuum analyses the table again (up to a minute later). Run after a large
 -- enqueue commits. Without ownership of the table, PostgreSQL skips it with a warning.
 ANALYZE procrastinate_jobs;
+
+-- name: job_finish_succeeded
+-- Finishes a step job as 'succeeded' inside the transaction of its last success (ADR 0016), with
+-- Procrastinate's own function, so the worker's separate finish (a round trip and a durable commit
+-- of its own) is not needed. The row is locked first, so Procrastinate's function always finds it
+-- 'todo' or 'doing' and never raises into the success. Nothing happens when the job is not active
+-- or when a step of the success is neither 'succeeded' nor 'skipped' (an attempt that lost its step
+-- to another one, whose outcome the worker still has to settle): the worker finishes it then, as
+-- for any job. Returns the job's id when it finished it.
+WITH job AS (
+    SELECT j.id
+    FROM procrastinate_jobs AS j
+    WHERE j.id = %(job_id)s
+      AND j.status IN ('todo', 'doing')
+      AND NOT EXISTS (SELECT FROM flowstone_materializations AS m
+                      WHERE m.id = ANY(%(step_ids)s::bigint[])
+                        AND m.status NOT IN ('succeeded', 'skipped'))
+    FOR NO KEY UPDATE OF j
+)
+SELECT job.id, procrastinate_finish_job_v1(job.id, 'succeeded', false) AS finished
+FROM job;
+
+-- name: job_delete_finished
+-- Deletes a job that its last success finished (job_finish_succeeded), for a worker that deletes
+-- the jobs it finishes (Procrastinate's delete_jobs): what its own finish would have done.
+DELETE FROM procrastinate_jobs AS j
+WHERE j.id = %(job_id)s AND j.status = 'succeeded';

@@ -1,11 +1,14 @@
-"""ADR 0013: a queued step's success commits asynchronously; the job's finish (a durable commit)
-flushes it. A server crash (``immediate`` stop) between the two loses both, and nothing
-inconsistent remains: the step runs again and succeeds exactly once, with one output and its
-lineage; continued chains likewise.
+"""ADR 0013 and ADR 0016 under a server crash (``immediate`` stop).
 
-The WAL writer flushes asynchronous commits every ``wal_writer_delay`` (200 ms by default); the test
-raises it to 10 s so that the crash certainly lands before the flush, and proves it did: the function
-ran twice."""
+- A success that keeps a step for its job (a chain continuing) commits asynchronously; a crash
+  before anything flushes it loses it, and nothing inconsistent remains: the step runs again and
+  succeeds exactly once, with one output and its lineage.
+- A success that ends its job finishes the job in the same transaction and commits durably: a
+  crash right after it loses neither, and the step never runs twice.
+
+The WAL writer flushes asynchronous commits every ``wal_writer_delay`` (200 ms by default); the
+tests raise it to 10 s so that the crash certainly lands before that flush, and prove what was lost
+by counting how often the functions ran."""
 
 from __future__ import annotations
 
@@ -37,7 +40,7 @@ def doubled(raw: int) -> int:
     return raw * 2
 
 def after_job(job_id, outcomes):
-    # The window of ADR 0013: the success committed (asynchronously), the job not yet finished.
+    # Where ADR 0013's window was: the success committed, the task not yet returned.
     if not (MARKERS / "crashed").exists():
         (MARKERS / "in-window").touch()
         time.sleep(30)
@@ -68,7 +71,7 @@ def slow_wal_writer(fault_server: FaultServer) -> Iterator[None]:
         configure("200ms")
 
 
-def test_a_crash_between_the_success_and_the_job_finish_leaves_nothing_inconsistent(
+def test_a_crash_right_after_a_success_that_finished_its_job_loses_neither(
     fault_server: FaultServer, fault_db: tuple[str, str], tmp_path: Path, slow_wal_writer: None
 ):
     url, _ = fault_db
@@ -76,21 +79,74 @@ def test_a_crash_between_the_success_and_the_job_finish_leaves_nothing_inconsist
     try:
         pipeline.start_worker(concurrency=1)
         handle = pipeline.runtime.submit(["doubled"], [date(2025, 1, 1)], with_upstream=True)
-        eventually((pipeline.markers / "in-window").exists, timeout=60, what="the window")
-        # the success of `raw` is committed and visible, but not flushed
-        ((status,),) = pipeline.sql(
-            "SELECT status FROM flowstone_materializations WHERE run_id = %s AND asset = 'raw'",
+        eventually((pipeline.markers / "in-window").exists, timeout=60, what="the task's end")
+        # the success of `raw` finished its job in its own transaction: both are committed
+        ((status, job_status),) = pipeline.sql(
+            "SELECT m.status, j.status FROM flowstone_materializations AS m "
+            "JOIN procrastinate_jobs AS j ON j.id = m.job_id WHERE m.run_id = %s AND m.asset = 'raw'",
             (handle.run_id,),
         )
-        assert status == "succeeded"
+        assert (status, job_status) == ("succeeded", "succeeded")
         fault_server.stop("immediate")
         (pipeline.markers / "crashed").touch()
         time.sleep(1)
         fault_server.start()
         assert _wait_quietly(pipeline, handle.run_id, timeout=120) == "succeeded", pipeline.logs()[-3000:]
         assert assert_consistent(pipeline, handle.run_id, 2) == {"succeeded": 2}
-        # the crash really lost the first success: the function ran a second time
-        assert len(list(pipeline.markers.glob("ran-raw-*"))) == 2
+        # the commit was durable: the crash lost nothing, and `raw` ran once
+        assert len(list(pipeline.markers.glob("ran-raw-*"))) == 1
+        jobs = pipeline.sql(
+            "SELECT status FROM procrastinate_jobs WHERE task_name = 'flowstone:run_step' ORDER BY id"
+        )
+        assert jobs == [("succeeded",), ("succeeded",)]
+    finally:
+        stop_all(pipeline)
+
+
+WINDOW_CHAIN = """
+@fs.asset
+def first() -> int:
+    (MARKERS / f"ran-first-{time.monotonic_ns()}").touch()
+    return 1
+
+@fs.asset
+def second(first: int) -> int:
+    # Runs in the job of `first` (continuation): the success of `first` kept this step and
+    # committed asynchronously; nothing durable has been committed since.
+    if not (MARKERS / "crashed").exists():
+        (MARKERS / "in-window").touch()
+        time.sleep(30)
+    return first + 1
+
+defs = fs.Definitions(assets=[first, second])
+"""
+
+
+def test_a_crash_after_a_success_that_kept_a_step_leaves_nothing_inconsistent(
+    fault_server: FaultServer, fault_db: tuple[str, str], tmp_path: Path, slow_wal_writer: None
+):
+    url, _ = fault_db
+    pipeline = _pipeline(tmp_path, url, WINDOW_CHAIN, options="heartbeat_interval_s=60, stalled_after_s=120")
+    try:
+        pipeline.start_worker(concurrency=1)
+        handle = pipeline.runtime.submit("second", with_upstream=True)
+        eventually((pipeline.markers / "in-window").exists, timeout=60, what="the window")
+        # the success of `first` is committed and visible, but not flushed; its job is not finished
+        ((status, job_status),) = pipeline.sql(
+            "SELECT m.status, j.status FROM flowstone_materializations AS m "
+            "JOIN procrastinate_jobs AS j ON j.id = m.job_id WHERE m.run_id = %s AND m.asset = 'first'",
+            (handle.run_id,),
+        )
+        assert (status, job_status) == ("succeeded", "doing")
+        fault_server.stop("immediate")
+        (pipeline.markers / "crashed").touch()
+        time.sleep(1)
+        fault_server.start()
+        assert _wait_quietly(pipeline, handle.run_id, timeout=120) == "succeeded", pipeline.logs()[-3000:]
+        assert assert_consistent(pipeline, handle.run_id, 2) == {"succeeded": 2}
+        # the crash really lost the success of `first`: its function ran a second time
+        assert len(list(pipeline.markers.glob("ran-first-*"))) == 2
+        assert pipeline.runtime.load("second") == 2
     finally:
         stop_all(pipeline)
 
