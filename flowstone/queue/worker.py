@@ -55,7 +55,8 @@ logger = logging.getLogger("flowstone.queue")
 
 AFTER_JOB: Callable[[int | None, Sequence[execution.StepOutcome]], None] | None = None
 """A test seam: called with the job id and its outcomes after a job's steps are recorded and before
-the job returns to Procrastinate (which then finishes it). The fault suite stops the server there."""
+the job returns to Procrastinate (which then finishes it, unless its last success did: ADR 0016). The
+fault suite stops the server there."""
 
 
 class JobRunner:
