@@ -114,7 +114,7 @@ def _queries(
         return _timed(conn, "run_step_counts", {"run_id": random.choice(runs)})
 
     def one_asset() -> float:
-        params = {"asset": f"a{random.randrange(ASSETS)}", "status": None, "limit": 100}
+        params = {"asset": f"a{random.randrange(ASSETS)}", "status": None, "limit": 100, "metadata": False}
         return _timed(conn, "report_partitions", params)
 
     def lineage() -> float:

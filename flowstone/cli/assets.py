@@ -53,20 +53,23 @@ def _summary(rt: runtime_mod.FlowStone, store: PostgresStore, status: str | None
 def _partitions(
     store: PostgresStore, asset: str, status: StepStatus | None, limit: int, *, metadata: bool = False
 ) -> None:
-    rows = store.reports.partitions(asset, status=status, limit=limit)
+    rows = store.reports.partitions(asset, status=status, limit=limit, metadata=metadata)
     common.out(f"{'ASSET':<24} {'PARTITION':<28} {'STATUS':<16} {'LAST SUCCESS (UTC)':<20} {'MS':>8}  RUN")
     if not rows and status is None:
         common.out(f"{asset:<24} {'-':<28} {'never':<16} {'-':<20} {'-':>8}  -")
-    for row in rows:
-        m = row.step
+    for m in rows:
         ms = f"{m.duration_ms:.0f}" if m.duration_ms is not None else "-"
         common.out(
             f"{asset:<24} {common.shown(m.partition_key):<28} {m.status:<16} "
-            f"{common.when(row.last_success_at):<20} {ms:>8}  {m.run_id}"
+            f"{common.when(m.last_success_at):<20} {ms:>8}  {m.run_id}"
         )
-        good = m if m.status == StepStatus.SUCCEEDED or not metadata else store.latest(asset, m.partition_key)
-        if metadata and good is not None and good.metadata:
-            common.out(f"    metadata of #{good.id}: {_metadata_line(good.metadata)}")
+        if not metadata:
+            continue
+        good = (m.id, m.metadata) if m.status == StepStatus.SUCCEEDED else None
+        if good is None and (latest := store.latest(asset, m.partition_key)) is not None:
+            good = (latest.id, latest.metadata)
+        if good is not None and good[1]:
+            common.out(f"    metadata of #{good[0]}: {_metadata_line(good[1])}")
     if len(rows) == limit:
         common.out(f"... (first {limit} partitions; --limit shows more)")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from flowstone.status import StepStatus
 from flowstone.store import pg, records
@@ -38,10 +39,16 @@ class AssetSummary:
 
 @dataclass(frozen=True, slots=True)
 class PartitionRow:
-    """The newest step of one partition, and when the partition last succeeded."""
+    """The newest step of one partition as a listing shows it, and when the partition last
+    succeeded (``metadata``: the step's, when asked for, else empty)."""
 
-    step: records.Materialization
+    id: int
+    run_id: str
+    partition_key: str
+    status: StepStatus
+    duration_ms: float | None
     last_success_at: datetime | None
+    metadata: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,14 +103,23 @@ class PostgresReports:
         return found
 
     def partitions(
-        self, asset: str, *, status: StepStatus | None = None, limit: int = 10_000
+        self, asset: str, *, status: StepStatus | None = None, limit: int = 10_000, metadata: bool = False
     ) -> list[PartitionRow]:
-        """The newest step of each partition of ``asset`` in key order (one status, when given)."""
-        params = {"asset": asset, "status": status, "limit": limit}
+        """The newest step of each partition of ``asset`` in key order (one status, when given;
+        with its ``metadata`` when asked for)."""
+        params = {"asset": asset, "status": status, "limit": limit, "metadata": metadata}
         with self.db.session("list partitions") as conn:
             rows = conn.execute(Q("report_partitions"), params).fetchall()
         return [
-            PartitionRow(step=pg.materialization_from_row(r), last_success_at=r["last_success_at"])
+            PartitionRow(
+                id=r["id"],
+                run_id=str(r["run_id"]),
+                partition_key=r["partition_key"],
+                status=StepStatus(r["status"]),
+                duration_ms=r["duration_ms"],
+                last_success_at=r["last_success_at"],
+                metadata=r["metadata"] or {},
+            )
             for r in rows
         ]
 

@@ -73,10 +73,11 @@ ORDER BY n.asset, n.status;
 
 -- name: report_partitions
 -- Returns the newest step of every partition of one asset (optionally only those in one status),
--- with the finish time of the partition's latest success, in partition key order. The partitions
--- are walked one index probe each (a loose scan of the identity key), and without a status filter
--- the walk stops after `limit` partitions, so the cost follows the partitions listed, not the
--- versions stored.
+-- with the finish time of the partition's latest success, in partition key order: the columns a
+-- listing shows (its metadata only when asked for; decoding every step's JSON documents cost more
+-- than the query). The partitions are walked one index probe each (a loose scan of the identity
+-- key), and without a status filter the walk stops after `limit` partitions, so the cost follows
+-- the partitions listed, not the versions stored.
 WITH RECURSIVE keys (partition_key, n) AS (
     (SELECT k.partition_key, 1 FROM flowstone_materializations AS k
      WHERE k.asset = %(asset)s ORDER BY k.partition_key LIMIT 1)
@@ -89,10 +90,12 @@ WITH RECURSIVE keys (partition_key, n) AS (
     WHERE keys.partition_key IS NOT NULL
       AND (%(status)s::text IS NOT NULL OR keys.n < %(limit)s)
 )
-SELECT n.*, s.finished_at AS last_success_at
+SELECT n.id, n.run_id, n.partition_key, n.status, n.duration_ms,
+       CASE WHEN %(metadata)s THEN n.metadata END AS metadata, s.finished_at AS last_success_at
 FROM keys
 JOIN LATERAL (
-    SELECT m.* FROM flowstone_materializations AS m
+    SELECT m.id, m.run_id, m.asset, m.partition_key, m.status, m.duration_ms, m.metadata
+    FROM flowstone_materializations AS m
     WHERE m.asset = %(asset)s AND m.partition_key = keys.partition_key
     ORDER BY m.id DESC
     LIMIT 1
