@@ -23,7 +23,7 @@ import pytest
 
 from tests.faults.conftest import FaultServer
 from tests.faults.test_faults import _pipeline, _wait_quietly, assert_consistent, stop_all
-from tests.integration.queue_harness import eventually
+from tests.integration.queue_harness import Pipeline, eventually
 
 pytestmark = pytest.mark.slow
 
@@ -71,6 +71,27 @@ def slow_wal_writer(fault_server: FaultServer) -> Iterator[None]:
         configure("200ms")
 
 
+def _statuses_of(pipeline: Pipeline, run_id: str, asset: str) -> tuple[str, str]:
+    """The step's status and its job's status."""
+    ((status, job_status),) = pipeline.sql(
+        "SELECT m.status, j.status FROM flowstone_materializations AS m "
+        "JOIN procrastinate_jobs AS j ON j.id = m.job_id WHERE m.run_id = %s AND m.asset = %s",
+        (run_id, asset),
+    )
+    return str(status), str(job_status)
+
+
+def _crash_and_recover(fault_server: FaultServer, pipeline: Pipeline, run_id: str) -> None:
+    """Stop the server with ``immediate`` (a crash), let the held step go on, restart the server,
+    and check that the run of two steps ends with each succeeded once, consistently."""
+    fault_server.stop("immediate")
+    (pipeline.markers / "crashed").touch()
+    time.sleep(1)
+    fault_server.start()
+    assert _wait_quietly(pipeline, run_id, timeout=120) == "succeeded", pipeline.logs()[-3000:]
+    assert assert_consistent(pipeline, run_id, 2) == {"succeeded": 2}
+
+
 def test_a_crash_right_after_a_success_that_finished_its_job_loses_neither(
     fault_server: FaultServer, fault_db: tuple[str, str], tmp_path: Path, slow_wal_writer: None
 ):
@@ -81,18 +102,8 @@ def test_a_crash_right_after_a_success_that_finished_its_job_loses_neither(
         handle = pipeline.runtime.submit(["doubled"], [date(2025, 1, 1)], with_upstream=True)
         eventually((pipeline.markers / "in-window").exists, timeout=60, what="the task's end")
         # the success of `raw` finished its job in its own transaction: both are committed
-        ((status, job_status),) = pipeline.sql(
-            "SELECT m.status, j.status FROM flowstone_materializations AS m "
-            "JOIN procrastinate_jobs AS j ON j.id = m.job_id WHERE m.run_id = %s AND m.asset = 'raw'",
-            (handle.run_id,),
-        )
-        assert (status, job_status) == ("succeeded", "succeeded")
-        fault_server.stop("immediate")
-        (pipeline.markers / "crashed").touch()
-        time.sleep(1)
-        fault_server.start()
-        assert _wait_quietly(pipeline, handle.run_id, timeout=120) == "succeeded", pipeline.logs()[-3000:]
-        assert assert_consistent(pipeline, handle.run_id, 2) == {"succeeded": 2}
+        assert _statuses_of(pipeline, handle.run_id, "raw") == ("succeeded", "succeeded")
+        _crash_and_recover(fault_server, pipeline, handle.run_id)
         # the commit was durable: the crash lost nothing, and `raw` ran once
         assert len(list(pipeline.markers.glob("ran-raw-*"))) == 1
         jobs = pipeline.sql(
@@ -132,18 +143,8 @@ def test_a_crash_after_a_success_that_kept_a_step_leaves_nothing_inconsistent(
         handle = pipeline.runtime.submit("second", with_upstream=True)
         eventually((pipeline.markers / "in-window").exists, timeout=60, what="the window")
         # the success of `first` is committed and visible, but not flushed; its job is not finished
-        ((status, job_status),) = pipeline.sql(
-            "SELECT m.status, j.status FROM flowstone_materializations AS m "
-            "JOIN procrastinate_jobs AS j ON j.id = m.job_id WHERE m.run_id = %s AND m.asset = 'first'",
-            (handle.run_id,),
-        )
-        assert (status, job_status) == ("succeeded", "doing")
-        fault_server.stop("immediate")
-        (pipeline.markers / "crashed").touch()
-        time.sleep(1)
-        fault_server.start()
-        assert _wait_quietly(pipeline, handle.run_id, timeout=120) == "succeeded", pipeline.logs()[-3000:]
-        assert assert_consistent(pipeline, handle.run_id, 2) == {"succeeded": 2}
+        assert _statuses_of(pipeline, handle.run_id, "first") == ("succeeded", "doing")
+        _crash_and_recover(fault_server, pipeline, handle.run_id)
         # the crash really lost the success of `first`: its function ran a second time
         assert len(list(pipeline.markers.glob("ran-first-*"))) == 2
         assert pipeline.runtime.load("second") == 2
