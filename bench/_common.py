@@ -60,6 +60,31 @@ def worker_env(workdir: Path, **extra: str) -> dict[str, str]:
     return {**os.environ, **extra, "PYTHONPATH": path}
 
 
+def cpu_seconds(pid: int | None = None) -> float:
+    """CPU seconds (user + system) of process ``pid``, or of every ``postgres`` process when None."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in [Path(f"/proc/{pid}")] if pid is not None else Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            text = (entry / "stat").read_text()
+        except OSError:
+            continue
+        comm = text[text.index("(") + 1 : text.rindex(")")]
+        if pid is None and comm != "postgres":
+            continue
+        fields = text[text.rindex(")") + 2 :].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / tick
+
+
+def server_is_local(url: str) -> bool:
+    """Whether the server of ``url`` runs on this machine (its processes' CPU can be read)."""
+    host = str(conninfo_to_dict(url).get("host") or "")
+    return host in ("", "localhost", "127.0.0.1", "::1") or host.startswith("/")
+
+
 def best_of(repeats: int, fn: Callable[[], object]) -> tuple[float, float]:
     """Run ``fn`` ``repeats`` times; return (best, median) wall seconds."""
     times = []

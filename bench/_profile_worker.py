@@ -81,25 +81,6 @@ def stats(url: str) -> dict[str, float]:
     return {"commits": float(commits), "wal_syncs": float(syncs), "wal_records": float(records)}
 
 
-def cpu_seconds(pid: int | None = None) -> float:
-    """CPU seconds (user + system) of process ``pid``, or of every ``postgres`` process when None."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for entry in [Path(f"/proc/{pid}")] if pid is not None else Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            text = (entry / "stat").read_text()
-        except OSError:
-            continue
-        comm = text[text.index("(") + 1 : text.rindex(")")]
-        if pid is None and comm != "postgres":
-            continue
-        fields = text[text.rindex(")") + 2 :].split()
-        total += int(fields[11]) + int(fields[12])
-    return total / tick
-
-
 def statements_reset(url: str) -> bool:
     """Reset pg_stat_statements when the server preloads it (creating the extension if needed)."""
     try:
@@ -234,13 +215,13 @@ def main() -> None:
         worker = start_worker(work, name, env, mode)
         statements = statements_reset(url)
         before = stats(url)
-        cpu_before = (cpu_seconds(worker.pid), cpu_seconds())
+        cpu_before = (_common.cpu_seconds(worker.pid), _common.cpu_seconds())
         start = time.perf_counter()
         total, wait = run_load(mod, url, steps, per_job, mode)
         spy = start_spy(worker.pid, work / "raw.txt")
         wait()
         elapsed = time.perf_counter() - start
-        cpu_after = (cpu_seconds(worker.pid), cpu_seconds())
+        cpu_after = (_common.cpu_seconds(worker.pid), _common.cpu_seconds())
         after = stats(url)
         if spy is not None:
             spy.wait(timeout=60)
