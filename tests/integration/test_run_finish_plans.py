@@ -53,18 +53,15 @@ def seeded(pg_server: pg.Server, template_db: str) -> Iterator[str]:
         yield url
 
 
-def _finish(conn: psycopg.Connection[Any]) -> tuple[list[Any], int]:
-    """Call flowstone_run_finish for the small run: its rows and the shared buffers it touched."""
-    rows = conn.execute(
-        "SELECT status FROM flowstone_run_finish(%s, 'tester', NULL, false)", (SMALL,)
-    ).fetchall()
-    (plan,) = conn.execute(
-        "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) "
-        "SELECT * FROM flowstone_run_finish(%s, 'tester', NULL, false)",
-        (SMALL,),
-    ).fetchone()  # type: ignore[misc]
+FINISH = "SELECT status FROM flowstone_run_finish(%s, 'tester', NULL, false)"
+
+
+def _touched(conn: psycopg.Connection[Any]) -> int:
+    """The shared buffers flowstone_run_finish touches for the small run, under EXPLAIN (ANALYZE,
+    BUFFERS): the call runs, and what it changes stays."""
+    (plan,) = conn.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + FINISH, (SMALL,)).fetchone()  # type: ignore[misc]
     top = (plan if not isinstance(plan, str) else json.loads(plan))[0]["Plan"]
-    return rows, int(top["Shared Hit Blocks"]) + int(top["Shared Read Blocks"])
+    return int(top["Shared Hit Blocks"]) + int(top["Shared Read Blocks"])
 
 
 @pytest.mark.parametrize("mode", ["force_generic_plan", "force_custom_plan"])
@@ -72,8 +69,8 @@ def test_run_finish_touches_a_few_pages_whatever_the_other_runs_hold(seeded: str
     with psycopg.connect(seeded, autocommit=True) as conn:
         conn.execute(f"SET plan_cache_mode = {mode}")
         # A step of the small run still runs: the run goes on.
-        rows, touched = _finish(conn)
-        assert rows == []
+        assert conn.execute(FINISH, (SMALL,)).fetchall() == []
+        touched = _touched(conn)
         assert touched <= BUDGET, f"{touched} buffers while the run goes on"
         # Its last step ends: the run finishes (the probes now find no active step at all).
         conn.execute(
@@ -82,18 +79,9 @@ def test_run_finish_touches_a_few_pages_whatever_the_other_runs_hold(seeded: str
             (SMALL,),
         )
         with conn.transaction():
-            rows = conn.execute(
-                "SELECT status FROM flowstone_run_finish(%s, 'tester', NULL, false)", (SMALL,)
-            ).fetchall()
-            assert rows == [("succeeded",)]
-            raise psycopg.Rollback  # measure the same call again below
-        (plan,) = conn.execute(
-            "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) "
-            "SELECT * FROM flowstone_run_finish(%s, 'tester', NULL, false)",
-            (SMALL,),
-        ).fetchone()  # type: ignore[misc]
-        top = (plan if not isinstance(plan, str) else json.loads(plan))[0]["Plan"]
-        touched = int(top["Shared Hit Blocks"]) + int(top["Shared Read Blocks"])
+            assert conn.execute(FINISH, (SMALL,)).fetchall() == [("succeeded",)]
+            raise psycopg.Rollback  # the same call again, measured
+        touched = _touched(conn)
         assert touched <= BUDGET, f"{touched} buffers for the run's last step"
         (status,) = conn.execute("SELECT status FROM flowstone_runs WHERE run_id = %s", (SMALL,)).fetchone()  # type: ignore[misc]
         assert status == "succeeded"
